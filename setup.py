@@ -1,0 +1,28 @@
+"""Installs the pconv library and its command-line tools."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="pconv",
+    version="0.1.0",
+    description="Image inpainting with partial convolutions (Liu et al. 2018) for PyTorch",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pconv", "pconv.*"]),
+    # torch is not pinned here, so users with a GPU keep the build they installed;
+    # requirements.txt pins the CPU build for a fresh machine.
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pillow>=10.0",
+        "safetensors>=0.4",
+        "tqdm>=4.66",
+        "scikit-image>=0.22",
+    ],
+    extras_require={"test": ["pytest>=8.0"]},
+)
