@@ -1,0 +1,94 @@
+"""Release files: safetensors weights with the model configuration in their metadata.
+
+A release file rebuilds its model alone: ``load_model(path)`` needs no architecture
+arguments. (Training checkpoints, with optimiser state, are the training script's business.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pconv.unet import PConvUNet, PConvUNetConfig
+
+__all__ = ["load_model", "save_model", "sha256_of"]
+
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {"pconv_unet": (PConvUNet, PConvUNetConfig)}
+_FORMAT = "pconv-release-1"
+
+
+def _arch_name(model: nn.Module) -> str:
+    for name, (cls, _) in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"no release format for {type(model).__name__}")
+
+
+def save_model(model: nn.Module, path: str | Path, *, dtype: torch.dtype | None = None, extra: dict[str, str] | None = None) -> str:
+    """Write ``model`` as a release file (atomically) and return its sha256.
+
+    Args:
+        model: a model of a registered architecture (its ``config`` is stored).
+        path: destination ``.safetensors`` file.
+        dtype: store floating-point tensors in this dtype (e.g. ``torch.float16``) to halve the size.
+        extra: more string metadata (training summary, licence, ...).
+    """
+    path = Path(path)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value
+    metadata = {
+        "format": _FORMAT,
+        "architecture": _arch_name(model),
+        "config": json.dumps(model.config.to_dict()),  # type: ignore[attr-defined]
+        **(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return sha256_of(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a release file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from a release file written by :func:`save_model` (in eval mode, float32)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        metadata = read_metadata(path)
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    if metadata.get("format") != _FORMAT or metadata.get("architecture") not in ARCHITECTURES:
+        raise ValueError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
+    cls, config_cls = ARCHITECTURES[metadata["architecture"]]
+    model = cls(config_cls(**json.loads(metadata["config"])))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return model.to(device).eval()
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,197 @@
+"""The PConv U-Net of Liu et al. 2018 (arXiv 1804.07723), section 3.3 and appendix.
+
+Masks stay one channel wide through the whole network. Each block re-zeroes its features
+where its updated mask is 0, so every next layer receives already-masked input (the paper's
+``X * M``) without an extra full-size product. The decoder's concatenated mask is never
+materialised: the fraction of known channels, ``(C1 * m_up + C2 * m_skip) / (C1 + C2)``, is
+all a partial convolution needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pconv.partialconv import PartialConv2d
+
+__all__ = ["PConvUNet", "PConvUNetConfig"]
+
+
+@dataclass(frozen=True)
+class PConvUNetConfig:
+    """Architecture of a :class:`PConvUNet`; stored in every checkpoint and release file.
+
+    Attributes:
+        in_channels: image channels (1 grayscale, 3 RGB, more for multi-band instruments).
+        out_channels: predicted channels; ``None`` means ``in_channels``.
+        depth: number of encoder layers; 8 at 512x512 and 7 at 256x256 in the paper.
+        base_width: channels of the first layer; doubled per layer up to ``max_width``.
+        max_width: channel cap (512 in the paper).
+        upsample_mode: ``F.interpolate`` mode for decoder features (masks always nearest).
+        dropout: dropout probability after each hidden block (0 disables; used for Monte
+            Carlo uncertainty).
+    """
+
+    in_channels: int = 3
+    out_channels: int | None = None
+    depth: int = 8
+    base_width: int = 64
+    max_width: int = 512
+    upsample_mode: str = "nearest"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
+            raise ValueError("in_channels and out_channels must be at least 1")
+        if not 2 <= self.depth <= 10:
+            raise ValueError(f"depth must be between 2 and 10, got {self.depth}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.upsample_mode not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"upsample_mode must be nearest, bilinear or bicubic, got {self.upsample_mode!r}")
+
+    @property
+    def widths(self) -> list[int]:
+        """Output channels of each encoder layer."""
+        return [min(self.base_width * 2**i, self.max_width) for i in range(self.depth)]
+
+    @property
+    def kernels(self) -> list[int]:
+        """Encoder kernel sizes: 7, 5, 5, then 3 (the paper's layout)."""
+        return [(7, 5, 5)[i] if i < 3 else 3 for i in range(self.depth)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Block(nn.Module):
+    """Partial convolution, optional BatchNorm, re-zeroing of holes, activation."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, bn: bool, act: nn.Module | None) -> None:
+        super().__init__()
+        self.conv = PartialConv2d(cin, cout, kernel, stride, kernel // 2, bias=not bn)
+        self.bn = nn.BatchNorm2d(cout) if bn else None
+        self.act = act
+
+    def forward(self, x: Tensor, coverage: Tensor | None) -> tuple[Tensor, Tensor]:
+        h, mask = self.conv.masked_forward(x, coverage)  # (N, C, H', W'), (N, 1, H', W')
+        if self.bn is not None:
+            # BatchNorm moves hole values away from 0; zero them again in place (BN's
+            # backward needs its input, not its output) so the next layer sees masked input.
+            h = self.bn(h).mul_(mask)
+        if self.act is not None:
+            h = self.act(h)
+        return h, mask
+
+
+class PConvUNet(nn.Module):
+    """U-Net of partial convolutions that predicts the image inside the holes.
+
+    Args:
+        config: the architecture; keyword arguments build one if ``config`` is ``None``.
+
+    Example:
+        >>> model = PConvUNet(depth=7)
+        >>> pred = model(image, mask)        # image (N, 3, H, W), mask (N, 1, H, W), 1 = known
+        >>> filled = mask * image + (1 - mask) * pred
+    """
+
+    def __init__(self, config: PConvUNetConfig | None = None, **kwargs: object) -> None:
+        super().__init__()
+        if config is None:
+            config = PConvUNetConfig(**kwargs)  # type: ignore[arg-type]
+        elif kwargs:
+            raise TypeError("pass either a config or keyword arguments, not both")
+        self.config = config
+        cin = config.in_channels
+        cout = config.out_channels or cin
+        widths, kernels = config.widths, config.kernels
+        self.encoder = nn.ModuleList()
+        prev = cin
+        for i, (w, k) in enumerate(zip(widths, kernels)):
+            self.encoder.append(_Block(prev, w, k, 2, bn=i > 0, act=nn.ReLU()))
+            prev = w
+        # Decoder level i joins the upsampled deeper features with the skip of encoder level i-1
+        # (level 0 is the input image), from the deepest level up.
+        skips = [cin, *widths[:-1]]
+        self.decoder = nn.ModuleList()
+        for i in reversed(range(config.depth)):
+            last = i == 0
+            target = cout if last else skips[i]
+            act = None if last else nn.LeakyReLU(0.2)
+            self.decoder.append(_Block(prev + skips[i], target, 3, 1, bn=not last, act=act))
+            prev = target
+        self._freeze_encoder_bn = False
+        self.mc_dropout = False  # set by Monte Carlo sampling: dropout stays on in eval mode
+
+    @property
+    def multiple(self) -> int:
+        """Input sizes are padded internally to a multiple of this."""
+        return 2**self.config.depth
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        """Predict the image; any height and width.
+
+        Args:
+            image: ``(N, C_in, H, W)``, in the range the caller normalises to (the command-line
+                tools use RGB in [0, 1]); values in the holes are ignored.
+            mask: ``(N|1, 1, H, W)`` float or bool, 1 = known, 0 = hole.
+
+        Returns:
+            The raw prediction ``(N, C_out, H, W)`` for every pixel; composite it with the
+            known pixels for the final result.
+        """
+        if image.dim() != 4 or image.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected an image of shape (N, {self.config.in_channels}, H, W), got {tuple(image.shape)}"
+            )
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:] or mask.shape[0] not in (1, image.shape[0]):
+            raise ValueError(f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}")
+        height, width = image.shape[2:]
+        mask = mask.detach().to(image.dtype).expand(image.shape[0], -1, -1, -1)
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        if pad_h or pad_w:  # padded pixels are unknown, then cropped away
+            image = F.pad(image, (0, pad_w, 0, pad_h))
+            mask = F.pad(mask, (0, pad_w, 0, pad_h))
+        p = self.config.dropout
+        drop = p > 0 and (self.training or self.mc_dropout)
+
+        h, m = image * mask, mask
+        skips: list[tuple[Tensor, Tensor]] = []
+        for block in self.encoder:
+            skips.append((h, m))
+            h, m = block(h, m)  # (N, C_i, H/2^i, W/2^i), (N, 1, ...)
+            if drop:
+                h = F.dropout(h, p, training=True)
+        for j, block in enumerate(self.decoder):
+            skip_h, skip_m = skips[-1 - j]
+            up_h = F.interpolate(h, scale_factor=2, mode=self.config.upsample_mode)
+            up_m = F.interpolate(m, scale_factor=2, mode="nearest")
+            if self.config.upsample_mode != "nearest":
+                up_h = up_h * up_m
+            c1, c2 = up_h.shape[1], skip_h.shape[1]
+            coverage = (c1 * up_m + c2 * skip_m) / (c1 + c2)  # fraction of known channels
+            h, m = block(torch.cat([up_h, skip_h], dim=1), coverage)
+            if drop and j < len(self.decoder) - 1:
+                h = F.dropout(h, p, training=True)
+        return h[..., :height, :width]
+
+    def freeze_encoder_bn(self, frozen: bool = True) -> PConvUNet:
+        """Second training stage: encoder BatchNorm uses and keeps its running statistics.
+
+        Its affine parameters still learn; decoder BatchNorm is unaffected. Stays in force
+        across ``train()``/``eval()`` calls.
+        """
+        self._freeze_encoder_bn = frozen
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> PConvUNet:
+        super().train(mode)
+        if self._freeze_encoder_bn:
+            for block in self.encoder:
+                if block.bn is not None:
+                    block.bn.eval()
+        return self

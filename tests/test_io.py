@@ -1,0 +1,49 @@
+"""Release files: a model rebuilds from its file alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pconv import PConvUNet, load_model, save_model
+from pconv.io import read_metadata, sha256_of
+
+
+def test_round_trip_rebuilds_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = PConvUNet(depth=3, base_width=8, in_channels=1, dropout=0.1).eval()
+    digest = save_model(model, tmp_path / "m.safetensors", extra={"note": "test"})
+    assert digest == sha256_of(tmp_path / "m.safetensors") and len(digest) == 64
+    meta = read_metadata(tmp_path / "m.safetensors")
+    assert json.loads(meta["config"])["in_channels"] == 1 and meta["note"] == "test"
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.config == model.config and not loaded.training
+    x, mask = torch.rand(1, 1, 24, 24), (torch.rand(1, 1, 24, 24) > 0.3).float()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, mask), model(x, mask))
+
+
+def test_float16_storage_is_half_the_size(tmp_path):
+    model = PConvUNet(depth=3, base_width=8)
+    save_model(model, tmp_path / "f32.safetensors")
+    save_model(model, tmp_path / "f16.safetensors", dtype=torch.float16)
+    size32 = (tmp_path / "f32.safetensors").stat().st_size
+    size16 = (tmp_path / "f16.safetensors").stat().st_size
+    assert size16 < 0.6 * size32
+    loaded = load_model(tmp_path / "f16.safetensors")
+    assert next(loaded.parameters()).dtype == torch.float32
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "none.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_model(tmp_path / "junk.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a pconv release file"):
+        load_model(tmp_path / "other.safetensors")

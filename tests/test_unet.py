@@ -1,0 +1,168 @@
+"""PConvUNet: shapes, the paper's size, equivalence with full-width masks, BN freezing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pconv import PConvUNet, PConvUNetConfig
+
+
+def small(**kw) -> PConvUNet:
+    torch.manual_seed(0)
+    return PConvUNet(PConvUNetConfig(**{"depth": 4, "base_width": 8, "max_width": 32, **kw}))
+
+
+def random_mask(n, h, w, p=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, h, w, generator=g) > p).float()
+
+
+@pytest.mark.parametrize("size", [(16, 16), (17, 23), (40, 9)])
+@pytest.mark.parametrize("channels", [(3, None), (1, None), (5, 2)])
+def test_output_shape_any_size_and_channels(size, channels):
+    cin, cout = channels
+    model = small(in_channels=cin, out_channels=cout).eval()
+    x = torch.rand(2, cin, *size)
+    out = model(x, random_mask(2, *size))
+    assert out.shape == (2, cout or cin, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_parameter_count_at_depth_8_is_the_papers():
+    n = sum(p.numel() for p in PConvUNet().parameters())
+    assert 32.8e6 < n < 32.9e6, n
+
+
+def _full_width_reference(model: PConvUNet, image, mask):
+    """The network written plainly: masks as wide as the features, concatenated in the decoder,
+    no re-zeroing after BatchNorm (each partial convolution multiplies by its mask)."""
+
+    def run(block, h, m):
+        block.conv.return_mask = True
+        try:
+            out, new_m = block.conv(h, m)
+        finally:
+            block.conv.return_mask = False
+        if block.bn is not None:
+            out = block.bn(out)
+        if block.act is not None:
+            out = block.act(out)
+        return out, new_m[:, :1]
+
+    h, m = image, mask
+    skips = []
+    for block in model.encoder:
+        skips.append((h, m))
+        h, m = run(block, h, m.expand(-1, h.shape[1], -1, -1))
+    for j, block in enumerate(model.decoder):
+        sh, sm = skips[-1 - j]
+        up_h = F.interpolate(h, scale_factor=2)
+        up_m = F.interpolate(m, scale_factor=2)
+        full_mask = torch.cat([up_m.expand(-1, up_h.shape[1], -1, -1), sm.expand(-1, sh.shape[1], -1, -1)], 1)
+        h, m = run(block, torch.cat([up_h, sh], 1), full_mask)
+    return h
+
+
+def test_matches_full_width_mask_formulation():
+    model = small().eval()
+    torch.manual_seed(1)
+    for module in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    x = torch.rand(2, 3, 32, 32)
+    mask = random_mask(2, 32, 32, p=0.5)
+    mask[:, :, 4:20, 4:20] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mask), _full_width_reference(model, x, mask), rtol=1e-4, atol=1e-5)
+
+
+def test_hole_values_are_ignored_and_gradients_flow():
+    model = small()
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    mask = random_mask(2, 32, 32)
+    out = model(x, mask)
+    out.square().mean().backward()
+    assert (x.grad * (1 - mask)).abs().max() == 0  # nothing flows into hole pixels
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    garbage = x.detach() + (1 - mask) * 100
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(garbage, mask), model(x.detach(), mask))
+
+
+def test_large_hole_is_filled_at_the_bottleneck():
+    model = small(depth=5).eval()
+    x = torch.rand(1, 3, 64, 64)
+    mask = torch.ones(1, 1, 64, 64)
+    mask[..., 8:56, 8:56] = 0  # 48x48 hole: its centre is 24 px from any known pixel
+    seen = {}
+    model.encoder[-1].register_forward_hook(lambda mod, inp, out: seen.update(mask=out[1]))
+    with torch.no_grad():
+        out = model(x, mask)
+    assert (seen["mask"] == 1).all()
+    assert out[0, :, 32, 32].abs().sum() > 0
+
+
+def test_padding_is_unknown_and_cropped():
+    """A size that is not a multiple of 2^depth equals the same image padded by hand."""
+    model = small().eval()
+    x = torch.rand(1, 3, 20, 27)
+    mask = random_mask(1, 20, 27)
+    padded_x = F.pad(x, (0, 5, 0, 12))
+    padded_m = F.pad(mask, (0, 5, 0, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mask), model(padded_x, padded_m)[..., :20, :27])
+
+
+def test_freeze_encoder_bn_keeps_encoder_statistics():
+    model = small()
+    model.freeze_encoder_bn()
+    model.train()  # the freeze survives train()
+    enc_before = copy.deepcopy([b.bn.state_dict() for b in model.encoder if b.bn is not None])
+    dec_before = copy.deepcopy([b.bn.state_dict() for b in model.decoder if b.bn is not None])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(2, 3, 32, 32)
+    model(x, random_mask(2, 32, 32)).mean().backward()
+    opt.step()
+    enc_after = [b.bn.state_dict() for b in model.encoder if b.bn is not None]
+    dec_after = [b.bn.state_dict() for b in model.decoder if b.bn is not None]
+    for before, after in zip(enc_before, enc_after):
+        torch.testing.assert_close(after["running_mean"], before["running_mean"])
+        torch.testing.assert_close(after["running_var"], before["running_var"])
+        assert not torch.equal(after["weight"], before["weight"])  # affine still learns
+    assert any(not torch.equal(a["running_mean"], b["running_mean"]) for a, b in zip(dec_after, dec_before))
+    model.freeze_encoder_bn(False)
+    assert all(b.bn.training for b in model.encoder if b.bn is not None)
+
+
+def test_dropout_only_when_training_or_sampling():
+    model = small(dropout=0.3).eval()
+    x, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mask), model(x, mask))
+        model.mc_dropout = True
+        assert not torch.allclose(model(x, mask), model(x, mask))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"depth": 1}, {"dropout": 1.0}, {"upsample_mode": "area"}, {"in_channels": 0}]
+)
+def test_bad_config_is_a_clear_error(kwargs):
+    with pytest.raises(ValueError):
+        PConvUNetConfig(**kwargs)
+
+
+def test_bad_input_shapes_are_clear_errors():
+    model = small().eval()
+    with pytest.raises(ValueError, match="image of shape"):
+        model(torch.rand(1, 1, 16, 16), torch.ones(1, 1, 16, 16))
+    with pytest.raises(ValueError, match="mask of shape"):
+        model(torch.rand(1, 3, 16, 16), torch.ones(1, 3, 16, 16))
