@@ -1,0 +1,35 @@
+"""Hole masks for training and evaluation: generators, files and folders.
+
+In memory a mask is an ``(H, W)`` bool array, True = known, False = hole (the library's
+convention: 1 = known). On disk: 8-bit PNG, white = hole. ``python -m pconv.masks export``
+writes mask sets.
+"""
+
+from pconv.masks.files import IMAGE_SUFFIXES, MaskFolder, read_mask, write_mask
+from pconv.masks.generators import (
+    KINDS,
+    RATIO_BINS,
+    band_mask,
+    box_mask,
+    free_form_mask,
+    generate,
+    parse_ratio,
+    random_strokes,
+    ratio_mask,
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "KINDS",
+    "MaskFolder",
+    "RATIO_BINS",
+    "band_mask",
+    "box_mask",
+    "free_form_mask",
+    "generate",
+    "parse_ratio",
+    "random_strokes",
+    "ratio_mask",
+    "read_mask",
+    "write_mask",
+]
