@@ -19,7 +19,7 @@ def contact_sheet(masks: list[np.ndarray], path: Path, columns: int = 8, thumb: 
     masks = masks[: columns * columns]
     rows = -(-len(masks) // columns)
     gap = 2
-    sheet = np.full((rows * (thumb + gap) + gap, columns * (thumb + gap) + gap), 128, np.uint8)
+    sheet = np.full((rows * (thumb + gap) + gap, columns * (thumb + gap) + gap, 3), 128, np.uint8)
     for i, known in enumerate(masks):
         tile = cv2.resize(np.where(known, 0, 255).astype(np.uint8), (thumb, thumb), interpolation=cv2.INTER_AREA)
         tile = cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR)
@@ -28,7 +28,7 @@ def contact_sheet(masks: list[np.ndarray], path: Path, columns: int = 8, thumb: 
         cv2.putText(tile, label, (3, thumb - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 200, 255), 1, cv2.LINE_AA)
         r, c = divmod(i, columns)
         y, x = gap + r * (thumb + gap), gap + c * (thumb + gap)
-        sheet[y : y + thumb, x : x + thumb] = tile.mean(axis=2).astype(np.uint8)
+        sheet[y : y + thumb, x : x + thumb] = tile
     cv2.imwrite(str(path), sheet)
 
 
