@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -61,8 +61,6 @@ def save_model(model: nn.Module, path: str | Path, *, dtype: torch.dtype | None 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata of a release file."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 
