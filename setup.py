@@ -25,4 +25,9 @@ setup(
         "scikit-image>=0.22",
     ],
     extras_require={"test": ["pytest>=8.0"]},
+    entry_points={
+        "console_scripts": [
+            "pconv-train=pconv.train:main",
+        ]
+    },
 )

@@ -1,0 +1,220 @@
+"""train.py: outputs, exact resume, bad data, distributed training on two CPU processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import pconv.train as train_mod
+from pconv import PConvUNet, load_model
+from pconv.data import EpochSampler, InpaintingDataset, load_image
+from pconv.train import lr_at, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _photo(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> None:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    img = np.stack([np.sin(x / (4 + seed) + rng.uniform(0, 6)), np.cos(y / 6), np.sin((x + y) / 8)], -1) * 110 + 128
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img.astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    for i in range(5):
+        _photo(root / "train" / ("a" if i < 3 else "b") / f"img{i}.png", i)
+    (root / "train" / "b" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    for i in range(2):
+        _photo(root / "val" / f"v{i}.png", 10 + i)
+    return root / "train", root / "val"
+
+
+def _args(train: Path, val: Path | None, out: Path, *extra: str) -> list[str]:
+    args = ["--train", str(train), "--out", str(out), "--size", "32", "--batch-size", "2", "--workers", "0",
+            "--base-width", "4", "--loss-perceptual", "0", "--loss-style", "0", "--log-every", "1", *extra]
+    return args + (["--val", str(val)] if val is not None else [])
+
+
+def test_end_to_end_two_stages_writes_every_output(folders, tmp_path, capsys):
+    train, val = folders
+    out = tmp_path / "run"
+    rc = main(_args(train, val, out, "--steps", "3", "--finetune-steps", "2", "--val-every", "2", "--sample-every", "2"))
+    assert rc == 0
+    config = json.loads((out / "config.json").read_text())
+    assert [s["name"] for s in config["stages"]] == ["pretrain", "finetune"]
+    assert config["model"]["depth"] == 4 and config["train_images"] == 6
+    for name in ("last.pt", "best.pt", "model.safetensors"):
+        assert (out / name).is_file()
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["state"]["stage_index"] == 2
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["stage"] for r in rows] == ["pretrain"] * 3 + ["finetune"] * 2
+    assert all(np.isfinite(float(r["total"])) for r in rows)
+    with open(out / "val.csv") as f:
+        val_rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in val_rows] == [2, 3, 5] and float(val_rows[0]["ssim"]) > 0
+    grids = sorted((out / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["step_0000002.png", "step_0000005.png"]
+    assert Image.open(grids[0]).size == (4 * 32, 2 * 32)  # 4 columns, one row per validation image
+
+    model = load_model(out / "model.safetensors")
+    assert isinstance(model, PConvUNet) and model.config.base_width == 4
+    # the encoder BN of the released (stage-2) model kept running statistics
+    assert not torch.equal(model.encoder[1].bn.running_var, torch.ones(8))
+    captured = capsys.readouterr()
+    assert captured.err.count("skipped unreadable image") == 1 and "broken.jpg" in captured.err
+    assert "1 unreadable image(s) skipped" in captured.out and "model.safetensors" in captured.out
+
+
+def test_summary_counts_skipped_files(folders, tmp_path):
+    train, _ = folders
+    summary = train_mod.train(train_mod.config_from_args(_args(train, None, tmp_path / "r", "--stage", "pretrain",
+                                                               "--steps", "4", "--sample-every", "0")))
+    assert summary["skipped"] == 1 and summary["best_psnr"] is None
+    assert (tmp_path / "r" / "model.safetensors").is_file() and not (tmp_path / "r" / "best.pt").exists()
+
+
+def test_resume_after_interruption_gives_the_same_weights(folders, tmp_path, monkeypatch):
+    train, val = folders
+    common = ("--steps", "3", "--finetune-steps", "2", "--dropout", "0.2", "--sample-every", "0", "--val-every", "100")
+    assert main(_args(train, val, tmp_path / "straight", *common)) == 0
+
+    real_step, calls = train_mod._train_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C during the third step
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_train_step", interrupted)
+    assert main(_args(train, val, tmp_path / "split", *common)) == 130
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["state"]["batches"] == 2
+    monkeypatch.setattr(train_mod, "_train_step", real_step)
+    assert main(["--resume", "--out", str(tmp_path / "split")]) == 0
+
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with open(tmp_path / "split" / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
+
+
+def test_resume_refuses_a_changed_option(folders, tmp_path, capsys):
+    train, _ = folders
+    out = tmp_path / "run"
+    assert main(_args(train, None, out, "--stage", "pretrain", "--steps", "1", "--sample-every", "0")) == 0
+    assert main(["--resume", "--out", str(out), "--size", "64"]) == 2
+    assert "size" in capsys.readouterr().err
+    assert main(["--resume", "--out", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.parametrize("case", ["empty", "missing"])
+def test_bad_training_folder_is_a_clear_error_before_anything_starts(tmp_path, capsys, case):
+    folder = tmp_path / "images"
+    if case == "empty":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("no images here")
+    out = tmp_path / "run"
+    assert main(["--train", str(folder), "--out", str(out), "--vgg-weights", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train.py: error: ") and str(folder) in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_finetune_alone_needs_initial_weights(folders, tmp_path, capsys):
+    train, _ = folders
+    assert main(_args(train, None, tmp_path / "run", "--stage", "finetune")) == 2
+    assert "--init" in capsys.readouterr().err
+
+
+def test_finetune_from_a_release_file(folders, tmp_path):
+    train, _ = folders
+    first = tmp_path / "first"
+    assert main(_args(train, None, first, "--stage", "pretrain", "--steps", "2", "--sample-every", "0")) == 0
+    second = tmp_path / "second"
+    assert main(_args(train, None, second, "--stage", "finetune", "--finetune-steps", "1", "--sample-every", "0",
+                      "--init", str(first / "model.safetensors"))) == 0
+    assert (second / "model.safetensors").is_file()
+
+
+def test_early_stop_needs_validation(folders, tmp_path, capsys):
+    train, _ = folders
+    assert main(_args(train, None, tmp_path / "run", "--early-stop", "2")) == 2
+    assert "--val" in capsys.readouterr().err
+
+
+def test_lr_step_decay():
+    assert lr_at(1.0, 0, 100, [0.9, 0.95], 0.1) == 1.0
+    assert lr_at(1.0, 90, 100, [0.9, 0.95], 0.1) == pytest.approx(0.1)
+    assert lr_at(1.0, 99, 100, [0.9, 0.95], 0.1) == pytest.approx(0.01)
+    assert lr_at(1.0, 500, 1000, [400, 800], 0.5) == 0.5  # milestones in steps
+
+
+def test_epoch_sampler_resumes_and_shards():
+    stream = EpochSampler(10, seed=3)
+    first = [k for _, k in zip(range(25), iter(stream))]
+    assert sorted(k[1] for k in first[:10]) == list(range(10)) and first[10][0] == 1
+    resumed = [k for _, k in zip(range(13), iter(EpochSampler(10, seed=3, start=12)))]
+    assert resumed == first[12:]
+    ranks = [[k for _, k in zip(range(5), iter(EpochSampler(10, seed=3, rank=r, world_size=2)))] for r in (0, 1)]
+    assert not {k[1] for k in ranks[0]} & {k[1] for k in ranks[1]}
+
+
+def test_dataset_is_deterministic_and_binary(folders):
+    train, _ = folders
+    files = sorted(p for p in train.rglob("*.png"))
+    ds = InpaintingDataset(files, 32, seed=1)
+    a, b = ds[(2, 1)], ds[(2, 1)]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert a["image"].shape == (3, 32, 32) and 0 <= a["image"].min() and a["image"].max() <= 1
+    assert set(a["mask"].unique().tolist()) <= {0.0, 1.0} and a["mask"].mean() < 1
+    assert not torch.equal(ds[(3, 1)]["mask"], a["mask"])
+
+
+def test_load_image_applies_exif_orientation_and_converts_modes(tmp_path):
+    img = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+    Image.new("L", (8, 6), 77).save(tmp_path / "gray.png")
+    Image.new("RGBA", (8, 6), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert load_image(tmp_path / "gray.png").getpixel((0, 0)) == (77, 77, 77)
+    assert load_image(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="cannot read image"):
+        load_image(tmp_path / "bad.png")
+
+
+def test_two_process_gloo_run_trains(folders, tmp_path):
+    train, val = folders
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "train.py"), *_args(train, val, out, "--stage", "pretrain", "--steps", "2",
+                                          "--sample-every", "0", "--device", "cpu")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2]  # one log, from rank 0
+    assert load_model(out / "model.safetensors").config.base_width == 4
