@@ -1,0 +1,308 @@
+"""Inpaint an image, or a folder of images, from the command line (``python predict.py``).
+
+    python predict.py --image photo.jpg --mask holes.png --out filled.png
+    python predict.py --image-dir photos/ --mask-dir masks/ --out-dir filled/
+
+Masks: white = hole (``--invert-mask`` for the opposite); with a meaningful alpha channel,
+alpha > 127 is a hole. Known pixels of the output are the input's, byte for byte, in lossless
+formats (PNG, TIFF, BMP, lossless WebP); JPEG output re-encodes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import nn
+from tqdm import tqdm
+
+from pconv.cli import UsageError, resolve_device, run_main
+from pconv.inpaint import InpaintResult, inpaint
+from pconv.io import load_model
+from pconv.masks import IMAGE_SUFFIXES, read_mask
+
+__all__ = ["DEFAULT_WEIGHTS", "main"]
+
+# The project's released model (see weights/README.md), used when --weights is not given.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-256.safetensors"
+
+
+@dataclass
+class _Input:
+    pixels: np.ndarray  # (H, W, C) uint8, C = the model's channels
+    alpha: Image.Image | None  # kept aside and put back on the result
+    mode: str  # "RGB" or "L": what the result is saved as
+
+
+def _output_format(path: Path) -> str:
+    """The Pillow format for ``path``'s extension; a clear error before any work when unsupported."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise UsageError(f"cannot write {path}: unsupported extension {path.suffix or '(none)'!r}; "
+                         "use .png, .jpg, .tif, .bmp or .webp")
+    return fmt
+
+
+def read_input(path: Path, channels: int) -> _Input:
+    """Read an image as the model's channels, EXIF orientation applied; alpha kept aside."""
+    if not path.is_file():
+        raise UsageError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UsageError(f"cannot read image {path}: {err}") from None
+    alpha = img.getchannel("A") if "A" in img.getbands() else None
+    if channels == 1:
+        mode = "L"
+    elif channels == 3:
+        mode = "L" if img.mode in ("L", "LA", "1", "I", "I;16", "F") else "RGB"
+    else:
+        raise UsageError(f"this model takes {channels}-channel inputs; predict.py reads grayscale and RGB images")
+    pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    return _Input(pixels.reshape(*pixels.shape[:2], channels), alpha, mode)
+
+
+def _atomic_save(img: Image.Image, path: Path, fmt: str) -> None:
+    """Write ``img`` to ``path`` without ever leaving a partial file there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    options = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
+    if fmt == "JPEG" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    try:
+        img.save(tmp, format=fmt, **options)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _to_image(pixels: np.ndarray, source: _Input) -> Image.Image:
+    img = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    if source.mode == "L" and img.mode != "L":
+        img = img.convert("L")  # exact for gray input: the RGB weights sum to one
+    if source.alpha is not None:
+        img = img.convert("LA" if img.mode == "L" else "RGBA")
+        img.putalpha(source.alpha)
+    return img
+
+
+def compare_image(source: np.ndarray, known: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """Input | holes (white) | result, side by side, at most 3072 px wide."""
+    holes = source.copy()
+    holes[~known] = 255
+    gap = np.full((source.shape[0], 8, source.shape[2]), 255, np.uint8)
+    sheet = np.concatenate([source, gap, holes, gap, result], axis=1)
+    if sheet.shape[1] > 3072:
+        scale = 3072 / sheet.shape[1]
+        sheet = cv2.resize(sheet, (3072, max(1, round(sheet.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        sheet = sheet.reshape(*sheet.shape[:2], -1)
+    return sheet
+
+
+def write_uncertainty(std: np.ndarray, known: np.ndarray, path: Path) -> float:
+    """A colour-mapped PNG of ``std`` (0 to its maximum, inferno) and the raw values as ``.npy``."""
+    top = float(std.max())
+    scaled = np.zeros(std.shape, np.uint8) if top == 0 else np.rint(std / top * 255).astype(np.uint8)
+    colour = cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[..., ::-1]
+    colour[known] = (colour[known] * 0.35).astype(np.uint8)  # dim known pixels (std 0 there)
+    _atomic_save(Image.fromarray(np.ascontiguousarray(colour)), path, _output_format(path))
+    npy = path.with_suffix(".npy")
+    tmp = npy.with_name(f".{npy.name}.tmp.npy")
+    np.save(tmp, std.astype(np.float32))
+    os.replace(tmp, npy)
+    return top
+
+
+def _read_known(path: Path, size: tuple[int, int], invert: bool, resize: bool) -> np.ndarray:
+    try:
+        known, _ = read_mask(path, invert)
+    except FileNotFoundError:
+        raise UsageError(f"mask not found: {path}") from None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    h, w = known.shape
+    if (w, h) != size:
+        if not resize:
+            raise UsageError(f"mask {path} is {w}x{h} but the image is {size[0]}x{size[1]}; "
+                             "pass --resize-mask to scale it")
+        known = cv2.resize(known.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return known
+
+
+def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out_path: Path, args: argparse.Namespace,
+                 device: torch.device, channels: int) -> tuple[InpaintResult | None, str]:
+    """Inpaint one pair of files and write the outputs; returns the result and a one-line report."""
+    fmt = _output_format(out_path)
+    for extra in (args.compare, args.uncertainty):
+        if extra is not None:
+            _output_format(extra)
+    source = read_input(image_path, channels)
+    height, width = source.pixels.shape[:2]
+    known = _read_known(mask_path, (width, height), args.invert_mask, args.resize_mask)
+    if known.all():
+        if out_path.suffix.lower() == image_path.suffix.lower():
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(image_path, out_path)
+        else:
+            _atomic_save(_to_image(source.pixels, source), out_path, fmt)
+        return None, f"warning: mask {mask_path} has no holes; wrote the input unchanged to {out_path}"
+    if not known.any():
+        raise UsageError(f"mask {mask_path} covers the whole image: there is nothing to inpaint from")
+    assert model is not None
+    try:
+        result = inpaint(model, source.pixels, known, tile=args.tile, overlap=args.overlap, samples=args.samples,
+                         batch=args.batch_size, device=device, progress=args.image is not None)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    _atomic_save(_to_image(result.image, source), out_path, fmt)
+    report = f"wrote {out_path} ({result.tiles} tile{'s' if result.tiles != 1 else ''}, {np.count_nonzero(~known)} hole pixels)"
+    if args.compare is not None:
+        _atomic_save(Image.fromarray(compare_image(source.pixels, known, result.image).squeeze()), args.compare,
+                     _output_format(args.compare))
+        report += f"; comparison {args.compare}"
+    if args.uncertainty is not None:
+        assert result.std is not None
+        top = write_uncertainty(result.std, known, args.uncertainty)
+        report += f"; uncertainty {args.uncertainty} (+ .npy, colour scale 0 to std {top:.4f})"
+    return result, report
+
+
+def _load(weights: Path | None, device: torch.device) -> nn.Module:
+    path = weights or DEFAULT_WEIGHTS
+    if weights is None and not path.is_file():
+        raise UsageError(f"no released model at {path}; pass --weights FILE (a release file written by train.py)")
+    try:
+        return load_model(path, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _tile(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number of pixels, got {text!r}") from None
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"tiles must be at least 32 pixels, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    one = p.add_argument_group("one image")
+    one.add_argument("--image", type=Path, help="image to inpaint")
+    one.add_argument("--mask", type=Path, help="its mask (white = hole)")
+    one.add_argument("--out", type=Path, help="result file; the extension names the format")
+    one.add_argument("--compare", type=Path, metavar="FILE", help="also write input | holes | result side by side")
+    one.add_argument("--uncertainty", type=Path, metavar="FILE",
+                     help="with --samples: colour-mapped standard deviation (PNG) and raw values (.npy)")
+    many = p.add_argument_group("a folder")
+    many.add_argument("--image-dir", type=Path, help="images to inpaint")
+    many.add_argument("--mask-dir", type=Path, help="masks, paired with the images by file name (stem)")
+    many.add_argument("--out-dir", type=Path, help="results, named like the images")
+    many.add_argument("--ext", default="png", help="format of the results in --out-dir (default png)")
+    opt = p.add_argument_group("options")
+    opt.add_argument("--weights", type=Path, help="release file from train.py (default: the project's released model)")
+    opt.add_argument("--invert-mask", action="store_true", help="masks use white = known")
+    opt.add_argument("--resize-mask", action="store_true", help="scale a mask of another size to the image")
+    opt.add_argument("--tile", type=_tile, default="auto",
+                     help="auto (one pass up to ~1 megapixel, else 512-px tiles), none, or a tile side in pixels")
+    opt.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default a quarter tile)")
+    opt.add_argument("--samples", type=int, default=1, help="Monte Carlo dropout samples (needs a model with dropout)")
+    opt.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (default 8)")
+    opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    single = [args.image, args.mask, args.out]
+    folder = [args.image_dir, args.mask_dir, args.out_dir]
+    if any(v is not None for v in single) and any(v is not None for v in folder):
+        raise UsageError("use either --image/--mask/--out or --image-dir/--mask-dir/--out-dir, not both")
+    if any(v is not None for v in folder):
+        if any(v is None for v in folder):
+            raise UsageError("folder mode needs --image-dir, --mask-dir and --out-dir")
+        if args.compare is not None or args.uncertainty is not None:
+            raise UsageError("--compare and --uncertainty apply to a single --image")
+    elif any(v is None for v in single):
+        raise UsageError("give --image, --mask and --out (or --image-dir, --mask-dir and --out-dir)")
+    if args.samples < 1 or args.batch_size < 1:
+        raise UsageError("--samples and --batch-size must be at least 1")
+    if args.uncertainty is not None and args.samples < 2:
+        raise UsageError("--uncertainty needs --samples N with N >= 2")
+
+
+def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path | None]]:
+    """Images of --image-dir with the mask of the same stem in --mask-dir (or ``None``)."""
+    for folder, what in ((args.image_dir, "image"), (args.mask_dir, "mask")):
+        if not folder.is_dir():
+            raise UsageError(f"{what} folder not found: {folder}")
+    images = sorted(p for p in args.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.image_dir}")
+    masks: dict[str, Path] = {}
+    for p in sorted(args.mask_dir.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            masks.setdefault(p.stem, p)
+    return [(img, masks.get(img.stem)) for img in images]
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    device = resolve_device(args.device)
+    if args.image is not None:
+        _output_format(args.out)
+        model = _load(args.weights, device)
+        channels = model.config.in_channels
+        result, report = inpaint_file(model, args.image, args.mask, args.out, args, device, channels)
+        print(report, file=sys.stderr if result is None else sys.stdout)
+        return 0
+
+    ext = "." + args.ext.lstrip(".")
+    _output_format(Path("x" + ext))
+    pairs = _pairs(args)
+    model = _load(args.weights, device)
+    channels = model.config.in_channels
+    failures: list[str] = []
+    for image_path, mask_path in tqdm(pairs, desc="inpainting", unit="image"):
+        try:
+            if mask_path is None:
+                raise UsageError(f"no mask named {image_path.stem}.* in {args.mask_dir}")
+            _, report = inpaint_file(model, image_path, mask_path, args.out_dir / (image_path.stem + ext), args,
+                                     device, channels)
+            if report.startswith("warning"):
+                tqdm.write(report, file=sys.stderr)
+        except UsageError as err:
+            failures.append(f"{image_path.name}: {err}")
+    done = len(pairs) - len(failures)
+    print(f"inpainted {done} of {len(pairs)} images into {args.out_dir}")
+    if failures:
+        print(f"{len(failures)} failed:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python predict.py``, ``pconv-predict``)."""
+    return run_main(_main, argv, "predict.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

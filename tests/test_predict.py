@@ -1,0 +1,244 @@
+"""predict.py and pconv.inpaint: results, tiling, folders, uncertainty and every user error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pconv.predict as predict_mod
+from pconv import PConvUNet, save_model
+from pconv.inpaint import inpaint, tile_origins
+from pconv.masks import write_mask
+from pconv.predict import main
+
+
+def _model(depth: int = 3, dropout: float = 0.0, seed: int = 0) -> PConvUNet:
+    torch.manual_seed(seed)
+    model = PConvUNet(depth=depth, base_width=4, dropout=dropout)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([np.sin(x / 7 + rng.uniform(0, 6)), np.cos(y / 5), np.sin((x + y) / 11)], -1) * 100 + 128
+    return (img + rng.normal(0, 8, img.shape)).clip(0, 255).astype(np.uint8)
+
+
+def _holes(height: int, width: int, *boxes: tuple[int, int, int, int]) -> np.ndarray:
+    known = np.ones((height, width), bool)
+    for y0, y1, x0, x1 in boxes:
+        known[y0:y1, x0:x1] = False
+    return known
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("weights")
+    paths = {"plain": root / "plain.safetensors", "dropout": root / "dropout.safetensors"}
+    save_model(_model(), paths["plain"])
+    save_model(_model(dropout=0.3), paths["dropout"])
+    return paths
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    image = _photo(40, 56)
+    known = _holes(40, 56, (10, 22, 12, 30))
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    write_mask(tmp_path / "holes.png", known)
+    return tmp_path / "photo.png", tmp_path / "holes.png", image, known
+
+
+def test_result_keeps_known_pixels_and_fills_holes_with_the_model(weights, pair, tmp_path, capsys):
+    image_path, mask_path, image, known = pair
+    out = tmp_path / "filled.png"
+    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out),
+                 "--weights", str(weights["plain"]), "--compare", str(tmp_path / "cmp.png")]) == 0
+    result = np.asarray(Image.open(out))
+    assert result.shape == image.shape and np.array_equal(result[known], image[known])
+    model = _model()
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        pred = model(x, torch.from_numpy(known)[None, None].float())[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    expected = np.rint(pred * 255).astype(np.uint8)
+    assert np.abs(result[~known].astype(int) - expected[~known]).max() <= 1
+    assert Image.open(tmp_path / "cmp.png").size == (3 * 56 + 16, 40)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_tiled_equals_untiled_where_a_single_tile_sees_the_whole_receptive_field():
+    model = _model(depth=2)
+    image = _photo(64, 160, seed=3)
+    known = _holes(64, 160, (20, 40, 70, 86))  # only inside the tile starting at x=48, far from its edges
+    whole = inpaint(model, image, known, tile=None)
+    tiled = inpaint(model, image, known, tile=64, overlap=16)
+    assert tile_origins(160, 64, 16, align=4) == [0, 48, 96]
+    assert tiled.tiles == 1 and whole.tiles == 1
+    assert np.abs(tiled.image.astype(int) - whole.image.astype(int)).max() <= 1
+    assert np.array_equal(tiled.image[known], image[known])
+
+
+def test_tiles_run_only_where_holes_are_and_cover_every_hole():
+    model = _model(depth=2)
+    image = _photo(200, 260, seed=4)
+    corner = inpaint(model, image, _holes(200, 260, (5, 15, 5, 15)), tile=64, overlap=16)
+    assert corner.tiles == 1
+    # a hole across tile seams: every hole pixel gets a (non-zero-weight) prediction
+    known = _holes(200, 260, (40, 120, 30, 200))
+    spread = inpaint(model, image, known, tile=64, overlap=16)
+    assert spread.tiles > 4
+    whole = inpaint(model, image, known, tile=None)
+    assert np.abs(spread.image.astype(int) - whole.image.astype(int))[~known].mean() < 40
+    assert np.array_equal(spread.image[known], image[known])
+
+
+def test_tile_origins_cover_the_length_with_the_overlap():
+    for length, tile, overlap, align in [(1000, 256, 64, 32), (513, 512, 128, 128), (300, 64, 0, 1)]:
+        starts = tile_origins(length, tile, overlap, align)
+        assert starts[0] == 0 and starts[-1] + tile == length
+        assert all(b - a <= tile - overlap and a % align == 0 for a, b in zip(starts, starts[1:]))
+
+
+def test_folder_mode_keeps_going_past_bad_pairs(weights, tmp_path, capsys):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(_photo(32, 40)).save(images / f"{name}.jpg")
+    write_mask(masks / "a.png", _holes(32, 40, (4, 12, 4, 20)))
+    write_mask(masks / "c.png", _holes(16, 16, (2, 5, 2, 5)))  # wrong size
+    rc = main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(out),
+               "--weights", str(weights["plain"])])
+    assert rc == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    err = capsys.readouterr().err
+    assert "2 failed" in err and "b.jpg: no mask named b.*" in err and "c.jpg: mask" in err and "16x16" in err
+
+
+def test_uncertainty_from_monte_carlo_dropout(weights, pair, tmp_path):
+    image_path, mask_path, image, known = pair
+    out, unc = tmp_path / "mean.png", tmp_path / "std.png"
+    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out), "--weights",
+                 str(weights["dropout"]), "--samples", "6", "--batch-size", "4", "--uncertainty", str(unc)]) == 0
+    std = np.load(tmp_path / "std.npy")
+    assert std.shape == known.shape and np.all(std[known] == 0) and std[~known].mean() > 0
+    assert Image.open(unc).size == (56, 40)
+    assert np.array_equal(np.asarray(Image.open(out))[known], image[known])
+
+
+def test_sampling_is_random_only_when_asked():
+    model = _model(dropout=0.3)
+    image, known = _photo(32, 32), _holes(32, 32, (8, 20, 8, 20))
+    once = [inpaint(model, image, known).image for _ in range(2)]
+    assert np.array_equal(*once) and model.mc_dropout is False
+    a, b = (inpaint(model, image, known, samples=3, batch=2) for _ in range(2))
+    assert not np.array_equal(a.image, b.image) and a.std is not None and model.mc_dropout is False
+
+
+def test_grayscale_and_alpha_images_round_trip(weights, tmp_path):
+    known = _holes(24, 24, (5, 12, 5, 12))
+    write_mask(tmp_path / "m.png", known)
+    gray = _photo(24, 24)[..., 0]
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    assert main(["--image", str(tmp_path / "g.png"), "--mask", str(tmp_path / "m.png"), "--out",
+                 str(tmp_path / "g_out.png"), "--weights", str(weights["plain"])]) == 0
+    out = Image.open(tmp_path / "g_out.png")
+    assert out.mode == "L" and np.array_equal(np.asarray(out)[known], gray[known])
+    rgba = np.dstack([_photo(24, 24), np.full((24, 24), 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert main(["--image", str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"), "--out",
+                 str(tmp_path / "a_out.png"), "--weights", str(weights["plain"])]) == 0
+    out = np.asarray(Image.open(tmp_path / "a_out.png"))
+    assert out.shape == (24, 24, 4) and np.all(out[..., 3] == 200) and np.array_equal(out[known], rgba[known])
+
+
+def test_empty_mask_writes_the_input_unchanged(weights, pair, tmp_path, capsys):
+    image_path, _, _, _ = pair
+    write_mask(tmp_path / "none.png", np.ones((40, 56), bool))
+    out = tmp_path / "same.png"
+    assert main(["--image", str(image_path), "--mask", str(tmp_path / "none.png"), "--out", str(out),
+                 "--weights", str(weights["plain"])]) == 0
+    assert out.read_bytes() == image_path.read_bytes()
+    assert "no holes" in capsys.readouterr().err
+
+
+def test_resize_mask_scales_a_mask_of_another_size(weights, pair, tmp_path):
+    image_path, _, image, _ = pair
+    write_mask(tmp_path / "half.png", _holes(20, 28, (5, 11, 6, 15)))
+    out = tmp_path / "r.png"
+    assert main(["--image", str(image_path), "--mask", str(tmp_path / "half.png"), "--out", str(out),
+                 "--weights", str(weights["plain"]), "--resize-mask"]) == 0
+    result = np.asarray(Image.open(out))
+    assert np.array_equal(result[:10], image[:10]) and not np.array_equal(result[10:22, 12:30], image[10:22, 12:30])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing image", "image not found"),
+        ("unreadable image", "cannot read image"),
+        ("missing mask", "mask not found"),
+        ("unreadable mask", "cannot read mask"),
+        ("mask size", "is 20x10 but the image is 56x40"),
+        ("all holes", "covers the whole image"),
+        ("format", "unsupported extension '.xyz'"),
+        ("no dropout", "needs a model trained with dropout"),
+        ("not a model", "not a readable safetensors file"),
+        ("uncertainty without samples", "--samples N with N >= 2"),
+        ("mixed modes", "not both"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_path, capsys, case, message):
+    image_path, mask_path, _, _ = pair
+    out = tmp_path / "out.png"
+    args = {"--image": str(image_path), "--mask": str(mask_path), "--out": str(out), "--weights": str(weights["plain"])}
+    extra: list[str] = []
+    if case == "missing image":
+        args["--image"] = str(tmp_path / "nope.png")
+    elif case == "unreadable image":
+        (tmp_path / "bad.png").write_bytes(b"not a png")
+        args["--image"] = str(tmp_path / "bad.png")
+    elif case == "missing mask":
+        args["--mask"] = str(tmp_path / "nope_mask.png")
+    elif case == "unreadable mask":
+        (tmp_path / "bad_mask.png").write_text("text")
+        args["--mask"] = str(tmp_path / "bad_mask.png")
+    elif case == "mask size":
+        write_mask(tmp_path / "small.png", np.zeros((10, 20), bool))
+        args["--mask"] = str(tmp_path / "small.png")
+    elif case == "all holes":
+        write_mask(tmp_path / "all.png", np.zeros((40, 56), bool))
+        args["--mask"] = str(tmp_path / "all.png")
+    elif case == "format":
+        out = tmp_path / "out.xyz"
+        args["--out"] = str(out)
+    elif case == "no dropout":
+        extra = ["--samples", "3"]
+    elif case == "not a model":
+        (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 32)
+        args["--weights"] = str(tmp_path / "fake.safetensors")
+    elif case == "uncertainty without samples":
+        extra = ["--uncertainty", str(tmp_path / "u.png")]
+    elif case == "mixed modes":
+        extra = ["--image-dir", str(tmp_path)]
+    argv = [v for pair_ in args.items() for v in pair_] + extra
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("predict.py: error: ") and message in err and len(err.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_missing_default_weights_say_what_to_do(pair, tmp_path, monkeypatch, capsys):
+    image_path, mask_path, _, _ = pair
+    monkeypatch.setattr(predict_mod, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]) == 2
+    assert "--weights FILE" in capsys.readouterr().err
