@@ -23,11 +23,14 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.66",
         "scikit-image>=0.22",
+        "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=8.0"]},
     entry_points={
         "console_scripts": [
             "pconv-train=pconv.train:main",
+            "pconv-predict=pconv.predict:main",
+            "pconv-evaluate=pconv.evaluate:main",
         ]
     },
 )

@@ -18,7 +18,10 @@ from torch import nn
 
 from pconv.unet import PConvUNet, PConvUNetConfig
 
-__all__ = ["load_model", "save_model", "sha256_of"]
+__all__ = ["DEFAULT_WEIGHTS", "load_model", "save_model", "sha256_of"]
+
+# The project's released model (see weights/README.md): the command-line tools' default.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-256.safetensors"
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {"pconv_unet": (PConvUNet, PConvUNetConfig)}
 _FORMAT = "pconv-release-1"

@@ -27,13 +27,10 @@ from tqdm import tqdm
 
 from pconv.cli import UsageError, resolve_device, run_main
 from pconv.inpaint import InpaintResult, inpaint
-from pconv.io import load_model
+from pconv.io import DEFAULT_WEIGHTS, load_model
 from pconv.masks import IMAGE_SUFFIXES, read_mask
 
 __all__ = ["DEFAULT_WEIGHTS", "main"]
-
-# The project's released model (see weights/README.md), used when --weights is not given.
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-256.safetensors"
 
 
 @dataclass

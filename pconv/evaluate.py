@@ -1,0 +1,321 @@
+"""Score a model by hole size against classical inpainting (``python -m pconv.evaluate``).
+
+    python -m pconv.evaluate --weights model.safetensors --images photos/ --bins --per-bin 20 --out report/
+    python -m pconv.evaluate --weights model.safetensors --images photos/ --masks masks/eval-512 --out report/
+
+The protocol of Liu et al. 2018, Table 1: metrics on the composited result (known pixels from
+the ground truth) over the whole image (L1 in % of the full range, PSNR, SSIM), plus PSNR inside
+the hole alone, grouped by hole-to-image ratio bins (0.01, 0.1], (0.1, 0.2], ... (0.5, 0.6].
+Baselines run on exactly the same images and masks: OpenCV Telea and Navier-Stokes
+(radius 3) and scikit-image biharmonic.
+
+Writes ``report.md`` (a table per metric), ``results.csv`` (method x bin x metric),
+``cases.csv`` (every image, mask and method), ``metrics.png`` (each metric against hole ratio,
+one line per method) and ``examples.png`` (holes | each method | ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from skimage.restoration import inpaint_biharmonic
+from tqdm import tqdm
+
+from pconv.cli import UsageError, resolve_device, run_main
+from pconv.data import center_crop, find_images, load_image
+from pconv.inpaint import inpaint
+from pconv.io import DEFAULT_WEIGHTS, load_model
+from pconv.masks import RATIO_BINS, ratio_mask, read_mask
+from pconv.metrics import METRICS, score
+
+__all__ = ["BASELINES", "Case", "bin_of", "evaluate", "main", "write_report"]
+
+Method = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (uint8 image, known) -> uint8 result
+
+
+def _opencv(flag: int) -> Method:
+    def run(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+        return cv2.inpaint(image, (~known).astype(np.uint8) * 255, 3, flag)
+
+    return run
+
+
+def _biharmonic(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    filled = inpaint_biharmonic(image.astype(np.float64) / 255.0, ~known, channel_axis=-1)
+    return np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8)
+
+
+BASELINES: dict[str, Method] = {
+    "telea": _opencv(cv2.INPAINT_TELEA),
+    "ns": _opencv(cv2.INPAINT_NS),
+    "biharmonic": _biharmonic,
+}
+
+
+@dataclass
+class Case:
+    """One image with one mask: ``image`` (H, W, 3) uint8, ``known`` (H, W) bool."""
+
+    name: str
+    bin: str
+    image: np.ndarray
+    known: np.ndarray
+
+
+def bin_of(known: np.ndarray) -> str:
+    """The hole-ratio bin of a mask, or ``"other"`` outside (0.01, 0.6]."""
+    ratio = float(np.count_nonzero(~known)) / known.size
+    for name, (low, high) in RATIO_BINS.items():
+        if low < ratio <= high:
+            return name
+    return "other"
+
+
+def _load_images(folder: Path, size: int | None) -> list[tuple[str, np.ndarray]]:
+    try:
+        files = find_images(folder)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    images = []
+    for path in files:
+        try:
+            img = load_image(path, min_side=size)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        images.append((path.stem, np.asarray(img if size is None else center_crop(img, size))))
+    return images
+
+
+def generated_cases(images: list[tuple[str, np.ndarray]], per_bin: int, seed: int) -> list[Case]:
+    """``per_bin`` cases per ratio bin, cycling through the images; masks from ``(seed, bin, case)``."""
+    cases = []
+    for b, (name, ratio) in enumerate(RATIO_BINS.items()):
+        for j in range(per_bin):
+            stem, image = images[j % len(images)]
+            known = ratio_mask(image.shape[0], image.shape[1], np.random.default_rng([seed, b, j]), ratio)
+            cases.append(Case(f"{stem}/{name}-{j:03d}", name, image, known))
+    return cases
+
+
+def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: bool) -> list[Case]:
+    """Masks from a folder: paired with images by name when every image has one, else both cycled.
+
+    Each mask's bin is its hole ratio after resizing (nearest) to its image.
+    """
+    try:
+        files = find_images(folder, "mask")
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    by_stem = {p.stem: p for p in files}
+    paired = all(stem in by_stem for stem, _ in images)
+    count = max(len(images), len(files))  # cycling uses every image and every mask at least once
+    pairs = [(stem, image, by_stem[stem]) for stem, image in images] if paired else \
+        [(*images[i % len(images)], files[i % len(files)]) for i in range(count)]
+    cases = []
+    for stem, image, path in pairs:
+        try:
+            known, _ = read_mask(path, invert)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        if known.shape != image.shape[:2]:
+            known = cv2.resize(known.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+        if known.all() or not known.any():
+            continue  # nothing to score
+        cases.append(Case(f"{stem}/{path.relative_to(folder).with_suffix('')}", bin_of(known), image, known))
+    if not cases:
+        raise UsageError(f"no usable masks in {folder} (each is empty or covers the whole image)")
+    return cases
+
+
+def evaluate(cases: list[Case], methods: dict[str, Method], progress: bool = True) -> list[dict]:
+    """Score every method on every case; one record per (case, method) with metrics and seconds."""
+    records = []
+    for case in tqdm(cases, desc="evaluating", unit="case", disable=not progress):
+        truth = case.image.astype(np.float64) / 255.0
+        for method, run in methods.items():
+            start = time.perf_counter()
+            result = run(case.image, case.known)
+            seconds = time.perf_counter() - start
+            comp = np.where(case.known[..., None], case.image, result).astype(np.float64) / 255.0
+            records.append({"case": case.name, "bin": case.bin, "method": method, "seconds": seconds,
+                            **score(comp, truth, case.known)})
+    return records
+
+
+def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """Mean of each metric and seconds per ``(method, bin)``, with bin ``"all"`` over every case."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["bin"]), []).append(r)
+        groups.setdefault((r["method"], "all"), []).append(r)
+    out = {}
+    for key, rows in groups.items():
+        stats = {m: float(np.mean([r[m] for r in rows])) for m in (*METRICS, "seconds")}
+        stats["cases"] = len(rows)
+        out[key] = stats
+    return out
+
+
+def write_report(records: list[dict], cases: list[Case], methods: dict[str, Method], out: Path,
+                 title: str, examples: dict[str, list[np.ndarray]]) -> None:
+    """``report.md``, ``results.csv``, ``cases.csv``, ``metrics.png`` and ``examples.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(records)
+    bins = [b for b in (*RATIO_BINS, "other") if any(k[1] == b for k in summary)] + ["all"]
+    names = list(methods)
+    with open(out / "cases.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "bin", "metric", "value", "cases"])
+        for method in names:
+            for b in bins:
+                stats = summary[(method, b)]
+                for metric in (*METRICS, "seconds"):
+                    writer.writerow([method, b, metric, f"{stats[metric]:.6g}", stats["cases"]])
+
+    labels = {"l1": "L1 (%) lower is better", "psnr": "PSNR (dB)", "ssim": "SSIM", "hole_psnr": "PSNR inside the hole (dB)",
+              "seconds": "seconds per image"}
+    lines = [f"# {title}", "", f"{len({c.name.split('/')[0] for c in cases})} images, {len(cases)} cases; "
+             "metrics on the composited result; best per column in bold.", ""]
+    for metric in (*METRICS, "seconds"):
+        higher = METRICS.get(metric, False)
+        lines += [f"## {labels[metric]}", "", "| method | " + " | ".join(b if b != "all" else "all" for b in bins) + " |",
+                  "| --- |" + " ---: |" * len(bins)]
+        best = {b: (max if higher else min)(summary[(m, b)][metric] for m in names) for b in bins}
+        for method in names:
+            cells = []
+            for b in bins:
+                v = summary[(method, b)][metric]
+                text = f"{v:.4f}" if metric == "ssim" else f"{v:.3f}" if metric == "seconds" else f"{v:.2f}"
+                cells.append(f"**{text}**" if metric != "seconds" and v == best[b] and len(names) > 1 else text)
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    counts = ", ".join(f"{b}: {summary[(names[0], b)]['cases']}" for b in bins if b != "all")
+    lines += [f"Cases per bin: {counts}.", "", "![metrics against hole ratio](metrics.png)", "",
+              "![examples: holes, each method, ground truth](examples.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    _plot(summary, names, [b for b in bins if b in RATIO_BINS], out / "metrics.png", labels)
+    if examples:
+        Image.fromarray(_grid(examples, names)).save(out / "examples.png")
+
+
+def _plot(summary: dict, names: list[str], bins: list[str], path: Path, labels: dict[str, str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6), constrained_layout=True)
+    centres = [100 * sum(RATIO_BINS[b]) / 2 for b in bins]
+    for ax, metric in zip(axes, METRICS):
+        for method in names:
+            ax.plot(centres, [summary[(method, b)][metric] for b in bins], marker="o", label=method)
+        ax.set_xlabel("hole ratio (%)")
+        ax.set_title(labels[metric])
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _grid(examples: dict[str, list[np.ndarray]], names: list[str]) -> np.ndarray:
+    """One row per example: holes (white) | each method | ground truth, labelled at the top."""
+    header = ["holes", *names, "ground truth"]
+    rows = [np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
+            for tiles in examples.values()]
+    grid = np.concatenate(rows, axis=0)
+    cell = grid.shape[1] // len(header)
+    bar = np.full((28, grid.shape[1], 3), 255, np.uint8)
+    for i, text in enumerate(header):
+        cv2.putText(bar, text, (i * cell + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, grid], axis=0)
+
+
+def _example_tiles(case: Case, methods: dict[str, Method], side: int = 192) -> list[np.ndarray]:
+    holes = case.image.copy()
+    holes[~case.known] = 255
+    tiles = [holes] + [np.where(case.known[..., None], case.image, run(case.image, case.known)) for run in methods.values()]
+    tiles.append(case.image)
+    scale = side / max(case.image.shape[:2])
+    size = (max(1, round(case.image.shape[1] * scale)), max(1, round(case.image.shape[0] * scale)))
+    return [cv2.resize(np.ascontiguousarray(t), size, interpolation=cv2.INTER_AREA) for t in tiles]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pconv.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
+    p.add_argument("--images", type=Path, required=True, help="folder of ground-truth images (searched recursively)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--masks", type=Path, help="folder of masks (white = hole), paired by name or cycled")
+    src.add_argument("--bins", action="store_true", help="generate masks for each hole-ratio bin (the default)")
+    p.add_argument("--per-bin", type=int, default=20, help="generated cases per bin (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated masks (default 0)")
+    p.add_argument("--invert-masks", action="store_true", help="mask files use white = known")
+    p.add_argument("--size", type=int, default=512, help="centre-crop and resize images to this square (default 512)")
+    p.add_argument("--native", action="store_true", help="evaluate at each image's own size instead of --size")
+    p.add_argument("--baselines", default="telea,ns,biharmonic",
+                   help=f"comma-separated, from {', '.join(BASELINES)}; 'none' for the model alone")
+    p.add_argument("--examples", type=int, default=6, help="cases shown in examples.png (default 6, one per bin)")
+    p.add_argument("--name", help="the model's name in the report (default: the weights file name)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    chosen = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = [b for b in chosen if b not in BASELINES]
+    if unknown:
+        raise UsageError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    if args.per_bin < 1 or args.size < 16:
+        raise UsageError("--per-bin must be at least 1 and --size at least 16")
+    weights = args.weights or DEFAULT_WEIGHTS
+    if not weights.is_file():
+        raise UsageError(f"model file not found: {weights}" + ("" if args.weights else "; pass --weights FILE"))
+    images = _load_images(args.images, None if args.native else args.size)
+    cases = folder_cases(images, args.masks, args.invert_masks) if args.masks else \
+        generated_cases(images, args.per_bin, args.seed)
+    device = resolve_device(args.device)
+    try:
+        model = load_model(weights, device=device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    name = args.name or weights.stem
+    methods: dict[str, Method] = {name: lambda image, known: inpaint(model, image, known, device=device).image}
+    methods.update({b: BASELINES[b] for b in chosen})
+    records = evaluate(cases, methods)
+    shown: dict[str, list[np.ndarray]] = {}
+    for case in cases:  # the first case of each bin, up to --examples
+        if len(shown) < args.examples and not any(k.startswith(case.bin + ":") for k in shown):
+            shown[f"{case.bin}:{case.name}"] = _example_tiles(case, methods)
+    write_report(records, cases, methods, args.out, f"Evaluation of {name}", shown)
+    summary = summarise(records)
+    for method in methods:
+        s = summary[(method, "all")]
+        print(f"{method:>20}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, L1 {s['l1']:.2f}%, "
+              f"hole PSNR {s['hole_psnr']:.2f} dB, {s['seconds']:.3f} s/image")
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m pconv.evaluate``, ``pconv-evaluate``)."""
+    return run_main(_main, argv, "python -m pconv.evaluate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""pconv.evaluate and pconv.metrics: metric values, bins, baselines and the report files."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from pconv import PConvUNet, save_model
+from pconv.evaluate import BASELINES, bin_of, evaluate, generated_cases, main, summarise
+from pconv.masks import RATIO_BINS, write_mask
+from pconv.metrics import score
+
+
+def _photo(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([np.sin(x / 6 + seed), np.cos(y / 4), np.sin((x - y) / 9)], -1) * 90 + 128
+    return (img + rng.normal(0, 6, img.shape)).clip(0, 255).astype(np.uint8)
+
+
+def test_metrics_agree_with_scikit_image_and_the_hole_formula():
+    rng = np.random.default_rng(0)
+    truth = rng.random((24, 20, 3))
+    result = np.clip(truth + rng.normal(0, 0.05, truth.shape), 0, 1)
+    known = rng.random((24, 20)) > 0.3
+    s = score(result, truth, known)
+    assert s["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, result, data_range=1.0))
+    assert s["ssim"] == pytest.approx(structural_similarity(truth, result, data_range=1.0, channel_axis=-1))
+    assert s["l1"] == pytest.approx(100 * np.abs(result - truth).mean())
+    mse = ((result - truth)[~known] ** 2).mean()
+    assert s["hole_psnr"] == pytest.approx(10 * math.log10(1 / mse))
+
+
+def test_a_perfect_result_scores_infinite_psnr_and_unit_ssim():
+    truth = np.random.default_rng(1).random((16, 16, 3))
+    s = score(truth.copy(), truth, np.eye(16, dtype=bool) == 0)
+    assert s["psnr"] == math.inf and s["hole_psnr"] == math.inf and s["ssim"] == 1.0 and s["l1"] == 0.0
+    assert math.isnan(score(truth, truth, np.ones((16, 16), bool))["hole_psnr"])  # no hole to score
+
+
+def test_perfect_method_and_baselines_through_evaluate():
+    cases = generated_cases([("a", _photo(48, 48, 0)), ("b", _photo(48, 48, 1))], per_bin=2, seed=0)
+    methods = {"oracle": lambda image, known: image.copy(), "telea": BASELINES["telea"]}
+    records = evaluate(cases, methods, progress=False)
+    assert len(records) == 2 * 6 * 2
+    summary = summarise(records)
+    assert summary[("oracle", "all")]["psnr"] == math.inf and summary[("oracle", "10-20")]["ssim"] == 1.0
+    assert summary[("telea", "01-10")]["psnr"] > summary[("telea", "50-60")]["psnr"]  # bigger holes are harder
+    assert summary[("telea", "all")]["cases"] == 12
+
+
+def test_generated_cases_fall_in_their_bins():
+    cases = generated_cases([("a", _photo(64, 64, 0))], per_bin=3, seed=5)
+    assert [c.bin for c in cases] == [b for b in RATIO_BINS for _ in range(3)]
+    for case in cases:
+        low, high = RATIO_BINS[case.bin]
+        assert low < np.count_nonzero(~case.known) / case.known.size <= high
+        assert bin_of(case.known) == case.bin
+    assert bin_of(np.ones((10, 10), bool)) == "other"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    images = root / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo(40, 52, i)).save(images / f"p{i}.png")
+    torch.manual_seed(0)
+    save_model(PConvUNet(depth=3, base_width=4), root / "tiny.safetensors")
+    return images, root / "tiny.safetensors"
+
+
+def test_report_files_are_written(setup, tmp_path, capsys):
+    images, weights = setup
+    out = tmp_path / "report"
+    assert main(["--weights", str(weights), "--images", str(images), "--size", "32", "--per-bin", "1",
+                 "--baselines", "telea,ns", "--out", str(out)]) == 0
+    for name in ("report.md", "results.csv", "cases.csv", "metrics.png", "examples.png"):
+        assert (out / name).is_file(), name
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"tiny", "telea", "ns"}
+    assert {r["bin"] for r in rows} == {*RATIO_BINS, "all"}
+    assert {r["metric"] for r in rows} == {"l1", "psnr", "ssim", "hole_psnr", "seconds"}
+    report = (out / "report.md").read_text()
+    assert "| telea |" in report and "## SSIM" in report and "seconds per image" in report
+    with open(out / "cases.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6 * 3
+    assert Image.open(out / "examples.png").size[0] > 5 * 100  # holes, three methods, ground truth
+    assert "report:" in capsys.readouterr().out
+
+
+def test_mask_folder_with_bin_names(setup, tmp_path):
+    images, weights = setup
+    masks = tmp_path / "masks" / "30-40"
+    masks.mkdir(parents=True)
+    known = np.ones((32, 32), bool)
+    known[4:24, 2:20] = False  # 35% holes
+    write_mask(masks / "0000.png", known)
+    out = tmp_path / "report"
+    assert main(["--weights", str(weights), "--images", str(images), "--size", "32", "--masks",
+                 str(tmp_path / "masks"), "--baselines", "none", "--out", str(out)]) == 0
+    with open(out / "cases.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {r["bin"] for r in rows} == {"30-40"}  # the mask is cycled over both images
+
+
+@pytest.mark.parametrize("case, message", [("no images", "no images"), ("baseline", "unknown baseline"),
+                                           ("weights", "model file not found")])
+def test_clear_errors(setup, tmp_path, capsys, case, message):
+    images, weights = setup
+    if case == "no images":
+        images = tmp_path / "empty"
+        images.mkdir()
+    args = ["--weights", str(tmp_path / "none.safetensors" if case == "weights" else weights), "--images", str(images),
+            "--out", str(tmp_path / "r"), "--baselines", "telea,magic" if case == "baseline" else "telea"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
