@@ -4,6 +4,7 @@ from pconv.io import load_model, save_model
 from pconv.losses import InpaintingLoss, LossWeights
 from pconv.partialconv import PartialConv2d, PartialConv3d
 from pconv.unet import PConvUNet, PConvUNetConfig
+from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
 from pconv.vgg import VGG16Features
 
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ __all__ = [
     "PConvUNetConfig",
     "PartialConv2d",
     "PartialConv3d",
+    "UNet3Plus",
+    "UNet3PlusConfig",
     "VGG16Features",
     "__version__",
     "load_model",

@@ -30,15 +30,31 @@ class InpaintResult:
     """The composite and what was computed on the way.
 
     Attributes:
-        image: ``(H, W, C)`` uint8 composite: known pixels are the input's, holes the prediction.
-        std: ``(H, W)`` float32 per-pixel standard deviation over Monte Carlo samples (mean over
-            channels, in [0, 1] units; 0 at known pixels), or ``None`` for a single pass.
+        image: ``(H, W, C)`` uint8 composite: known pixels are the input's, holes the prediction
+            (the mean over Monte Carlo samples).
+        std: ``(H, W, C)`` float32 per-pixel standard deviation over the samples, in [0, 1]
+            units (0 at known pixels), or ``None`` for a single pass.
+        samples: Monte Carlo samples behind ``image`` and ``std`` (1 for a single pass).
         tiles: how many tiles (or 1 for a single pass) went through the model.
     """
 
     image: np.ndarray
     std: np.ndarray | None
     tiles: int
+    samples: int = 1
+
+    @property
+    def stderr(self) -> np.ndarray | None:
+        """Standard error of the Monte Carlo mean, ``std / sqrt(samples)``."""
+        return None if self.std is None else self.std / np.sqrt(self.samples)
+
+    def interval(self, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper uint8 composites of the confidence interval ``mean -/+ z * stderr``."""
+        if self.std is None:
+            raise ValueError("a confidence interval needs Monte Carlo samples")
+        mean = self.image.astype(np.float32) / 255.0
+        half = z * self.stderr
+        return _to_uint8(mean - half), _to_uint8(mean + half)
 
 
 def auto_tile(height: int, width: int) -> int | None:
@@ -70,7 +86,7 @@ def _feather(height: int, width: int, overlap: int) -> np.ndarray:
 @torch.no_grad()
 def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: int, batch: int,
              device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
-    """Prediction ``(h, w, C)`` in [0, 1] (the mean over samples) and its variance (or ``None``)."""
+    """Prediction ``(h, w, C)`` in [0, 1] (the mean over samples) and its variance ``(h, w, C)`` (or ``None``)."""
     x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)[None].float().div_(255)
     m = torch.from_numpy(np.array(known)).to(device)[None, None].float()
     if samples == 1:
@@ -86,7 +102,7 @@ def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: in
         done += n
     mean = total / samples
     var = (total_sq / samples - mean.square()).clamp_(min=0) * samples / (samples - 1)
-    return mean.float().permute(1, 2, 0).cpu().numpy(), var.float().mean(0).cpu().numpy()
+    return mean.float().permute(1, 2, 0).cpu().numpy(), var.float().permute(1, 2, 0).cpu().numpy()
 
 
 def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int | str | None = "auto",
@@ -136,15 +152,15 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, tile: int |
     height, width = known.shape
     holes = ~known
     out = image.copy()
-    std = np.zeros((height, width), np.float32) if samples > 1 else None
+    std = np.zeros(image.shape, np.float32) if samples > 1 else None
     if not holes.any():
-        return InpaintResult(out, std, 0)
+        return InpaintResult(out, std, 0, samples)
     if tile is None or (tile >= height and tile >= width):
         pred, var = _predict(model, image, known, samples, batch, device)
         out[holes] = _to_uint8(pred[holes])
         if std is not None:
             std[holes] = np.sqrt(var[holes])
-        return InpaintResult(out, std, 1)
+        return InpaintResult(out, std, 1, samples)
 
     overlap = tile // 4 if overlap is None else overlap
     if not 0 <= overlap < tile:
@@ -158,7 +174,7 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, tile: int |
     bottom = max(min(y + tile, height) for y, _ in boxes)
     right = max(min(x + tile, width) for _, x in boxes)
     acc = np.zeros((bottom - top, right - left, image.shape[2]), np.float32)
-    acc_var = np.zeros((bottom - top, right - left), np.float32) if samples > 1 else None
+    acc_var = np.zeros(acc.shape, np.float32) if samples > 1 else None
     weight = np.zeros((bottom - top, right - left), np.float32)
     for y, x in tqdm(boxes, desc="tiles", unit="tile", disable=not progress, leave=False):
         y1, x1 = min(y + tile, height), min(x + tile, width)
@@ -168,13 +184,13 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, tile: int |
         acc[region] += pred * w[..., None]
         weight[region] += w
         if acc_var is not None:
-            acc_var[region] += var * w
+            acc_var[region] += var * w[..., None]
     sub = holes[top:bottom, left:right]
     out_sub = out[top:bottom, left:right]
     out_sub[sub] = _to_uint8(acc[sub] / weight[sub][:, None])
     if std is not None:
-        std[top:bottom, left:right][sub] = np.sqrt(acc_var[sub] / weight[sub])
-    return InpaintResult(out, std, len(boxes))
+        std[top:bottom, left:right][sub] = np.sqrt(acc_var[sub] / weight[sub][:, None])
+    return InpaintResult(out, std, len(boxes), samples)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

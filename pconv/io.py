@@ -17,13 +17,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pconv.unet import PConvUNet, PConvUNetConfig
+from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
 
 __all__ = ["DEFAULT_WEIGHTS", "load_model", "save_model", "sha256_of"]
 
 # The project's released model (see weights/README.md): the command-line tools' default.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-256.safetensors"
 
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {"pconv_unet": (PConvUNet, PConvUNetConfig)}
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
+    "pconv_unet": (PConvUNet, PConvUNetConfig),
+    "unet3plus": (UNet3Plus, UNet3PlusConfig),
+}
 _FORMAT = "pconv-release-1"
 
 

@@ -107,17 +107,22 @@ def compare_image(source: np.ndarray, known: np.ndarray, result: np.ndarray) -> 
     return sheet
 
 
-def write_uncertainty(std: np.ndarray, known: np.ndarray, path: Path) -> float:
-    """A colour-mapped PNG of ``std`` (0 to its maximum, inferno) and the raw values as ``.npy``."""
+def write_uncertainty(result: InpaintResult, known: np.ndarray, path: Path) -> float:
+    """The Monte Carlo standard deviation as a colour-mapped image (mean over channels, 0 to its
+    maximum, inferno) and raw values: ``<path>.npy`` (std, ``(H, W)`` or ``(H, W, C)``) and
+    ``<path>_stderr.npy`` (standard error of the mean). Returns the colour scale's top."""
+    assert result.std is not None and result.stderr is not None
+    std = result.std.mean(-1)
     top = float(std.max())
     scaled = np.zeros(std.shape, np.uint8) if top == 0 else np.rint(std / top * 255).astype(np.uint8)
     colour = cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[..., ::-1]
     colour[known] = (colour[known] * 0.35).astype(np.uint8)  # dim known pixels (std 0 there)
     _atomic_save(Image.fromarray(np.ascontiguousarray(colour)), path, _output_format(path))
-    npy = path.with_suffix(".npy")
-    tmp = npy.with_name(f".{npy.name}.tmp.npy")
-    np.save(tmp, std.astype(np.float32))
-    os.replace(tmp, npy)
+    for suffix, values in ((".npy", result.std), ("_stderr.npy", result.stderr)):
+        npy = path.with_name(path.stem + suffix)
+        tmp = npy.with_name(f".{npy.name}.tmp.npy")
+        np.save(tmp, values.squeeze(-1) if values.shape[-1] == 1 else values)
+        os.replace(tmp, npy)
     return top
 
 
@@ -141,7 +146,7 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
                  device: torch.device, channels: int) -> tuple[InpaintResult | None, str]:
     """Inpaint one pair of files and write the outputs; returns the result and a one-line report."""
     fmt = _output_format(out_path)
-    for extra in (args.compare, args.uncertainty):
+    for extra in (args.compare, args.uncertainty, *(args.interval or ())):
         if extra is not None:
             _output_format(extra)
     source = read_input(image_path, channels)
@@ -169,9 +174,14 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
                      _output_format(args.compare))
         report += f"; comparison {args.compare}"
     if args.uncertainty is not None:
-        assert result.std is not None
-        top = write_uncertainty(result.std, known, args.uncertainty)
-        report += f"; uncertainty {args.uncertainty} (+ .npy, colour scale 0 to std {top:.4f})"
+        top = write_uncertainty(result, known, args.uncertainty)
+        hole_std = float(result.std[~known].mean())
+        report += (f"; uncertainty {args.uncertainty} (+ .npy, _stderr.npy; colour scale 0 to std {top:.4f}, "
+                   f"mean std in the holes {hole_std:.4f})")
+    if args.interval is not None:
+        for path, pixels in zip(args.interval, result.interval()):
+            _atomic_save(_to_image(pixels, source), path, _output_format(path))
+        report += f"; 95% interval {args.interval[0]} .. {args.interval[1]}"
     return result, report
 
 
@@ -206,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--out", type=Path, help="result file; the extension names the format")
     one.add_argument("--compare", type=Path, metavar="FILE", help="also write input | holes | result side by side")
     one.add_argument("--uncertainty", type=Path, metavar="FILE",
-                     help="with --samples: colour-mapped standard deviation (PNG) and raw values (.npy)")
+                     help="with --samples: colour-mapped standard deviation (PNG), raw values (.npy) and standard error (_stderr.npy)")
+    one.add_argument("--interval", type=Path, nargs=2, metavar=("LOW", "HIGH"),
+                     help="with --samples: the 95%% confidence interval of the mean (mean -/+ 1.96 standard errors) as two images")
     many = p.add_argument_group("a folder")
     many.add_argument("--image-dir", type=Path, help="images to inpaint")
     many.add_argument("--mask-dir", type=Path, help="masks, paired with the images by file name (stem)")
@@ -233,14 +245,14 @@ def _check_args(args: argparse.Namespace) -> None:
     if any(v is not None for v in folder):
         if any(v is None for v in folder):
             raise UsageError("folder mode needs --image-dir, --mask-dir and --out-dir")
-        if args.compare is not None or args.uncertainty is not None:
-            raise UsageError("--compare and --uncertainty apply to a single --image")
+        if args.compare is not None or args.uncertainty is not None or args.interval is not None:
+            raise UsageError("--compare, --uncertainty and --interval apply to a single --image")
     elif any(v is None for v in single):
         raise UsageError("give --image, --mask and --out (or --image-dir, --mask-dir and --out-dir)")
     if args.samples < 1 or args.batch_size < 1:
         raise UsageError("--samples and --batch-size must be at least 1")
-    if args.uncertainty is not None and args.samples < 2:
-        raise UsageError("--uncertainty needs --samples N with N >= 2")
+    if (args.uncertainty is not None or args.interval is not None) and args.samples < 2:
+        raise UsageError("--uncertainty and --interval need --samples N with N >= 2")
 
 
 def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path | None]]:

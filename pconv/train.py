@@ -37,9 +37,11 @@ from tqdm import tqdm
 from pconv.cli import UsageError, resolve_device, run_main
 from pconv.data import EpochSampler, InpaintingDataset, MaskSource, collate, find_images
 from pconv.io import ARCHITECTURES, load_model, save_model
-from pconv.losses import InpaintingLoss, LossWeights, composite
+from pconv.losses import InpaintingLoss, LossWeights, composite, hole_valid_losses
 from pconv.masks import KINDS, parse_ratio
 from pconv.metrics import score
+from pconv.unet import PConvUNetConfig
+from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
 from pconv.vgg import VGG16Features
 
 __all__ = ["TrainConfig", "main", "train"]
@@ -71,6 +73,8 @@ class TrainConfig:
     depth: int | None = None
     base_width: int = 64
     dropout: float = 0.0
+    conv: str = "partial"
+    deep_weight: float = 0.25
     # schedule
     stage: str = "both"
     steps: int | None = None
@@ -109,9 +113,11 @@ class TrainConfig:
 
     def model_config(self) -> object:
         """The architecture's configuration dataclass for this run."""
-        _, config_cls = ARCHITECTURES[self.arch]
+        if self.arch == "unet3plus":
+            return UNet3PlusConfig(depth=self.depth or 4, base_width=self.base_width, conv=self.conv,
+                                   dropout=self.dropout)
         depth = self.depth if self.depth is not None else max(2, min(8, int(math.log2(self.size)) - 1))
-        return config_cls(depth=depth, base_width=self.base_width, dropout=self.dropout)
+        return PConvUNetConfig(depth=depth, base_width=self.base_width, dropout=self.dropout)
 
 
 @dataclass
@@ -272,17 +278,25 @@ def sample_grid(image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> 
 
 
 def _forward_loss(model: nn.Module, loss_fn: InpaintingLoss, image: torch.Tensor, mask: torch.Tensor,
-                  amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+                  amp_dtype: torch.dtype | None, deep_weight: float | None) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch. With ``deep_weight`` (deep supervision), the coarser outputs
+    add ``deep_weight`` times the mean of their weighted valid + hole L1 terms as ``"deep"``."""
     with torch.autocast(image.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        pred = model(image, mask)
-        return loss_fn(pred.float(), image, mask)
+        outputs = model(image, mask, deep=True) if deep_weight is not None else [model(image, mask)]
+        terms = loss_fn(outputs[0].float(), image, mask)
+        if len(outputs) > 1:
+            w = loss_fn.weights
+            aux = [hole_valid_losses(o.float(), image, mask) for o in outputs[1:]]
+            terms["deep"] = torch.stack([w.hole * h + w.valid * v for h, v in aux]).mean()
+            terms["total"] = terms["total"] + deep_weight * terms["deep"]
+        return terms
 
 
 def _train_step(model: nn.Module, loss_fn: InpaintingLoss, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, image: torch.Tensor, mask: torch.Tensor,
-                amp_dtype: torch.dtype | None) -> dict[str, float]:
+                amp_dtype: torch.dtype | None, deep_weight: float | None = None) -> dict[str, float]:
     """One optimisation step; returns every loss term as a float."""
-    terms = _forward_loss(model, loss_fn, image, mask, amp_dtype)
+    terms = _forward_loss(model, loss_fn, image, mask, amp_dtype, deep_weight)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["total"]).backward()
     scaler.step(optimizer)
@@ -480,7 +494,8 @@ def _train(cfg: TrainConfig, world: _Dist) -> dict:
                         if world.main:
                             tqdm.write(f"warning: skipped unreadable image {report}", file=sys.stderr)
                 image, mask = _to_device(batch, device, cfg.channels_last)
-                terms = _train_step(wrapped, loss_fn, optimizer, scaler, image, mask, amp_dtype)
+                terms = _train_step(wrapped, loss_fn, optimizer, scaler, image, mask, amp_dtype,
+                                    cfg.deep_weight if isinstance(model, UNet3Plus) else None)
                 if not math.isfinite(terms["total"]):
                     raise FloatingPointError(f"the loss became {terms['total']} at step {state['stage_step']} "
                                              f"of {stage.name}; lower --lr or check the data")
@@ -615,9 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"area fraction range of random crops (default {d.crop_scale})")
     model = p.add_argument_group("model")
     model.add_argument("--arch", choices=sorted(ARCHITECTURES), help=f"architecture (default {d.arch})")
-    model.add_argument("--depth", type=int, help="encoder levels (default: 8 at 512 px, 7 at 256 px, ...)")
+    model.add_argument("--depth", type=int, help="encoder levels (default: pconv_unet 8 at 512 px, 7 at 256 px, ...; unet3plus 4)")
     model.add_argument("--base-width", type=int, help=f"channels of the first level (default {d.base_width})")
     model.add_argument("--dropout", type=float, help="dropout probability (for Monte Carlo uncertainty)")
+    model.add_argument("--conv", choices=("partial", "plain"),
+                       help="unet3plus: partial convolutions, or plain ones with the mask as an input channel (default partial)")
+    model.add_argument("--deep-weight", type=float,
+                       help=f"unet3plus: weight of the deep-supervision outputs' L1 terms (default {d.deep_weight})")
     sched = p.add_argument_group("schedule")
     sched.add_argument("--stage", choices=STAGES, help=f"which stages to run (default {d.stage})")
     sched.add_argument("--stages", dest="stage", choices=STAGES, help="same as --stage")

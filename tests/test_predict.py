@@ -128,11 +128,16 @@ def test_uncertainty_from_monte_carlo_dropout(weights, pair, tmp_path):
     image_path, mask_path, image, known = pair
     out, unc = tmp_path / "mean.png", tmp_path / "std.png"
     assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out), "--weights",
-                 str(weights["dropout"]), "--samples", "6", "--batch-size", "4", "--uncertainty", str(unc)]) == 0
+                 str(weights["dropout"]), "--samples", "6", "--batch-size", "4", "--uncertainty", str(unc),
+                 "--interval", str(tmp_path / "lo.png"), str(tmp_path / "hi.png")]) == 0
     std = np.load(tmp_path / "std.npy")
-    assert std.shape == known.shape and np.all(std[known] == 0) and std[~known].mean() > 0
+    assert std.shape == (*known.shape, 3) and np.all(std[known] == 0) and std[~known].mean() > 0
+    assert np.allclose(np.load(tmp_path / "std_stderr.npy"), std / np.sqrt(6))
     assert Image.open(unc).size == (56, 40)
-    assert np.array_equal(np.asarray(Image.open(out))[known], image[known])
+    mean = np.asarray(Image.open(out)).astype(int)
+    low, high = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("lo", "hi"))
+    assert np.array_equal(mean[known], image[known]) and np.array_equal(low[known], image[known])
+    assert np.all(low <= mean) and np.all(mean <= high) and (high - low)[~known].mean() > 0
 
 
 def test_sampling_is_random_only_when_asked():
@@ -193,7 +198,7 @@ def test_resize_mask_scales_a_mask_of_another_size(weights, pair, tmp_path):
         ("format", "unsupported extension '.xyz'"),
         ("no dropout", "needs a model trained with dropout"),
         ("not a model", "not a readable safetensors file"),
-        ("uncertainty without samples", "--samples N with N >= 2"),
+        ("uncertainty without samples", "need --samples N with N >= 2"),
         ("mixed modes", "not both"),
     ],
 )

@@ -1,0 +1,220 @@
+"""UNet3+ (Huang et al. 2020, arXiv 2004.08790) with Monte Carlo dropout, for inpainting.
+
+The model scientists use to fill an instrument's blind zone (e.g. the lowest radar rows) with a
+per-pixel uncertainty: dropout after every pooling and upsampling stays on when sampling
+(Gal and Ghahramani 2016), and every decoder level has a deep-supervision head.
+
+Each decoder level gathers *every* encoder level (max-pooled down or upsampled up to its
+scale) and every deeper decoder level, passes each through one conv block to ``filters``
+channels, concatenates them and fuses them with one more conv block. Convolutions are either
+:class:`~pconv.PartialConv2d` (mask-aware, masks one channel wide as in :class:`~pconv.PConvUNet`)
+or plain ``nn.Conv2d`` with the mask as an extra input channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pconv.partialconv import PartialConv2d
+
+__all__ = ["UNet3Plus", "UNet3PlusConfig"]
+
+
+@dataclass(frozen=True)
+class UNet3PlusConfig:
+    """Architecture of a :class:`UNet3Plus`; stored in every checkpoint and release file.
+
+    Attributes:
+        in_channels: input channels (radar moments, grayscale, RGB, ...).
+        out_channels: predicted channels; ``None`` means ``in_channels``.
+        depth: encoder levels (``depth - 1`` poolings).
+        base_width: channels of the first encoder level, doubled per level.
+        filters: channels of each full-scale skip branch (``None``: ``base_width``).
+        conv: ``"partial"`` (mask-aware partial convolutions) or ``"plain"`` (mask as an input channel).
+        dropout: dropout probability after every pooling and upsampling (Monte Carlo sampling).
+    """
+
+    in_channels: int = 3
+    out_channels: int | None = None
+    depth: int = 4
+    base_width: int = 64
+    filters: int | None = None
+    conv: str = "partial"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
+            raise ValueError("in_channels and out_channels must be at least 1")
+        if not 2 <= self.depth <= 7:
+            raise ValueError(f"depth must be between 2 and 7, got {self.depth}")
+        if self.conv not in ("partial", "plain"):
+            raise ValueError(f"conv must be 'partial' or 'plain', got {self.conv!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def widths(self) -> list[int]:
+        """Channels of each encoder level."""
+        return [self.base_width * 2**i for i in range(self.depth)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _ConvBlock(nn.Module):
+    """3x3 convolution, BatchNorm, ReLU; partial convolutions re-zero the holes after BatchNorm."""
+
+    def __init__(self, cin: int, cout: int, partial: bool) -> None:
+        super().__init__()
+        conv = PartialConv2d if partial else nn.Conv2d
+        self.conv = conv(cin, cout, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.partial = partial
+
+    def forward(self, x: Tensor, coverage: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if not self.partial:
+            return F.relu(self.bn(self.conv(x))), None
+        h, mask = self.conv.masked_forward(x, coverage)
+        return F.relu(self.bn(h).mul_(mask)), mask
+
+
+class _Level(nn.Module):
+    """An encoder level: two conv blocks."""
+
+    def __init__(self, cin: int, cout: int, partial: bool) -> None:
+        super().__init__()
+        self.first = _ConvBlock(cin, cout, partial)
+        self.second = _ConvBlock(cout, cout, partial)
+
+    def forward(self, x: Tensor, coverage: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        return self.second(*self.first(x, coverage))
+
+
+class UNet3Plus(nn.Module):
+    """UNet3+ that predicts the image inside the holes; any image size.
+
+    Args:
+        config: the architecture; keyword arguments build one if ``config`` is ``None``.
+
+    ``forward(image, mask)`` returns the full-resolution prediction; ``forward(image, mask,
+    deep=True)`` returns the list of every deep-supervision output (full resolution first, then
+    each coarser decoder level upsampled to full size), which the training loss weights in.
+    """
+
+    def __init__(self, config: UNet3PlusConfig | None = None, **kwargs: object) -> None:
+        super().__init__()
+        if config is None:
+            config = UNet3PlusConfig(**kwargs)  # type: ignore[arg-type]
+        elif kwargs:
+            raise TypeError("pass either a config or keyword arguments, not both")
+        self.config = config
+        partial = config.conv == "partial"
+        cin = config.in_channels + (0 if partial else 1)
+        cout = config.out_channels or config.in_channels
+        widths, depth = config.widths, config.depth
+        filters = config.filters or config.base_width
+        fused = filters * depth
+        self.encoder = nn.ModuleList()
+        for w in widths:
+            self.encoder.append(_Level(cin, w, partial))
+            cin = w
+        # branches[d][s]: source level s (encoder for s <= d and the bottom, decoder otherwise) -> level d
+        self.branches = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for d in range(depth - 1):
+            sources = [widths[s] if s <= d or s == depth - 1 else fused for s in range(depth)]
+            self.branches.append(nn.ModuleList(_ConvBlock(c, filters, partial) for c in sources))
+            self.fuse.append(_ConvBlock(fused, fused, partial))
+        self.heads = nn.ModuleList(
+            nn.Conv2d(fused if d < depth - 1 else widths[-1], cout, 3, padding=1) for d in range(depth)
+        )
+        self.mc_dropout = False  # set by Monte Carlo sampling: dropout stays on in eval mode
+        self._freeze_encoder_bn = False
+
+    @property
+    def multiple(self) -> int:
+        """Input sizes are padded internally to a multiple of this."""
+        return 2 ** (self.config.depth - 1)
+
+    def _drop(self, x: Tensor) -> Tensor:
+        p = self.config.dropout
+        return F.dropout(x, p, training=True) if p > 0 and (self.training or self.mc_dropout) else x
+
+    def forward(self, image: Tensor, mask: Tensor, deep: bool = False) -> Tensor | list[Tensor]:
+        """Predict the image.
+
+        Args:
+            image: ``(N, C_in, H, W)``; values in the holes are ignored.
+            mask: ``(N|1, 1, H, W)`` float or bool, 1 = known, 0 = hole.
+            deep: return every deep-supervision output instead of the final one.
+        """
+        cfg = self.config
+        if image.dim() != 4 or image.shape[1] != cfg.in_channels:
+            raise ValueError(f"expected an image of shape (N, {cfg.in_channels}, H, W), got {tuple(image.shape)}")
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:] or mask.shape[0] not in (1, image.shape[0]):
+            raise ValueError(f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}")
+        height, width = image.shape[2:]
+        mask = mask.detach().to(image.dtype).expand(image.shape[0], -1, -1, -1)
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        if pad_h or pad_w:  # padded pixels are unknown, then cropped away
+            image = F.pad(image, (0, pad_w, 0, pad_h))
+            mask = F.pad(mask, (0, pad_w, 0, pad_h))
+        partial = cfg.conv == "partial"
+        x = image * mask
+        h, m = (x, mask) if partial else (torch.cat([x, mask], 1), None)
+
+        enc: list[tuple[Tensor, Tensor | None]] = []
+        for i, level in enumerate(self.encoder):
+            if i > 0:
+                h = self._drop(F.max_pool2d(h, 2))
+                m = None if m is None else F.max_pool2d(m, 2)
+            h, m = level(h, m)  # (N, widths[i], H/2^i, W/2^i)
+            enc.append((h, m))
+
+        depth = cfg.depth
+        dec: dict[int, tuple[Tensor, Tensor | None]] = {depth - 1: enc[-1]}
+        for d in reversed(range(depth - 1)):
+            parts, masks = [], []
+            for s, branch in enumerate(self.branches[d]):
+                src_h, src_m = enc[s] if s <= d else dec[s]
+                if s < d:
+                    src_h = self._drop(F.max_pool2d(src_h, 2 ** (d - s)))
+                    src_m = None if src_m is None else F.max_pool2d(src_m, 2 ** (d - s))
+                elif s > d:
+                    scale = 2 ** (s - d)
+                    src_h = F.interpolate(src_h, scale_factor=scale, mode="bilinear", align_corners=False)
+                    if src_m is not None:
+                        src_m = F.interpolate(src_m, scale_factor=scale, mode="nearest")
+                        src_h = src_h * src_m  # bilinear blurs values into the holes
+                    src_h = self._drop(src_h)
+                out_h, out_m = branch(src_h, src_m)
+                parts.append(out_h)
+                masks.append(out_m)
+            coverage = None if masks[0] is None else torch.stack(masks).mean(0)  # equal widths per branch
+            dec[d] = self.fuse[d](torch.cat(parts, 1), coverage)
+
+        final = self.heads[0](dec[0][0])[..., :height, :width]
+        if not deep:
+            return final
+        outputs = [final]
+        for d in range(1, depth):
+            coarse = self.heads[d](dec[d][0])
+            outputs.append(F.interpolate(coarse, scale_factor=2**d, mode="bilinear", align_corners=False)[..., :height, :width])
+        return outputs
+
+    def freeze_encoder_bn(self, frozen: bool = True) -> UNet3Plus:
+        """Fine-tuning stage: encoder BatchNorm keeps its running statistics (see PConvUNet)."""
+        self._freeze_encoder_bn = frozen
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> UNet3Plus:
+        super().train(mode)
+        if self._freeze_encoder_bn:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
