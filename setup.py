@@ -24,13 +24,18 @@ setup(
         "tqdm>=4.66",
         "scikit-image>=0.22",
         "matplotlib>=3.7",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "python-multipart>=0.0.9",
     ],
-    extras_require={"test": ["pytest>=8.0"]},
+    package_data={"pconv": ["static/*.html"]},
+    extras_require={"test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
     entry_points={
         "console_scripts": [
             "pconv-train=pconv.train:main",
             "pconv-predict=pconv.predict:main",
             "pconv-evaluate=pconv.evaluate:main",
+            "pconv-serve=pconv.serve:main",
         ]
     },
 )

@@ -56,9 +56,14 @@ def read_input(path: Path, channels: int) -> _Input:
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            return decode_input(img, channels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UsageError(f"cannot read image {path}: {err}") from None
+
+
+def decode_input(img: Image.Image, channels: int) -> _Input:
+    """A loaded image as the model's channels, EXIF orientation applied; alpha kept aside."""
+    img = ImageOps.exif_transpose(img)
     alpha = img.getchannel("A") if "A" in img.getbands() else None
     if channels == 1:
         mode = "L"
@@ -84,7 +89,7 @@ def _atomic_save(img: Image.Image, path: Path, fmt: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _to_image(pixels: np.ndarray, source: _Input) -> Image.Image:
+def to_output_image(pixels: np.ndarray, source: _Input) -> Image.Image:
     img = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
     if source.mode == "L" and img.mode != "L":
         img = img.convert("L")  # exact for gray input: the RGB weights sum to one
@@ -157,7 +162,7 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
             out_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(image_path, out_path)
         else:
-            _atomic_save(_to_image(source.pixels, source), out_path, fmt)
+            _atomic_save(to_output_image(source.pixels, source), out_path, fmt)
         return None, f"warning: mask {mask_path} has no holes; wrote the input unchanged to {out_path}"
     if not known.any():
         raise UsageError(f"mask {mask_path} covers the whole image: there is nothing to inpaint from")
@@ -167,7 +172,7 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
                          batch=args.batch_size, device=device, progress=args.image is not None)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    _atomic_save(_to_image(result.image, source), out_path, fmt)
+    _atomic_save(to_output_image(result.image, source), out_path, fmt)
     report = f"wrote {out_path} ({result.tiles} tile{'s' if result.tiles != 1 else ''}, {np.count_nonzero(~known)} hole pixels)"
     if args.compare is not None:
         _atomic_save(Image.fromarray(compare_image(source.pixels, known, result.image).squeeze()), args.compare,
@@ -180,7 +185,7 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
                    f"mean std in the holes {hole_std:.4f})")
     if args.interval is not None:
         for path, pixels in zip(args.interval, result.interval()):
-            _atomic_save(_to_image(pixels, source), path, _output_format(path))
+            _atomic_save(to_output_image(pixels, source), path, _output_format(path))
         report += f"; 95% interval {args.interval[0]} .. {args.interval[1]}"
     return result, report
 

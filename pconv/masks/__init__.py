@@ -5,7 +5,7 @@ convention: 1 = known). On disk: 8-bit PNG, white = hole. ``python -m pconv.mask
 writes mask sets.
 """
 
-from pconv.masks.files import IMAGE_SUFFIXES, MaskFolder, read_mask, write_mask
+from pconv.masks.files import IMAGE_SUFFIXES, MaskFolder, mask_from_image, read_mask, write_mask
 from pconv.masks.generators import (
     KINDS,
     RATIO_BINS,
@@ -25,6 +25,7 @@ __all__ = [
     "RATIO_BINS",
     "band_mask",
     "box_mask",
+    "mask_from_image",
     "free_form_mask",
     "generate",
     "parse_ratio",

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "MaskFolder", "read_mask", "write_mask"]
+__all__ = ["IMAGE_SUFFIXES", "MaskFolder", "mask_from_image", "read_mask", "write_mask"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -39,14 +39,18 @@ def read_mask(path: str | Path, invert: bool = False) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as img:
             img.load()
-            bands = img.getbands()
-            alpha = np.asarray(img.getchannel("A")) if "A" in bands else None
-            if alpha is not None and alpha.min() < 255:
-                holes, rule = alpha > 127, "alpha > 127 = hole"
-            else:
-                holes, rule = np.asarray(img.convert("L")) > 127, "luminance > 127 = hole"
+            return mask_from_image(img, invert)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read mask {path}: {err}") from err
+
+
+def mask_from_image(img: Image.Image, invert: bool = False) -> tuple[np.ndarray, str]:
+    """``(known, rule)`` from a loaded mask image, by the rules of :func:`read_mask`."""
+    alpha = np.asarray(img.getchannel("A")) if "A" in img.getbands() else None
+    if alpha is not None and alpha.min() < 255:
+        holes, rule = alpha > 127, "alpha > 127 = hole"
+    else:
+        holes, rule = np.asarray(img.convert("L")) > 127, "luminance > 127 = hole"
     if invert:
         holes, rule = ~holes, rule.replace("> 127 = hole", "<= 127 = hole")
     return ~holes, rule

@@ -1,0 +1,176 @@
+"""pconv-serve: the HTTP API against a running server, and the page in a real headless browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+from pconv import PConvUNet
+from pconv.serve import create_app
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _photo(height: int, width: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([np.sin(x / 9), np.cos(y / 7), np.sin((x + y) / 13)], -1) * 100 + 128
+    return img.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def server() -> str:
+    torch.manual_seed(0)
+    app = create_app(PConvUNet(depth=3, base_width=4), weights_name="tiny", max_upload_mb=1.0, max_megapixels=0.1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _post(url: str, image: bytes, mask: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/api/inpaint", files={"image": ("i.png", image), "mask": ("m.png", mask)}, timeout=60)
+
+
+def test_health_reports_the_model(server):
+    r = httpx.get(f"{server}/api/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["architecture"] == "PConvUNet" and body["device"] == "cpu"
+    assert body["config"]["depth"] == 3
+
+
+def test_inpaint_returns_a_png_that_keeps_known_pixels(server):
+    image = _photo(48, 64)
+    holes = np.zeros((48, 64), np.uint8)
+    holes[10:30, 20:40] = 255
+    r = _post(server, _png(image), _png(holes))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    out = np.asarray(Image.open(io.BytesIO(r.content)))
+    known = holes == 0
+    assert out.shape == image.shape and np.array_equal(out[known], image[known])
+    assert not np.array_equal(out[~known], image[~known])
+
+
+def test_page_is_served(server):
+    r = httpx.get(server)
+    assert r.status_code == 200 and 'id="maskCanvas"' in r.text and "/api/inpaint" in r.text
+
+
+@pytest.mark.parametrize(
+    "case, status, message",
+    [
+        ("not an image", 400, "not an image"),
+        ("mask size", 400, "the mask is 10x10 but the image is 64x48"),
+        ("all holes", 400, "covers the whole image"),
+        ("too large", 413, "over the limit of 1 MB"),
+        ("too many pixels", 413, "megapixels; the limit is 0.1"),
+    ],
+)
+def test_bad_requests_are_answered_with_the_reason(server, case, status, message):
+    image, mask = _png(_photo(48, 64)), _png(np.zeros((48, 64), np.uint8))
+    if case == "not an image":
+        image = b"hello, not an image"
+    elif case == "mask size":
+        mask = _png(np.zeros((10, 10), np.uint8))
+    elif case == "all holes":
+        mask = _png(np.full((48, 64), 255, np.uint8))
+    elif case == "too large":
+        image = np.random.default_rng(0).bytes(3 * 2**20 // 2)
+    elif case == "too many pixels":
+        image = _png(_photo(400, 400))
+    r = _post(server, image, mask)
+    assert r.status_code == status and message in r.json()["detail"]
+
+
+def test_empty_mask_returns_the_image_with_a_warning(server):
+    image = _photo(20, 24)
+    r = _post(server, _png(image), _png(np.zeros((20, 24), np.uint8)))
+    assert r.status_code == 200 and "no holes" in r.headers["x-pconv-warning"]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), image)
+
+
+def test_a_burst_of_concurrent_requests_is_all_answered(server):
+    image = _png(_photo(64, 64))
+    holes = np.zeros((64, 64), np.uint8)
+    holes[20:40, 8:50] = 255
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda _: _post(server, image, _png(holes)), range(12)))
+    assert [r.status_code for r in responses] == [200] * 12
+    assert len({r.content for r in responses}) == 1  # the same answer for every request
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="needs Chromium and ChromeDriver (Debian: apt-get install chromium chromium-driver)")
+def test_page_in_a_headless_browser(server, tmp_path: Path):
+    """Upload an image, paint a stroke, press Inpaint: the shown result differs from the input
+    only under the stroke."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    image = _photo(120, 160)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,900", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(server)
+        driver.find_element(By.ID, "imageInput").send_keys(str(tmp_path / "photo.png"))
+        canvas = driver.find_element(By.ID, "maskCanvas")
+        WebDriverWait(driver, 10).until(lambda d: canvas.is_displayed() and canvas.size["width"] > 0)
+        driver.find_element(By.ID, "brushSize").send_keys("")  # default brush
+        w, h = canvas.size["width"], canvas.size["height"]
+        (ActionChains(driver).move_to_element_with_offset(canvas, int(-w * 0.25), int(-h * 0.1)).click_and_hold()
+         .move_by_offset(int(w * 0.2), int(h * 0.05)).move_by_offset(int(w * 0.2), int(h * 0.05)).release().perform())
+        driver.find_element(By.ID, "inpaint").click()
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.result") == "ready")
+        driver.save_screenshot(str(tmp_path / "page.png"))
+        result_b64 = driver.execute_async_script(
+            "const done = arguments[0];"
+            "fetch(document.getElementById('resultImg').src).then(r => r.arrayBuffer()).then(b => {"
+            "  let s = ''; new Uint8Array(b).forEach(c => s += String.fromCharCode(c)); done(btoa(s)); });")
+        mask_b64 = driver.execute_script(
+            "const c = document.getElementById('maskCanvas'); return c.toDataURL('image/png').split(',')[1];")
+    finally:
+        driver.quit()
+    result = np.asarray(Image.open(io.BytesIO(base64.b64decode(result_b64))).convert("RGB"))
+    painted = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask_b64))))[..., 3] > 127
+    assert result.shape == image.shape and 0.01 < painted.mean() < 0.5
+    changed = np.any(result != image, axis=-1)
+    assert not changed[~painted].any()  # untouched outside the stroke
+    assert changed[painted].mean() > 0.5  # filled under it
+    assert (tmp_path / "page.png").stat().st_size > 10_000
