@@ -298,10 +298,13 @@ def _main(argv: Sequence[str] | None) -> int:
     methods: dict[str, Method] = {name: lambda image, known: inpaint(model, image, known, device=device).image}
     methods.update({b: BASELINES[b] for b in chosen})
     records = evaluate(cases, methods)
-    shown: dict[str, list[np.ndarray]] = {}
-    for case in cases:  # the first case of each bin, up to --examples
-        if len(shown) < args.examples and not any(k.startswith(case.bin + ":") for k in shown):
-            shown[f"{case.bin}:{case.name}"] = _example_tiles(case, methods)
+    by_bin: dict[str, list[Case]] = {}
+    for case in cases:
+        by_bin.setdefault(case.bin, []).append(case)
+    shown = {}  # the i-th bin shows its i-th case, so the examples vary in image too
+    for i, group in enumerate(list(by_bin.values())[: args.examples]):
+        case = group[i % len(group)]
+        shown[case.name] = _example_tiles(case, methods)
     write_report(records, cases, methods, args.out, f"Evaluation of {name}", shown)
     summary = summarise(records)
     for method in methods:
