@@ -20,10 +20,10 @@ from pconv.masks import IMAGE_SUFFIXES, RATIO_BINS, MaskFolder, generate, ratio_
 
 __all__ = [
     "EpochSampler",
-    "center_crop",
-    "collate",
     "InpaintingDataset",
     "MaskSource",
+    "center_crop",
+    "collate",
     "find_images",
     "load_image",
     "random_resized_crop",

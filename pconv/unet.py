@@ -17,7 +17,25 @@ from torch import Tensor, nn
 
 from pconv.partialconv import PartialConv2d
 
-__all__ = ["PConvUNet", "PConvUNetConfig"]
+__all__ = ["PConvUNet", "PConvUNetConfig", "prepare_inputs"]
+
+
+def prepare_inputs(image: Tensor, mask: Tensor, in_channels: int, multiple: int) -> tuple[Tensor, Tensor]:
+    """Check shapes, expand the mask to the batch and pad both to ``multiple``.
+
+    Padded pixels are marked unknown (mask 0); callers crop their outputs back.
+    """
+    if image.dim() != 4 or image.shape[1] != in_channels:
+        raise ValueError(f"expected an image of shape (N, {in_channels}, H, W), got {tuple(image.shape)}")
+    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:] or mask.shape[0] not in (1, image.shape[0]):
+        raise ValueError(f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}")
+    height, width = image.shape[2:]
+    mask = mask.detach().to(image.dtype).expand(image.shape[0], -1, -1, -1)
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h or pad_w:
+        image = F.pad(image, (0, pad_w, 0, pad_h))
+        mask = F.pad(mask, (0, pad_w, 0, pad_h))
+    return image, mask
 
 
 @dataclass(frozen=True)
@@ -144,18 +162,8 @@ class PConvUNet(nn.Module):
             The raw prediction ``(N, C_out, H, W)`` for every pixel; composite it with the
             known pixels for the final result.
         """
-        if image.dim() != 4 or image.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected an image of shape (N, {self.config.in_channels}, H, W), got {tuple(image.shape)}"
-            )
-        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:] or mask.shape[0] not in (1, image.shape[0]):
-            raise ValueError(f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}")
-        height, width = image.shape[2:]
-        mask = mask.detach().to(image.dtype).expand(image.shape[0], -1, -1, -1)
-        pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        if pad_h or pad_w:  # padded pixels are unknown, then cropped away
-            image = F.pad(image, (0, pad_w, 0, pad_h))
-            mask = F.pad(mask, (0, pad_w, 0, pad_h))
+        height, width = image.shape[-2:]
+        image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
         p = self.config.dropout
         drop = p > 0 and (self.training or self.mc_dropout)
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pconv.partialconv import PartialConv2d
+from pconv.unet import prepare_inputs
 
 __all__ = ["UNet3Plus", "UNet3PlusConfig"]
 
@@ -153,16 +154,8 @@ class UNet3Plus(nn.Module):
             deep: return every deep-supervision output instead of the final one.
         """
         cfg = self.config
-        if image.dim() != 4 or image.shape[1] != cfg.in_channels:
-            raise ValueError(f"expected an image of shape (N, {cfg.in_channels}, H, W), got {tuple(image.shape)}")
-        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:] or mask.shape[0] not in (1, image.shape[0]):
-            raise ValueError(f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}")
-        height, width = image.shape[2:]
-        mask = mask.detach().to(image.dtype).expand(image.shape[0], -1, -1, -1)
-        pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        if pad_h or pad_w:  # padded pixels are unknown, then cropped away
-            image = F.pad(image, (0, pad_w, 0, pad_h))
-            mask = F.pad(mask, (0, pad_w, 0, pad_h))
+        height, width = image.shape[-2:]
+        image, mask = prepare_inputs(image, mask, cfg.in_channels, self.multiple)
         partial = cfg.conv == "partial"
         x = image * mask
         h, m = (x, mask) if partial else (torch.cat([x, mask], 1), None)

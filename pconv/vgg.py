@@ -13,7 +13,7 @@ from urllib.error import URLError
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VGG16Features", "load_vgg16_state_dict", "VGG16_URL"]
+__all__ = ["VGG16_URL", "VGG16Features", "load_vgg16_state_dict"]
 
 # torchvision's VGG16 ImageNet weights; the hash prefix in the name is checked on download.
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"

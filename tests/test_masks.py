@@ -7,8 +7,18 @@ import pytest
 from PIL import Image
 
 from pconv.masks import (
-    KINDS, RATIO_BINS, MaskFolder, band_mask, box_mask, free_form_mask, generate, parse_ratio,
-    random_strokes, ratio_mask, read_mask, write_mask,
+    KINDS,
+    RATIO_BINS,
+    MaskFolder,
+    band_mask,
+    box_mask,
+    free_form_mask,
+    generate,
+    parse_ratio,
+    random_strokes,
+    ratio_mask,
+    read_mask,
+    write_mask,
 )
 from pconv.masks.__main__ import main as masks_main
 

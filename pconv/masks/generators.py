@@ -10,15 +10,15 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "KINDS",
     "RATIO_BINS",
-    "box_mask",
     "band_mask",
+    "box_mask",
     "free_form_mask",
     "generate",
     "parse_ratio",
     "random_strokes",
     "ratio_mask",
-    "KINDS",
 ]
 
 # The six hole-to-image ratio bins of the paper's evaluation, each (low, high].
