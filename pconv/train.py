@@ -479,7 +479,10 @@ def _train(cfg: TrainConfig, world: _Dist) -> dict:
                 optimizer.load_state_dict(ckpt["optimizer"])
                 scaler.load_state_dict(ckpt["scaler"])
                 ckpt = None
-            bar = tqdm(total=stage.steps, initial=state["stage_step"], desc=stage.name, unit="step",
+            if state["stage_step"] > stage.steps and world.main:
+                tqdm.write(f"{stage.name}: resumed at step {state['stage_step']}, past its new length of "
+                           f"{stage.steps}; the stage ends here", file=sys.stderr)
+            bar = tqdm(total=stage.steps, initial=min(state["stage_step"], stage.steps), desc=stage.name, unit="step",
                        disable=not world.main, dynamic_ncols=True)
             tick, tick_step = time.perf_counter(), state["stage_step"]
             while state["stage_step"] < stage.steps:
@@ -537,7 +540,7 @@ def _train(cfg: TrainConfig, world: _Dist) -> dict:
             print(f"\ninterrupted: saved {out / 'last.pt'}; continue with --resume --out {out}", file=sys.stderr)
         raise
 
-    summary = {"steps": sum(s.steps for s in plan), "seconds": time.perf_counter() - start_time,
+    summary = {"steps": state["batches"], "seconds": time.perf_counter() - start_time,
                "skipped": len(seen_skipped), "best_psnr": state["best"] if val_files else None}
     if world.main:
         release = model_cls(model_cfg)

@@ -117,6 +117,30 @@ def test_resume_after_interruption_gives_the_same_weights(folders, tmp_path, mon
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
 
 
+def test_resume_with_a_shorter_stage_ends_it_and_says_so(folders, tmp_path, capsys):
+    train, _ = folders
+    out = tmp_path / "run"
+    args = _args(train, None, out, "--steps", "4", "--finetune-steps", "1", "--sample-every", "0")
+    real_step, calls = train_mod._train_step, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    train_mod._train_step = interrupted
+    try:
+        assert main(args) == 130
+    finally:
+        train_mod._train_step = real_step
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out), "--steps", "2"]) == 0
+    assert "past its new length of 2" in capsys.readouterr().err
+    with open(out / "log.csv") as f:
+        assert [r["stage"] for r in csv.DictReader(f)] == ["pretrain"] * 3 + ["finetune"]
+
+
 def test_resume_refuses_a_changed_option(folders, tmp_path, capsys):
     train, _ = folders
     out = tmp_path / "run"
