@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 
 import numpy as np
 import pytest
@@ -272,11 +273,19 @@ def test_bad_mask_shape_is_a_clear_error(mask_shape):
         conv(torch.randn(2, 3, 6, 6), torch.ones(mask_shape))
 
 
-def test_torch_compile_matches_eager():
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's default backend (inductor) needs a C++ compiler on CPU")
+def test_torch_compile_inductor_matches_eager_forward_and_backward():
     torch.manual_seed(0)
     conv = PartialConv2d(3, 4, 3, stride=2, padding=1, return_mask=True)
-    x = torch.randn(2, 3, 10, 10)
     mask = (torch.rand(2, 1, 10, 10) > 0.5).float()
-    compiled = torch.compile(conv, backend="aot_eager", fullgraph=True)
-    for a, b in zip(compiled(x, mask), conv(x, mask)):
+    x = torch.randn(2, 3, 10, 10)
+    results = []
+    for module in (torch.compile(conv, fullgraph=True), conv):  # inductor, the default backend
+        xi = x.clone().requires_grad_(True)
+        out, new_mask = module(xi, mask)
+        out.square().sum().backward()
+        results.append((out.detach(), new_mask, xi.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+        conv.zero_grad(set_to_none=True)
+    for a, b in zip(*results):
         torch.testing.assert_close(a, b)
