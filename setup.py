@@ -29,7 +29,10 @@ setup(
         "python-multipart>=0.0.9",
     ],
     package_data={"pconv": ["static/*.html"]},
-    extras_require={"test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
+    extras_require={
+        "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"],
+        "tensorboard": ["tensorboard>=2.14"],
+    },
     entry_points={
         "console_scripts": [
             "pconv-train=pconv.train:main",

@@ -125,8 +125,8 @@ class InpaintingDataset(Dataset):
     """``(image, mask)`` pairs from an image folder, deterministic in ``(seed, epoch, index)``.
 
     Training samples get a random resized crop, a horizontal flip and a fresh mask. Validation
-    samples (``train=False``) get a centre crop and a fixed mask per image, cycling through the
-    paper's six hole-ratio bins, so every validation pass scores the same cases.
+    samples (``train=False``) get a centre crop and ``val_masks`` fixed masks per image, cycling
+    through the paper's six hole-ratio bins, so every validation pass scores the same cases.
 
     A file that cannot be read is replaced by the next readable one; its path is reported in the
     sample's ``"skipped"`` list so the training loop can warn once and count it.
@@ -137,16 +137,19 @@ class InpaintingDataset(Dataset):
     """
 
     def __init__(self, files: list[Path], size: int, masks: MaskSource | None = None, *, train: bool = True,
-                 seed: int = 0, crop_scale: tuple[float, float] = (0.25, 1.0)) -> None:
+                 seed: int = 0, crop_scale: tuple[float, float] = (0.25, 1.0), val_masks: int = 1) -> None:
+        if val_masks < 1:
+            raise ValueError(f"val_masks must be at least 1, got {val_masks}")
         self.files = files
         self.size = size
         self.masks = masks or MaskSource(size)
         self.train = train
         self.seed = seed
         self.crop_scale = crop_scale
+        self.val_masks = 1 if train else val_masks
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.files) * self.val_masks
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -167,7 +170,7 @@ class InpaintingDataset(Dataset):
             if rng.random() < 0.5:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             known = self.masks.sample(rng)
-        else:  # fixed: the same mask for this image in every validation pass
+        else:  # fixed: the same masks for this image in every validation pass
             rng = np.random.default_rng([self.seed, 1_000_003, index])
             img = center_crop(img, self.size)
             bins = list(RATIO_BINS.values())

@@ -213,6 +213,29 @@ def test_dataset_is_deterministic_and_binary(folders):
     assert not torch.equal(ds[(3, 1)]["mask"], a["mask"])
 
 
+def test_validation_set_has_several_fixed_masks_per_image_across_bins(folders):
+    _, val = folders
+    files = sorted(val.glob("*.png"))
+    one = InpaintingDataset(files, 32, train=False, seed=1)
+    three = InpaintingDataset(files, 32, train=False, seed=1, val_masks=3)
+    assert len(one) == 2 and len(three) == 6
+    for i in range(2):  # the first pass is the single-mask set, so old runs keep their cases
+        assert torch.equal(one[i]["mask"], three[i]["mask"])
+    masks = [three[i]["mask"] for i in range(6)]
+    assert torch.equal(three[4]["image"], three[0]["image"]) and not torch.equal(masks[4], masks[0])
+    ratios = [1 - float(m.mean()) for m in masks]
+    assert ratios == sorted(ratios)  # bins 01-10, 10-20, ... 50-60 in order
+    assert torch.equal(three[5]["mask"], InpaintingDataset(files, 32, train=False, seed=1, val_masks=3)[5]["mask"])
+    with pytest.raises(ValueError, match="val_masks"):
+        InpaintingDataset(files, 32, train=False, val_masks=0)
+
+
+def test_bad_val_masks_is_a_clear_error(folders, tmp_path, capsys):
+    train, val = folders
+    assert main(_args(train, val, tmp_path / "run", "--steps", "1", "--val-masks", "0")) == 2
+    assert "--val-masks must be at least 1" in capsys.readouterr().err
+
+
 def test_load_image_applies_exif_orientation_and_converts_modes(tmp_path):
     img = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = img.getexif()
