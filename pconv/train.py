@@ -309,14 +309,11 @@ def _train_step(model: nn.Module, loss_fn: InpaintingLoss, optimizer: torch.opti
 def validate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
              channels_last: bool = False) -> dict[str, float]:
     """Mean L1 (%), PSNR, SSIM and hole PSNR of the composited results over the validation set."""
-    was_training = model.training
-    model.eval()
     totals: dict[str, float] = {}
     count = 0
     for batch in loader:
         image, mask = _to_device(batch, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            pred = model(image, mask).float()
+        pred = _eval_forward(model, image, mask, amp_dtype)
         comp = composite(pred.clamp(0, 1), image, mask).permute(0, 2, 3, 1).cpu().numpy()
         truth = image.permute(0, 2, 3, 1).cpu().numpy()
         known = mask[:, 0].bool().cpu().numpy()
@@ -324,8 +321,18 @@ def validate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dty
             for name, value in score(c, t, k).items():
                 totals[name] = totals.get(name, 0.0) + value
             count += 1
-    model.train(was_training)
     return {name: value / count for name, value in totals.items()}
+
+
+@torch.no_grad()
+def _eval_forward(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The prediction in eval mode (float32), leaving the model in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    with torch.autocast(image.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        pred = model(image, mask).float()
+    model.train(was_training)
+    return pred
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -468,6 +475,7 @@ def _train(cfg: TrainConfig, world: _Dist) -> dict:
             "torch_rng": rng_snapshot[0], "cuda_rng": rng_snapshot[1],
         }, out / name)
 
+    bar: tqdm | None = None
     try:
         while state["stage_index"] < len(plan):
             stage = plan[state["stage_index"]]
@@ -535,6 +543,8 @@ def _train(cfg: TrainConfig, world: _Dist) -> dict:
             state["bad_evals"] = 0
             checkpoint("last.pt")  # the stage boundary: a resume starts the next stage
     except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
         if optimizer is not None:
             checkpoint("last.pt")
         if world.main:
@@ -579,13 +589,8 @@ def _config_dict(cfg: TrainConfig) -> dict:
 
 def _write_samples(model: nn.Module, batch: dict, device: torch.device, amp_dtype: torch.dtype | None,
                    cfg: TrainConfig, logs: _Logs, step: int) -> None:
-    was_training = model.training
-    model.eval()
     image, mask = _to_device({k: v[:4] for k, v in batch.items() if k != "skipped"}, device, cfg.channels_last)
-    with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        pred = model(image, mask).float()
-    model.train(was_training)
-    logs.grid(step, sample_grid(image, mask, pred))
+    logs.grid(step, sample_grid(image, mask, _eval_forward(model, image, mask, amp_dtype)))
 
 
 def _validate_and_track(model: nn.Module, val_loader: DataLoader | None, device: torch.device,
