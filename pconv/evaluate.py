@@ -136,8 +136,13 @@ def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: boo
     return cases
 
 
-def evaluate(cases: list[Case], methods: dict[str, Method], progress: bool = True) -> list[dict]:
-    """Score every method on every case; one record per (case, method) with metrics and seconds."""
+def evaluate(cases: list[Case], methods: dict[str, Method], progress: bool = True,
+             keep: dict[str, dict[str, np.ndarray]] | None = None) -> list[dict]:
+    """Score every method on every case; one record per (case, method) with metrics and seconds.
+
+    For each case name already in ``keep``, the composited result of every method is stored
+    there (``keep[case][method]``), so the example grid needs no second run.
+    """
     records = []
     for case in tqdm(cases, desc="evaluating", unit="case", disable=not progress):
         truth = case.image.astype(np.float64) / 255.0
@@ -145,9 +150,11 @@ def evaluate(cases: list[Case], methods: dict[str, Method], progress: bool = Tru
             start = time.perf_counter()
             result = run(case.image, case.known)
             seconds = time.perf_counter() - start
-            comp = np.where(case.known[..., None], case.image, result).astype(np.float64) / 255.0
+            comp = np.where(case.known[..., None], case.image, result)
+            if keep is not None and case.name in keep:
+                keep[case.name][method] = comp
             records.append({"case": case.name, "bin": case.bin, "method": method, "seconds": seconds,
-                            **score(comp, truth, case.known)})
+                            **score(comp.astype(np.float64) / 255.0, truth, case.known)})
     return records
 
 
@@ -243,11 +250,11 @@ def _grid(examples: dict[str, list[np.ndarray]], names: list[str]) -> np.ndarray
     return np.concatenate([bar, grid], axis=0)
 
 
-def _example_tiles(case: Case, methods: dict[str, Method], side: int = 192) -> list[np.ndarray]:
+def _example_tiles(case: Case, results: dict[str, np.ndarray], side: int = 192) -> list[np.ndarray]:
+    """Holes (white) | each method's composited result | ground truth, scaled to ``side``."""
     holes = case.image.copy()
     holes[~case.known] = 255
-    tiles = [holes] + [np.where(case.known[..., None], case.image, run(case.image, case.known)) for run in methods.values()]
-    tiles.append(case.image)
+    tiles = [holes, *results.values(), case.image]
     scale = side / max(case.image.shape[:2])
     size = (max(1, round(case.image.shape[1] * scale)), max(1, round(case.image.shape[0] * scale)))
     return [cv2.resize(np.ascontiguousarray(t), size, interpolation=cv2.INTER_AREA) for t in tiles]
@@ -297,14 +304,14 @@ def _main(argv: Sequence[str] | None) -> int:
     name = args.name or weights.stem
     methods: dict[str, Method] = {name: lambda image, known: inpaint(model, image, known, device=device).image}
     methods.update({b: BASELINES[b] for b in chosen})
-    records = evaluate(cases, methods)
     by_bin: dict[str, list[Case]] = {}
     for case in cases:
         by_bin.setdefault(case.bin, []).append(case)
-    shown = {}  # the i-th bin shows its i-th case, so the examples vary in image too
-    for i, group in enumerate(list(by_bin.values())[: args.examples]):
-        case = group[i % len(group)]
-        shown[case.name] = _example_tiles(case, methods)
+    # the i-th bin shows its i-th case, so the examples vary in image too
+    examples = [group[i % len(group)] for i, group in enumerate(list(by_bin.values())[: args.examples])]
+    kept: dict[str, dict[str, np.ndarray]] = {case.name: {} for case in examples}
+    records = evaluate(cases, methods, keep=kept)
+    shown = {case.name: _example_tiles(case, kept[case.name]) for case in examples}
     write_report(records, cases, methods, args.out, f"Evaluation of {name}", shown)
     summary = summarise(records)
     for method in methods:

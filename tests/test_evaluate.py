@@ -48,8 +48,12 @@ def test_a_perfect_result_scores_infinite_psnr_and_unit_ssim():
 def test_perfect_method_and_baselines_through_evaluate():
     cases = generated_cases([("a", _photo(48, 48, 0)), ("b", _photo(48, 48, 1))], per_bin=2, seed=0)
     methods = {"oracle": lambda image, known: image.copy(), "telea": BASELINES["telea"]}
-    records = evaluate(cases, methods, progress=False)
+    keep = {cases[3].name: {}}
+    records = evaluate(cases, methods, progress=False, keep=keep)
     assert len(records) == 2 * 6 * 2
+    kept = keep[cases[3].name]
+    assert list(kept) == ["oracle", "telea"] and np.array_equal(kept["oracle"], cases[3].image)
+    assert np.array_equal(kept["telea"][cases[3].known], cases[3].image[cases[3].known])  # composited
     summary = summarise(records)
     assert summary[("oracle", "all")]["psnr"] == math.inf and summary[("oracle", "10-20")]["ssim"] == 1.0
     assert summary[("telea", "01-10")]["psnr"] > summary[("telea", "50-60")]["psnr"]  # bigger holes are harder
