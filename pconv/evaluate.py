@@ -276,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default="telea,ns,biharmonic",
                    help=f"comma-separated, from {', '.join(BASELINES)}; 'none' for the model alone")
     p.add_argument("--examples", type=int, default=6, help="cases shown in examples.png (default 6, one per bin)")
+    p.add_argument("--flip", action="store_true",
+                   help="also score the model with mirror-image averaging (predict.py --flip), as a second row")
     p.add_argument("--name", help="the model's name in the report (default: the weights file name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
@@ -303,6 +305,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError(str(err)) from None
     name = args.name or weights.stem
     methods: dict[str, Method] = {name: lambda image, known: inpaint(model, image, known, device=device).image}
+    if args.flip:
+        methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flip=True, device=device).image
     methods.update({b: BASELINES[b] for b in chosen})
     by_bin: dict[str, list[Case]] = {}
     for case in cases:

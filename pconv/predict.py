@@ -169,7 +169,7 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
     assert model is not None
     try:
         result = inpaint(model, source.pixels, known, tile=args.tile, overlap=args.overlap, samples=args.samples,
-                         batch=args.batch_size, device=device, progress=args.image is not None)
+                         batch=args.batch_size, flip=args.flip, device=device, progress=args.image is not None)
     except ValueError as err:
         raise UsageError(str(err)) from None
     _atomic_save(to_output_image(result.image, source), out_path, fmt)
@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default a quarter tile)")
     opt.add_argument("--samples", type=int, default=1, help="Monte Carlo dropout samples (needs a model with dropout)")
     opt.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (default 8)")
+    opt.add_argument("--flip", action="store_true",
+                     help="average with the prediction for the mirror image (twice the time, less noise)")
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     return p
 

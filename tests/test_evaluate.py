@@ -111,10 +111,12 @@ def test_mask_folder_with_bin_names(setup, tmp_path):
     write_mask(masks / "0000.png", known)
     out = tmp_path / "report"
     assert main(["--weights", str(weights), "--images", str(images), "--size", "32", "--masks",
-                 str(tmp_path / "masks"), "--baselines", "none", "--out", str(out)]) == 0
+                 str(tmp_path / "masks"), "--baselines", "none", "--flip", "--out", str(out)]) == 0
     with open(out / "cases.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and {r["bin"] for r in rows} == {"30-40"}  # the mask is cycled over both images
+    assert len(rows) == 4 and {r["bin"] for r in rows} == {"30-40"}  # the mask is cycled over both images
+    assert {r["method"] for r in rows} == {"tiny", "tiny + flip"}
+    assert {r["psnr"] for r in rows if r["method"] == "tiny"} != {r["psnr"] for r in rows if r["method"] != "tiny"}
 
 
 @pytest.mark.parametrize("case, message", [("no images", "no images"), ("baseline", "unknown baseline"),

@@ -102,6 +102,36 @@ def test_tiles_run_only_where_holes_are_and_cover_every_hole():
     assert np.array_equal(spread.image[known], image[known])
 
 
+class _Ramp(torch.nn.Module):
+    """Predicts a left-to-right ramp 0..1 whatever the input: its mirror average is 0.5 everywhere."""
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0, 1, image.shape[-1], dtype=image.dtype)
+        return ramp.expand_as(image).clone()
+
+
+def test_flip_averages_the_prediction_with_that_of_the_mirror_image(weights, pair, tmp_path):
+    image = _photo(40, 56)
+    known = _holes(40, 56, (10, 22, 12, 30), (30, 38, 40, 50))
+    ramp = inpaint(_Ramp(), image, known, tile=None, flip=True)
+    assert np.all(ramp.image[~known] == 128) and np.array_equal(ramp.image[known], image[known])
+    assert not np.all(inpaint(_Ramp(), image, known, tile=None).image[~known] == 128)
+    model = _model()  # against the formula: (f(x) + mirror(f(mirror(x)))) / 2
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    m = torch.from_numpy(known)[None, None].float()
+    with torch.no_grad():
+        pred = ((model(x, m) + model(x.flip(-1), m.flip(-1)).flip(-1)) / 2)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    expected = np.rint(pred * 255).astype(np.uint8)
+    result = inpaint(model, image, known, tile=None, flip=True).image
+    assert np.abs(result[~known].astype(int) - expected[~known]).max() <= 1
+    image_path, mask_path, *_ = pair  # and from the command line
+    out = tmp_path / "flip.png"
+    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out),
+                 "--weights", str(weights["plain"]), "--flip"]) == 0
+    _, _, image, known = pair
+    assert np.array_equal(np.asarray(Image.open(out)), inpaint(_model(), image, known, flip=True).image)
+
+
 def test_tile_origins_cover_the_length_with_the_overlap():
     for length, tile, overlap, align in [(1000, 256, 64, 32), (513, 512, 128, 128), (300, 64, 0, 1)]:
         starts = tile_origins(length, tile, overlap, align)
