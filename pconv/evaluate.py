@@ -246,7 +246,9 @@ def _grid(examples: dict[str, list[np.ndarray]], names: list[str]) -> np.ndarray
     cell = grid.shape[1] // len(header)
     bar = np.full((28, grid.shape[1], 3), 255, np.uint8)
     for i, text in enumerate(header):
-        cv2.putText(bar, text, (i * cell + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0]
+        scale = 0.55 * min(1.0, (cell - 12) / width)  # long names shrink to fit their column
+        cv2.putText(bar, text, (i * cell + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, grid], axis=0)
 
 
