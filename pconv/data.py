@@ -104,7 +104,7 @@ class MaskSource:
 
     Args:
         size: side of the square masks.
-        kind: generator kind (see ``pconv.masks.KINDS``) when ``folder`` is ``None``.
+        kind: generator kind or mixture (see ``pconv.masks.parse_kind``) when ``folder`` is ``None``.
         ratio: hole-ratio range for generated masks; ``None`` lets the generator choose.
         folder: a folder of mask images (white = hole), augmented on every draw.
     """

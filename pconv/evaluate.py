@@ -34,7 +34,7 @@ from pconv.cli import UsageError, resolve_device, run_main
 from pconv.data import center_crop, find_images, load_image
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
-from pconv.masks import RATIO_BINS, ratio_mask, read_mask
+from pconv.masks import RATIO_BINS, generate, parse_kind, read_mask
 from pconv.metrics import METRICS, score
 
 __all__ = ["BASELINES", "Case", "bin_of", "evaluate", "main", "write_report"]
@@ -95,13 +95,14 @@ def _load_images(folder: Path, size: int | None) -> list[tuple[str, np.ndarray]]
     return images
 
 
-def generated_cases(images: list[tuple[str, np.ndarray]], per_bin: int, seed: int) -> list[Case]:
-    """``per_bin`` cases per ratio bin, cycling through the images; masks from ``(seed, bin, case)``."""
+def generated_cases(images: list[tuple[str, np.ndarray]], per_bin: int, seed: int, kind: str = "strokes") -> list[Case]:
+    """``per_bin`` cases per ratio bin, cycling through the images; masks of ``kind`` (a generator
+    kind or mixture, e.g. ``"strokes"`` or ``"solid"``) from ``(seed, bin, case)``."""
     cases = []
     for b, (name, ratio) in enumerate(RATIO_BINS.items()):
         for j in range(per_bin):
             stem, image = images[j % len(images)]
-            known = ratio_mask(image.shape[0], image.shape[1], np.random.default_rng([seed, b, j]), ratio)
+            known = generate(image.shape[0], image.shape[1], np.random.default_rng([seed, b, j]), kind, ratio)
             cases.append(Case(f"{stem}/{name}-{j:03d}", name, image, known))
     return cases
 
@@ -272,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--bins", action="store_true", help="generate masks for each hole-ratio bin (the default)")
     p.add_argument("--per-bin", type=int, default=20, help="generated cases per bin (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated masks (default 0)")
+    p.add_argument("--mask-kind", default="strokes",
+                   help="generated hole shapes: strokes (default), solid (boxes, ellipses, blobs), any kind of "
+                        "python -m pconv.masks, or a mixture such as strokes=1,solid=1")
     p.add_argument("--invert-masks", action="store_true", help="mask files use white = known")
     p.add_argument("--size", type=int, default=512, help="centre-crop and resize images to this square (default 512)")
     p.add_argument("--native", action="store_true", help="evaluate at each image's own size instead of --size")
@@ -294,12 +298,16 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     if args.per_bin < 1 or args.size < 16:
         raise UsageError("--per-bin must be at least 1 and --size at least 16")
+    try:
+        parse_kind(args.mask_kind)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     weights = args.weights or DEFAULT_WEIGHTS
     if not weights.is_file():
         raise UsageError(f"model file not found: {weights}" + ("" if args.weights else "; pass --weights FILE"))
     images = _load_images(args.images, None if args.native else args.size)
     cases = folder_cases(images, args.masks, args.invert_masks) if args.masks else \
-        generated_cases(images, args.per_bin, args.seed)
+        generated_cases(images, args.per_bin, args.seed, args.mask_kind)
     device = resolve_device(args.device)
     try:
         model = load_model(weights, device=device)

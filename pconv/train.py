@@ -38,7 +38,7 @@ from pconv.cli import UsageError, resolve_device, run_main
 from pconv.data import EpochSampler, InpaintingDataset, MaskSource, collate, find_images
 from pconv.io import ARCHITECTURES, load_model, save_model
 from pconv.losses import InpaintingLoss, LossWeights, composite, hole_valid_losses
-from pconv.masks import KINDS, parse_ratio
+from pconv.masks import DEFAULT_MIX, KINDS, MIXES, parse_kind, parse_ratio
 from pconv.metrics import score
 from pconv.unet import PConvUNetConfig
 from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
@@ -65,7 +65,7 @@ class TrainConfig:
     workers: int = min(4, os.cpu_count() or 1)
     masks: str | None = None
     invert_masks: bool = False
-    mask_kind: str = "strokes"
+    mask_kind: str = DEFAULT_MIX
     mask_ratio: str | None = None
     crop_scale: tuple[float, float] = (0.25, 1.0)
     # model
@@ -633,7 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--workers", type=int, help=f"data loader processes (default {d.workers})")
     data.add_argument("--masks", metavar="DIR", help="hole masks from this folder (white = hole) instead of the generator")
     data.add_argument("--invert-masks", action="store_true", help="the mask files use white = known")
-    data.add_argument("--mask-kind", choices=KINDS, help=f"generator kind (default {d.mask_kind})")
+    data.add_argument("--mask-kind", metavar="KIND|MIX",
+                      help=f"generated hole shapes: one of {', '.join(KINDS)}; a mixture ({', '.join(MIXES)}: "
+                           f"{', '.join(f'{k}={v:g}' for k, v in MIXES[DEFAULT_MIX].items())}); or your own, "
+                           f"e.g. strokes=1,solid=2 (default {d.mask_kind})")
     data.add_argument("--mask-ratio", metavar="LO-HI", help="hole-ratio range of generated masks, e.g. 0.1-0.5")
     data.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
                       help=f"area fraction range of random crops (default {d.crop_scale})")
@@ -663,8 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="end a stage after this many validations without a better PSNR")
     sched.add_argument("--init", metavar="FILE", help="start from these weights (release file or checkpoint)")
     loss = p.add_argument_group("loss")
-    loss.add_argument("--vgg-weights", metavar="imagenet|PATH|none",
-                      help="VGG16 for the perceptual/style terms; none = random frozen features (default imagenet)")
+    loss.add_argument("--vgg-weights", metavar="imagenet|hed|PATH|none",
+                      help="VGG16 for the perceptual/style terms: imagenet (torchvision's, downloaded once), hed "
+                           "(real VGG16 features shipped in weights/, from the HED edge detector), a file, or "
+                           "none = random frozen features (default imagenet)")
     for term in ("valid", "hole", "perceptual", "style", "tv"):
         loss.add_argument(f"--loss-{term}", type=float, help=f"weight of the {term} term (default {getattr(d, 'loss_' + term)})")
     run = p.add_argument_group("run")
@@ -721,6 +726,10 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError(f"--val-masks must be at least 1, got {cfg.val_masks}")
     if not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
         raise UsageError(f"--crop-scale must satisfy 0 < MIN <= MAX <= 1, got {cfg.crop_scale}")
+    try:
+        parse_kind(cfg.mask_kind)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if cfg.mask_ratio is not None:
         try:
             parse_ratio(cfg.mask_ratio)

@@ -70,6 +70,16 @@ def test_generated_cases_fall_in_their_bins():
     assert bin_of(np.ones((10, 10), bool)) == "other"
 
 
+def test_solid_suite_cases_fall_in_their_bins_and_differ_from_strokes():
+    images = [("a", _photo(64, 64, 0))]
+    solid = generated_cases(images, per_bin=2, seed=5, kind="solid")
+    strokes = generated_cases(images, per_bin=2, seed=5)
+    for s, k in zip(solid, strokes):
+        low, high = RATIO_BINS[s.bin]
+        assert low < np.count_nonzero(~s.known) / s.known.size <= high
+        assert not np.array_equal(s.known, k.known)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("eval")
@@ -120,7 +130,7 @@ def test_mask_folder_with_bin_names(setup, tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [("no images", "no images"), ("baseline", "unknown baseline"),
-                                           ("weights", "model file not found")])
+                                           ("weights", "model file not found"), ("kind", "unknown mask kind")])
 def test_clear_errors(setup, tmp_path, capsys, case, message):
     images, weights = setup
     if case == "no images":
@@ -128,6 +138,8 @@ def test_clear_errors(setup, tmp_path, capsys, case, message):
         images.mkdir()
     args = ["--weights", str(tmp_path / "none.safetensors" if case == "weights" else weights), "--images", str(images),
             "--out", str(tmp_path / "r"), "--baselines", "telea,magic" if case == "baseline" else "telea"]
+    if case == "kind":
+        args += ["--mask-kind", "spiral"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

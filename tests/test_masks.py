@@ -14,10 +14,12 @@ from pconv.masks import (
     box_mask,
     free_form_mask,
     generate,
+    parse_kind,
     parse_ratio,
     random_strokes,
     ratio_mask,
     read_mask,
+    solid_mask,
     write_mask,
 )
 from pconv.masks.__main__ import main as masks_main
@@ -31,7 +33,11 @@ def rng(seed=0):
     lambda r: random_strokes(64, 80, r),
     lambda r: free_form_mask(64, 80, r, "thick"),
     lambda r: box_mask(64, 80, r),
+    lambda r: solid_mask(64, 80, r, "ellipses"),
+    lambda r: solid_mask(64, 80, r, "blobs"),
     lambda r: ratio_mask(64, 80, r, (0.2, 0.3), "free-form"),
+    lambda r: ratio_mask(64, 80, r, (0.2, 0.3), "solid"),
+    lambda r: generate(64, 80, r, "mixed", (0.1, 0.4)),
 ])
 def test_same_seed_same_mask_and_different_seeds_differ(make):
     a, b, c = make(rng(5)), make(rng(5)), make(rng(6))
@@ -42,7 +48,7 @@ def test_same_seed_same_mask_and_different_seeds_differ(make):
 
 
 @pytest.mark.parametrize("name,bounds", list(RATIO_BINS.items()))
-@pytest.mark.parametrize("kind", ["strokes", "thick"])
+@pytest.mark.parametrize("kind", ["strokes", "thick", "solid"])
 def test_every_ratio_bin_preset_lands_inside_its_bin(name, bounds, kind):
     low, high = bounds
     for seed in range(15):
@@ -58,6 +64,45 @@ def test_unconstrained_generators_cover_a_useful_range():
 def test_free_form_presets_get_thicker():
     area = {p: np.mean([1 - free_form_mask(128, 128, rng(s), p).mean() for s in range(20)]) for p in ("thin", "thick")}
     assert area["thin"] < area["thick"]
+
+
+def test_solid_holes_are_single_filled_regions():
+    """A solid hole has no known pixel inside it: one connected hole region, no gaps in its hull."""
+    import cv2
+
+    for kind in ("boxes", "ellipses", "blobs"):
+        for seed in range(10):
+            r = rng(seed)
+            canvas = np.zeros((96, 96), np.uint8)
+            from pconv.masks.generators import _PRIMITIVES
+
+            _PRIMITIVES[kind](96, 96, r)[0](canvas)
+            count, _ = cv2.connectedComponents(canvas)
+            assert count == 2, (kind, seed)  # background + one hole
+            holes = cv2.connectedComponents(1 - canvas)[0]
+            assert holes == 2, (kind, seed)  # the known part has no enclosed islands
+
+
+def test_mixtures_parse_normalise_and_draw_every_kind():
+    assert parse_kind("strokes") == {"strokes": 1.0}
+    assert parse_kind("strokes=1,solid=3") == {"strokes": 0.25, "solid": 0.75}
+    assert parse_kind("thick,boxes") == {"thick": 0.5, "boxes": 0.5}
+    assert sum(parse_kind("mixed").values()) == pytest.approx(1)
+    for bad, match in [("strokes=x", "number"), ("spiral=1", "unknown mask kind"), ("strokes=0", "positive sum"),
+                       ("strokes=-1,solid=2", "non-negative")]:
+        with pytest.raises(ValueError, match=match):
+            parse_kind(bad)
+    # each component of a mixture is drawn: box-only and stroke-only masks both appear
+    import cv2
+
+    rects = strokes = 0
+    for seed in range(40):
+        holes = (~generate(64, 64, rng(seed), "boxes=1,thin=1")).astype(np.uint8)
+        x, y, w, h = cv2.boundingRect(holes)
+        filled = holes.sum() / (w * h)
+        rects += filled == 1.0
+        strokes += filled < 0.7
+    assert rects > 5 and strokes > 5
 
 
 def test_band_mask():

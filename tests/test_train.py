@@ -163,6 +163,14 @@ def test_bad_training_folder_is_a_clear_error_before_anything_starts(tmp_path, c
     assert not out.exists()
 
 
+def test_unknown_mask_kind_is_a_clear_error(folders, tmp_path, capsys):
+    train, _ = folders
+    assert main(_args(train, None, tmp_path / "run", "--mask-kind", "strokes=1,spiral=2")) == 2
+    err = capsys.readouterr().err
+    assert "unknown mask kind 'spiral'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_finetune_alone_needs_initial_weights(folders, tmp_path, capsys):
     train, _ = folders
     assert main(_args(train, None, tmp_path / "run", "--stage", "finetune")) == 2

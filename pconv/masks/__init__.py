@@ -7,20 +7,26 @@ writes mask sets.
 
 from pconv.masks.files import IMAGE_SUFFIXES, MaskFolder, mask_from_image, read_mask, write_mask
 from pconv.masks.generators import (
+    DEFAULT_MIX,
     KINDS,
+    MIXES,
     RATIO_BINS,
     band_mask,
     box_mask,
     free_form_mask,
     generate,
+    parse_kind,
     parse_ratio,
     random_strokes,
     ratio_mask,
+    solid_mask,
 )
 
 __all__ = [
+    "DEFAULT_MIX",
     "IMAGE_SUFFIXES",
     "KINDS",
+    "MIXES",
     "RATIO_BINS",
     "MaskFolder",
     "band_mask",
@@ -28,9 +34,11 @@ __all__ = [
     "free_form_mask",
     "generate",
     "mask_from_image",
+    "parse_kind",
     "parse_ratio",
     "random_strokes",
     "ratio_mask",
     "read_mask",
+    "solid_mask",
     "write_mask",
 ]

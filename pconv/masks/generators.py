@@ -10,12 +10,15 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MIX",
     "KINDS",
+    "MIXES",
     "RATIO_BINS",
     "band_mask",
     "box_mask",
     "free_form_mask",
     "generate",
+    "parse_kind",
     "parse_ratio",
     "random_strokes",
     "ratio_mask",
@@ -111,6 +114,38 @@ def _box_primitive(h: int, w: int, rng: np.random.Generator) -> Primitive:
     return draw, (left, top, left + bw, top + bh)
 
 
+def _ellipse_primitive(h: int, w: int, rng: np.random.Generator) -> Primitive:
+    """A filled ellipse, semi-axes 3-20% of the shorter side, any angle."""
+    side = min(h, w)
+    u = rng.random(5)
+    ax, ay = max(2, int((0.03 + 0.17 * u[0]) * side)), max(2, int((0.03 + 0.17 * u[1]) * side))
+    x, y, angle = int(u[2] * w), int(u[3] * h), float(u[4] * 180)
+    r = max(ax, ay)
+    return (lambda c: cv2.ellipse(c, (x, y), (ax, ay), angle, 0, 360, 1, -1)), _box(h, w, (x - r, x + r), (y - r, y + r), 0)
+
+
+def _blob_primitive(h: int, w: int, rng: np.random.Generator) -> Primitive:
+    """A filled irregular blob: a star-shaped polygon whose radius wanders around the centre
+    (an object cut out of a photo, a stain, a torn patch)."""
+    side = min(h, w)
+    n = 12
+    u = rng.random(3 + 2 * n)
+    radius = (0.04 + 0.16 * u[0]) * side
+    x, y = u[1] * w, u[2] * h
+    angles = np.sort(u[3 : 3 + n]) * 2 * np.pi
+    radii = radius * (0.5 + u[3 + n :])  # 0.5-1.5 times the mean radius
+    radii = (radii + np.roll(radii, 1) + np.roll(radii, -1)) / 3  # smoother outline
+    xs = np.clip(x + radii * np.cos(angles), 0, w - 1).astype(np.int32)
+    ys = np.clip(y + radii * np.sin(angles), 0, h - 1).astype(np.int32)
+    points = np.stack([xs, ys], axis=1).reshape(-1, 1, 2)
+    return (lambda c: cv2.fillPoly(c, [points], 1)), _box(h, w, xs, ys, 0)
+
+
+def _solid_primitive(h: int, w: int, rng: np.random.Generator) -> Primitive:
+    """One solid hole: a rectangle, an ellipse or a blob, with equal chances."""
+    return (_box_primitive, _ellipse_primitive, _blob_primitive)[int(rng.integers(3))](h, w, rng)
+
+
 def _disc_primitive(h: int, w: int, rng: np.random.Generator, radius: int) -> Primitive:
     x, y = (int(v) for v in rng.integers((w, h)))
     return (lambda c: cv2.circle(c, (x, y), radius, 1, -1)), _box(h, w, (x,), (y,), radius)
@@ -138,9 +173,14 @@ def free_form_mask(height: int, width: int, rng: np.random.Generator, preset: st
 
 def box_mask(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """1-3 random rectangles."""
+    return solid_mask(height, width, rng, "boxes")
+
+
+def solid_mask(height: int, width: int, rng: np.random.Generator, kind: str = "solid") -> np.ndarray:
+    """1-3 solid holes of ``kind`` (``boxes``, ``ellipses``, ``blobs`` or any of them: ``solid``)."""
     canvas = np.zeros((height, width), np.uint8)
     for _ in range(int(rng.integers(1, 4))):
-        _box_primitive(height, width, rng)[0](canvas)
+        _PRIMITIVES[kind](height, width, rng)[0](canvas)
     return _as_mask(canvas)
 
 
@@ -165,8 +205,43 @@ _PRIMITIVES: dict[str, Callable[[int, int, np.random.Generator], Primitive]] = {
     "medium": lambda h, w, r: _brush_primitive(h, w, r, "medium"),
     "thick": lambda h, w, r: _brush_primitive(h, w, r, "thick"),
     "boxes": _box_primitive,
+    "ellipses": _ellipse_primitive,
+    "blobs": _blob_primitive,
+    "solid": _solid_primitive,
 }
 KINDS = tuple(_PRIMITIVES)
+_SOLID = ("boxes", "ellipses", "blobs", "solid")
+
+# Named mixtures of kinds (weights need not sum to 1). "mixed" is what the released model trains
+# on: thin strokes alone teach nothing about the large solid holes users cut out of photos.
+MIXES: dict[str, dict[str, float]] = {
+    "mixed": {"strokes": 0.2, "medium": 0.2, "thick": 0.2, "solid": 0.4},
+}
+DEFAULT_MIX = "mixed"
+
+
+def parse_kind(text: str) -> dict[str, float]:
+    """A kind, a named mixture (see :data:`MIXES`) or ``"strokes=1,solid=2"`` -> ``{kind: probability}``."""
+    if text in KINDS:
+        return {text: 1.0}
+    if text in MIXES:
+        weights = MIXES[text]
+    else:
+        weights = {}
+        for part in text.split(","):
+            name, _, value = part.partition("=")
+            name = name.strip()
+            if name not in KINDS:
+                raise ValueError(f"unknown mask kind {name!r}; choose from {', '.join(KINDS)}, a mixture "
+                                 f"({', '.join(MIXES)}) or KIND=WEIGHT,KIND=WEIGHT,...")
+            try:
+                weights[name] = float(value) if value else 1.0
+            except ValueError:
+                raise ValueError(f"mask mixture weight must be a number, got {part!r}") from None
+    total = sum(weights.values())
+    if any(v < 0 for v in weights.values()) or total <= 0:
+        raise ValueError(f"mask mixture weights must be non-negative with a positive sum, got {text!r}")
+    return {k: v / total for k, v in weights.items() if v > 0}
 
 
 def ratio_mask(
@@ -226,13 +301,16 @@ def parse_ratio(text: str) -> tuple[float, float]:
 def generate(
     height: int, width: int, rng: np.random.Generator, kind: str = "strokes", ratio: tuple[float, float] | None = None
 ) -> np.ndarray:
-    """One mask of ``kind``; inside the ``ratio`` range when given."""
+    """One mask of ``kind`` (a kind or a mixture, see :func:`parse_kind`); inside the ``ratio`` range when given."""
+    if kind not in KINDS:
+        mix = parse_kind(kind)
+        kind = list(mix)[int(np.searchsorted(np.cumsum(list(mix.values())), rng.random() * 0.999999999))]
     if ratio is not None:
         return ratio_mask(height, width, rng, ratio, kind)
     if kind == "strokes":
         return random_strokes(height, width, rng)
-    if kind == "boxes":
-        return box_mask(height, width, rng)
+    if kind in _SOLID:
+        return solid_mask(height, width, rng, kind)
     if kind in ("free-form", "medium"):
         return free_form_mask(height, width, rng, "medium")
     if kind in ("thin", "thick"):
