@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["UsageError", "resolve_device", "run_main"]
+__all__ = ["SCALE_HELP", "UsageError", "resolve_device", "run_main", "scale_arg"]
 
 
 class UsageError(Exception):
@@ -34,3 +35,21 @@ def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     except UsageError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+
+
+def scale_arg(text: str) -> str | float:
+    """``--scale``: ``auto`` or a downscale factor of at least 1."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a factor such as 1 or 2, got {text!r}") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"the scale factor must be at least 1, got {text}")
+    return value
+
+
+SCALE_HELP = ("working scale: auto (each hole at the scale the model was trained for, from its depth: small holes at "
+              "full resolution, big holes coarse, upsampled), or a downscale factor for every hole (1 = full "
+              "resolution) (default auto)")

@@ -30,7 +30,7 @@ from PIL import Image
 from skimage.restoration import inpaint_biharmonic
 from tqdm import tqdm
 
-from pconv.cli import UsageError, resolve_device, run_main
+from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
 from pconv.data import center_crop, find_images, load_image
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=6, help="cases shown in examples.png (default 6, one per bin)")
     p.add_argument("--flip", action="store_true",
                    help="also score the model with mirror-image averaging (predict.py --flip), as a second row")
+    p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     p.add_argument("--name", help="the model's name in the report (default: the weights file name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
@@ -314,9 +315,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     name = args.name or weights.stem
-    methods: dict[str, Method] = {name: lambda image, known: inpaint(model, image, known, device=device).image}
+    methods: dict[str, Method] = {
+        name: lambda image, known: inpaint(model, image, known, scale=args.scale, device=device).image}
     if args.flip:
-        methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flip=True, device=device).image
+        methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flip=True, scale=args.scale,
+                                                                 device=device).image
     methods.update({b: BASELINES[b] for b in chosen})
     by_bin: dict[str, list[Case]] = {}
     for case in cases:

@@ -11,22 +11,39 @@ With ``samples > 1`` the model's dropout stays active (Monte Carlo dropout, Gal 
 With ``flip=True`` every prediction is the mean of the model's output for the image and for its
 mirror image, mirrored back (test-time augmentation): twice the time, less of the model's
 pixel-level noise.
+
+Resolution (``scale="auto"``, the default): a model fills holes well only up to the hole depth
+(the largest distance from a hole pixel to a known one) it met in training, at the scale it was
+trained at; a 24 MP photo with a hole the size of a face is far beyond it. Each connected hole
+gets a working scale from its depth, ``2**ceil(log2(depth / hole_depth))`` (1 for holes the
+model knows); each scale level runs on the image downscaled by that factor (area averaging; a
+low-resolution pixel is known only when all its pixels are), tiled as above, and its fill is
+upsampled and pasted into that level's holes only. Small holes in big photos run at full
+resolution; big holes run coarse, where the model sees across them and where far fewer pixels
+go through it. ``scale=1`` is plain full-resolution inference; a number forces that factor.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["InpaintResult", "auto_tile", "inpaint", "tile_origins"]
+__all__ = ["DEFAULT_HOLE_DEPTH", "InpaintResult", "auto_tile", "hole_levels", "inpaint", "tile_origins"]
 
 # Images up to this many pixels run in one pass with tile="auto".
 AUTO_SINGLE_PASS_PIXELS = 1024 * 1024
 AUTO_TILE = 512
+# The hole depth (pixels) a model handles when its file does not say: the 90th percentile of the
+# deepest hole of random-stroke masks at 256 px, what the first released models trained on.
+DEFAULT_HOLE_DEPTH = 18.0
+# Coarse levels keep at least this many pixels on the image's shorter side.
+MIN_LEVEL_SIDE = 64
 
 
 @dataclass
@@ -78,6 +95,32 @@ def tile_origins(length: int, tile: int, overlap: int, align: int = 1) -> list[i
     return [*range(0, length - tile, stride), length - tile]
 
 
+def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = None) -> np.ndarray:
+    """The working downscale factor of every pixel: 0 at known pixels, else a power of two chosen
+    for its connected hole (8-connectivity) from the hole's depth.
+
+    A hole of depth ``d`` (largest distance from one of its pixels to a known pixel) gets
+    ``2**ceil(log2(d / hole_depth))``, at least 1 and at most ``max_factor``.
+    """
+    holes = (~known).astype(np.uint8)
+    levels = np.zeros(known.shape, np.int32)
+    if not holes.any():
+        return levels
+    depth = cv2.distanceTransform(holes, cv2.DIST_L2, 5)
+    count, labels = cv2.connectedComponents(holes, connectivity=8)
+    deepest = np.zeros(count, np.float32)
+    np.maximum.at(deepest, labels.ravel(), depth.ravel())
+    factors = np.ones(count, np.int32)
+    big = deepest > hole_depth
+    factors[big] = 2 ** np.ceil(np.log2(deepest[big] / hole_depth)).astype(np.int32)
+    if max_factor is not None:
+        factors = np.minimum(factors, max(1, max_factor))
+    factors[0] = 0  # label 0 is the known part
+    levels = factors[labels]
+    levels[known] = 0
+    return levels
+
+
 def _feather(height: int, width: int, overlap: int) -> np.ndarray:
     """Blend weights of a tile: a linear ramp over ``overlap`` pixels at each edge, never 0."""
     def ramp(n: int) -> np.ndarray:
@@ -119,6 +162,7 @@ def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: in
 
 def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int | str | None = "auto",
             overlap: int | None = None, samples: int = 1, batch: int = 8, flip: bool = False,
+            scale: str | float = "auto", hole_depth: float | None = None,
             device: torch.device | str = "cpu", progress: bool = False) -> InpaintResult:
     """Fill the holes of ``image``.
 
@@ -132,6 +176,11 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
         samples: Monte Carlo dropout samples; more than 1 needs a model with dropout.
         batch: samples per forward pass.
         flip: average each prediction with that of the mirror image (twice the time).
+        scale: ``"auto"`` (a working scale per hole from its depth, see the module notes), or a
+            downscale factor for every hole (1 = full resolution).
+        hole_depth: the hole depth in pixels the model handles at full scale; default the
+            model's ``hole_depth`` attribute (set by :func:`pconv.load_model` from the release
+            file), else :data:`DEFAULT_HOLE_DEPTH`.
         device: where the model runs (the model is moved there).
         progress: show a progress bar over tiles.
     """
@@ -142,10 +191,11 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     height, width = known.shape
-    if tile == "auto":
-        tile = auto_tile(height, width)
-    if tile is not None and tile < 32:
+    if tile is not None and tile != "auto" and tile < 32:
         raise ValueError(f"tiles must be at least 32 pixels, got {tile}")
+    if scale != "auto" and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 1):
+        raise ValueError(f"scale must be 'auto' or a factor of at least 1, got {scale!r}")
+    hole_depth = hole_depth or getattr(model, "hole_depth", None) or DEFAULT_HOLE_DEPTH
     device = torch.device(device)
     model = model.to(device).eval()
     mc = getattr(model, "mc_dropout", None)
@@ -154,25 +204,91 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
             raise ValueError("Monte Carlo sampling needs a model trained with dropout (this one has none)")
         model.mc_dropout = True
     try:
-        return _inpaint(model, image, known, tile, overlap, samples, batch, flip, device, progress)
+        max_factor = max(1, min(height, width) // MIN_LEVEL_SIDE)
+        if scale == "auto":
+            levels = hole_levels(known, hole_depth, max_factor)
+        else:
+            levels = np.where(known, 0, min(float(scale), max_factor))
+        return _multiscale(model, image, known, levels, tile, overlap, samples, batch, flip, device, progress)
     finally:
         if samples > 1:
             model.mc_dropout = mc
 
 
-def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, tile: int | None, overlap: int | None,
-             samples: int, batch: int, flip: bool, device: torch.device, progress: bool) -> InpaintResult:
-    height, width = known.shape
-    holes = ~known
+def _multiscale(model: nn.Module, image: np.ndarray, known: np.ndarray, levels: np.ndarray, tile: int | str | None,
+                overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
+                progress: bool) -> InpaintResult:
+    """Run every scale level of ``levels`` and paste each level's fill into its own holes."""
     out = image.copy()
     std = np.zeros(image.shape, np.float32) if samples > 1 else None
-    if not holes.any():
+    tiles = 0
+    for factor in sorted({float(f) for f in np.unique(levels)} - {0.0}):
+        mine = levels == factor
+        if factor == 1:
+            res = _inpaint(model, image, known, mine, _resolve_tile(tile, *known.shape), overlap, samples, batch, flip,
+                           device, progress)
+            out[mine] = res.image[mine]
+            fill_std = res.std
+        else:
+            height, width = known.shape
+            size = (max(1, round(width / factor)), max(1, round(height / factor)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+            small_known = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1 - 1e-6
+            if not small_known.any():
+                raise ValueError("the holes leave no known pixel at the working scale; pass a smaller scale")
+            small_targets = cv2.resize(mine.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+            # the upsampling below reads the 2 low-resolution pixels around each target pixel
+            small_targets = cv2.dilate(small_targets.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~small_known
+            res = _inpaint(model, small, small_known, small_targets, _resolve_tile(tile, *small_known.shape), overlap,
+                           samples, batch, flip, device, progress)
+            # only the bounding box of this level's holes is upsampled
+            ys, xs = np.nonzero(mine)
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            big = _upsample_box(res.image.astype(np.float32), (height, width), (y0, y1, x0, x1))
+            sub = mine[y0:y1, x0:x1]
+            out[y0:y1, x0:x1][sub] = np.clip(np.rint(big[sub]), 0, 255).astype(np.uint8)
+            fill_std = None
+            if std is not None:
+                std_big = _upsample_box(res.std, (height, width), (y0, y1, x0, x1))
+                std[y0:y1, x0:x1][sub] = np.maximum(std_big[sub], 0)
+        if std is not None and fill_std is not None:
+            std[mine] = fill_std[mine]
+        tiles += res.tiles
+    return InpaintResult(out, std, tiles, samples)
+
+
+def _resolve_tile(tile: int | str | None, height: int, width: int) -> int | None:
+    return auto_tile(height, width) if tile == "auto" else tile  # type: ignore[return-value]
+
+
+def _upsample_box(small: np.ndarray, full: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part ``box = (y0, y1, x0, x1)`` of ``small`` resized (bicubic) to ``full = (H, W)``,
+    computed without upsampling the whole image: pixel centres map as ``cv2.resize`` maps them."""
+    (height, width), (y0, y1, x0, x1) = full, box
+    sy, sx = small.shape[0] / height, small.shape[1] / width
+    gx = ((np.arange(x0, x1, dtype=np.float32) + 0.5) * sx - 0.5)
+    gy = ((np.arange(y0, y1, dtype=np.float32) + 0.5) * sy - 0.5)
+    map_x = np.broadcast_to(gx[None, :], (y1 - y0, x1 - x0)).astype(np.float32)
+    map_y = np.broadcast_to(gy[:, None], (y1 - y0, x1 - x0)).astype(np.float32)
+    up = cv2.remap(np.ascontiguousarray(small), map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return up.reshape(y1 - y0, x1 - x0, -1)
+
+
+def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np.ndarray, tile: int | None,
+             overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
+             progress: bool) -> InpaintResult:
+    """Fill the ``targets`` pixels (a subset of the holes) at this resolution; other pixels keep
+    the input's values. Only tiles touching a target run."""
+    height, width = known.shape
+    out = image.copy()
+    std = np.zeros(image.shape, np.float32) if samples > 1 else None
+    if not targets.any():
         return InpaintResult(out, std, 0, samples)
     if tile is None or (tile >= height and tile >= width):
         pred, var = _predict(model, image, known, samples, batch, device, flip)
-        out[holes] = _to_uint8(pred[holes])
+        out[targets] = _to_uint8(pred[targets])
         if std is not None:
-            std[holes] = np.sqrt(var[holes])
+            std[targets] = np.sqrt(var[targets])
         return InpaintResult(out, std, 1, samples)
 
     overlap = tile // 4 if overlap is None else overlap
@@ -180,8 +296,8 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, tile: int |
         raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
     align = min(getattr(model, "multiple", 1), tile)
     boxes = [(y, x) for y in tile_origins(height, tile, overlap, align) for x in tile_origins(width, tile, overlap, align)
-             if holes[y : y + tile, x : x + tile].any()]
-    # Accumulators cover only the bounding box of the holes, so memory follows the holes.
+             if targets[y : y + tile, x : x + tile].any()]
+    # Accumulators cover only the bounding box of the targets' tiles, so memory follows the holes.
     top = min(y for y, _ in boxes)
     left = min(x for _, x in boxes)
     bottom = max(min(y + tile, height) for y, _ in boxes)
@@ -198,7 +314,7 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, tile: int |
         weight[region] += w
         if acc_var is not None:
             acc_var[region] += var * w[..., None]
-    sub = holes[top:bottom, left:right]
+    sub = targets[top:bottom, left:right]
     out_sub = out[top:bottom, left:right]
     out_sub[sub] = _to_uint8(acc[sub] / weight[sub][:, None])
     if std is not None:

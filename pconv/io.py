@@ -16,10 +16,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pconv.inpaint import DEFAULT_HOLE_DEPTH
 from pconv.unet import PConvUNet, PConvUNetConfig
 from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
 
-__all__ = ["DEFAULT_WEIGHTS", "load_model", "save_model", "sha256_of"]
+__all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "save_model", "sha256_of"]
 
 # The project's released model (see weights/README.md): the command-line tools' default.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-256.safetensors"
@@ -72,8 +73,28 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def hole_depth_of(metadata: dict[str, str]) -> float:
+    """The hole depth (pixels) a released model handles at its own scale, from its ``training``
+    metadata: ``hole_depth`` when ``train.py`` recorded it, else the random-stroke value at the
+    recorded crop ``size`` (the masks the first releases trained on), else the 256-px default."""
+    try:
+        training = json.loads(metadata.get("training", "{}"))
+    except json.JSONDecodeError:
+        training = {}
+    if not isinstance(training, dict):
+        return DEFAULT_HOLE_DEPTH
+    if isinstance(training.get("hole_depth"), (int, float)) and training["hole_depth"] > 0:
+        return float(training["hole_depth"])
+    if isinstance(training.get("size"), int) and training["size"] > 0:
+        return DEFAULT_HOLE_DEPTH * training["size"] / 256
+    return DEFAULT_HOLE_DEPTH
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from a release file written by :func:`save_model` (in eval mode, float32)."""
+    """Rebuild a model from a release file written by :func:`save_model` (in eval mode, float32).
+
+    The model's ``hole_depth`` attribute tells :func:`pconv.inpaint` what hole depth it was
+    trained for (see :func:`hole_depth_of`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -87,6 +108,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     cls, config_cls = ARCHITECTURES[metadata["architecture"]]
     model = cls(config_cls(**json.loads(metadata["config"])))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    model.hole_depth = hole_depth_of(metadata)
     return model.to(device).eval()
 
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
-from pconv.cli import UsageError, resolve_device, run_main
+from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
 from pconv.inpaint import InpaintResult, inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
 from pconv.masks import IMAGE_SUFFIXES, read_mask
@@ -169,7 +169,8 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
     assert model is not None
     try:
         result = inpaint(model, source.pixels, known, tile=args.tile, overlap=args.overlap, samples=args.samples,
-                         batch=args.batch_size, flip=args.flip, device=device, progress=args.image is not None)
+                         batch=args.batch_size, flip=args.flip, scale=args.scale, device=device,
+                         progress=args.image is not None)
     except ValueError as err:
         raise UsageError(str(err)) from None
     _atomic_save(to_output_image(result.image, source), out_path, fmt)
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--tile", type=_tile, default="auto",
                      help="auto (one pass up to ~1 megapixel, else 512-px tiles), none, or a tile side in pixels")
     opt.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default a quarter tile)")
+    opt.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     opt.add_argument("--samples", type=int, default=1, help="Monte Carlo dropout samples (needs a model with dropout)")
     opt.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (default 8)")
     opt.add_argument("--flip", action="store_true",

@@ -25,7 +25,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
-from pconv.cli import UsageError, resolve_device, run_main
+from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
 from pconv.masks import mask_from_image
@@ -35,7 +35,8 @@ __all__ = ["create_app", "main"]
 
 
 def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", weights_name: str = "model",
-               max_upload_mb: float = 25.0, max_megapixels: float = 50.0, tile: int | str | None = "auto") -> FastAPI:
+               max_upload_mb: float = 25.0, max_megapixels: float = 50.0, tile: int | str | None = "auto",
+               scale: str | float = "auto") -> FastAPI:
     """The FastAPI application serving ``model``: the page at ``/`` and the API under ``/api``.
 
     Args:
@@ -45,6 +46,7 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
         max_upload_mb: requests larger than this are answered 413.
         max_megapixels: images with more pixels are answered 413 before they are decoded.
         tile: tiling of large images, as in ``predict.py --tile``.
+        scale: working scale, as in ``predict.py --scale``.
     """
     app = FastAPI(title="pconv", docs_url="/api/docs", openapi_url="/api/openapi.json")
     model = model.to(device).eval()
@@ -112,7 +114,7 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
             headers["X-Pconv-Warning"] = "the mask has no holes; the image is returned unchanged"
         else:
             with lock:
-                pixels = inpaint(model, source.pixels, known, tile=tile, device=device).image
+                pixels = inpaint(model, source.pixels, known, tile=tile, scale=scale, device=device).image
         buffer = io.BytesIO()
         to_output_image(pixels, source).save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png", headers=headers)
@@ -128,6 +130,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request in MB (default 25)")
     p.add_argument("--max-megapixels", type=float, default=50.0, help="largest image in megapixels (default 50)")
+    p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     args = p.parse_args(argv)
     weights = args.weights or DEFAULT_WEIGHTS
     if not weights.is_file():
@@ -140,7 +143,7 @@ def _main(argv: Sequence[str] | None) -> int:
     import uvicorn
 
     app = create_app(model, device=device, weights_name=weights.name, max_upload_mb=args.max_upload_mb,
-                     max_megapixels=args.max_megapixels)
+                     max_megapixels=args.max_megapixels, scale=args.scale)
     print(f"serving {weights.name} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

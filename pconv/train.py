@@ -558,7 +558,8 @@ def _train(cfg: TrainConfig, world: _Dist) -> dict:
         best = out / "best.pt"
         release.load_state_dict(load_checkpoint(best)["model"] if best.exists() else model.state_dict())
         extra = {"training": json.dumps({"stages": [dataclasses.asdict(s) for s in plan], "batch_size": cfg.batch_size,
-                                         "size": cfg.size, "world_size": world.world_size,
+                                         "size": cfg.size, "hole_depth": round(training_hole_depth(masks), 1),
+                                         "crop_scale": list(cfg.crop_scale), "world_size": world.world_size,
                                          "weights": "best" if best.exists() else "last",
                                          "seconds": round(summary["seconds"], 1)})}
         summary["sha256"] = save_model(release, out / "model.safetensors", extra=extra)
@@ -567,6 +568,17 @@ def _train(cfg: TrainConfig, world: _Dist) -> dict:
     if world.world_size > 1:
         dist.barrier()
     return summary
+
+
+def training_hole_depth(masks: MaskSource, count: int = 200, seed: int = 12345) -> float:
+    """The 90th percentile, over ``count`` training masks, of each mask's deepest hole (largest
+    distance from a hole pixel to a known one): what the model learns to fill at its own scale.
+    Recorded in the release file; ``pconv.inpaint`` picks its working scale from it."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    depths = [cv2.distanceTransform((~masks.sample(rng)).astype(np.uint8), cv2.DIST_L2, 5).max() for _ in range(count)]
+    return float(np.percentile(depths, 90))
 
 
 def _global_step(plan: list[_Stage], state: dict) -> int:

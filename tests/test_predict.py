@@ -80,8 +80,8 @@ def test_tiled_equals_untiled_where_a_single_tile_sees_the_whole_receptive_field
     model = _model(depth=2)
     image = _photo(64, 160, seed=3)
     known = _holes(64, 160, (20, 40, 70, 86))  # only inside the tile starting at x=48, far from its edges
-    whole = inpaint(model, image, known, tile=None)
-    tiled = inpaint(model, image, known, tile=64, overlap=16)
+    whole = inpaint(model, image, known, tile=None, scale=1)
+    tiled = inpaint(model, image, known, tile=64, overlap=16, scale=1)
     assert tile_origins(160, 64, 16, align=4) == [0, 48, 96]
     assert tiled.tiles == 1 and whole.tiles == 1
     assert np.abs(tiled.image.astype(int) - whole.image.astype(int)).max() <= 1
@@ -95,9 +95,9 @@ def test_tiles_run_only_where_holes_are_and_cover_every_hole():
     assert corner.tiles == 1
     # a hole across tile seams: every hole pixel gets a (non-zero-weight) prediction
     known = _holes(200, 260, (40, 120, 30, 200))
-    spread = inpaint(model, image, known, tile=64, overlap=16)
+    spread = inpaint(model, image, known, tile=64, overlap=16, scale=1)
     assert spread.tiles > 4
-    whole = inpaint(model, image, known, tile=None)
+    whole = inpaint(model, image, known, tile=None, scale=1)
     assert np.abs(spread.image.astype(int) - whole.image.astype(int))[~known].mean() < 40
     assert np.array_equal(spread.image[known], image[known])
 
@@ -122,7 +122,7 @@ def test_flip_averages_the_prediction_with_that_of_the_mirror_image(weights, pai
     with torch.no_grad():
         pred = ((model(x, m) + model(x.flip(-1), m.flip(-1)).flip(-1)) / 2)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     expected = np.rint(pred * 255).astype(np.uint8)
-    result = inpaint(model, image, known, tile=None, flip=True).image
+    result = inpaint(model, image, known, tile=None, flip=True, scale=1).image
     assert np.abs(result[~known].astype(int) - expected[~known]).max() <= 1
     image_path, mask_path, *_ = pair  # and from the command line
     out = tmp_path / "flip.png"

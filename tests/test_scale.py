@@ -1,0 +1,137 @@
+"""The resolution policy of pconv.inpaint: working scale per hole, exact known pixels, better big-hole fills."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pconv import PConvUNet, load_model, save_model
+from pconv.inpaint import DEFAULT_HOLE_DEPTH, MIN_LEVEL_SIDE, hole_levels, inpaint
+from pconv.io import DEFAULT_WEIGHTS, hole_depth_of
+
+
+def _known(h: int, w: int, *boxes: tuple[int, int, int, int]) -> np.ndarray:
+    known = np.ones((h, w), bool)
+    for y0, y1, x0, x1 in boxes:
+        known[y0:y1, x0:x1] = False
+    return known
+
+
+def test_levels_follow_each_holes_depth():
+    # a 4-px line (depth 2), a 40-px square (depth 20) and a 160-px square (depth 80)
+    known = _known(400, 400, (10, 14, 10, 200), (100, 140, 20, 60), (200, 360, 200, 360))
+    levels = hole_levels(known, hole_depth=10)
+    assert (levels[known] == 0).all()
+    assert set(np.unique(levels[10:14, 10:200])) == {1}
+    assert set(np.unique(levels[100:140, 20:60])) == {2}  # 20 / 10 -> 2
+    assert set(np.unique(levels[200:360, 200:360])) == {8}  # 80 / 10 -> 8
+    assert set(np.unique(hole_levels(known, hole_depth=100)[~known])) == {1}
+    assert set(np.unique(hole_levels(known, hole_depth=10, max_factor=4)[~known])) == {1, 2, 4}
+
+
+def test_touching_holes_share_a_level_and_border_holes_count_their_depth_inside_the_image():
+    # an L of two touching rectangles is one hole; the deeper part sets the level of both
+    known = _known(200, 200, (50, 60, 20, 150), (60, 150, 100, 150))
+    levels = hole_levels(known, hole_depth=5)
+    assert len(np.unique(levels[~known])) == 1 and levels[55, 25] == 8  # depth 25 -> 8
+    # a hole at the border: the image edge is not a known pixel, so its depth is the full width
+    edge = _known(100, 100, (0, 100, 0, 10))
+    assert set(np.unique(hole_levels(edge, hole_depth=4)[~edge])) == {4}  # depth 10 (from x=0 to 10) / 4 -> 4
+
+
+def test_one_hole_over_most_of_the_image_is_capped_at_a_usable_resolution():
+    known = _known(256, 256, (8, 248, 8, 248))
+    levels = hole_levels(known, hole_depth=4, max_factor=256 // MIN_LEVEL_SIDE)
+    assert set(np.unique(levels[~known])) == {4}
+    model = _tiny()
+    image = np.full((256, 256, 3), 90, np.uint8)
+    out = inpaint(model, image, known, hole_depth=4).image
+    assert np.array_equal(out[known], image[known])
+
+
+def _tiny() -> PConvUNet:
+    torch.manual_seed(0)
+    return PConvUNet(depth=3, base_width=4).eval()
+
+
+@pytest.mark.parametrize("scale", ["auto", 1, 2, 3.5])
+def test_known_pixels_are_byte_identical_and_every_hole_is_filled(scale):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (150, 170, 3), dtype=np.uint8)
+    known = _known(150, 170, (0, 40, 0, 60), (70, 75, 20, 160), (100, 148, 120, 168))
+    out = inpaint(_tiny(), image, known, scale=scale, hole_depth=6)
+    assert np.array_equal(out.image[known], image[known])
+    # the holes hold the model's fill, not the input: a model predicting 1 everywhere gives 255 away
+    # from the hole's edge (at coarse levels the upsampled fill blends into the known pixels there)
+    ones = inpaint(_Const(1.0), image, known, scale=scale, hole_depth=6).image
+    inner = cv2.erode((~known).astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
+    assert inner.sum() > 500 and (ones[inner] == 255).all() and np.array_equal(ones[known], image[known])
+    if scale == 1:
+        assert (ones[~known] == 255).all()
+
+
+class _Const(torch.nn.Module):
+    multiple = 1
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(image, self.value)
+
+
+class _Mean(torch.nn.Module):
+    """Fills each hole pixel with the mean of the known pixels of its input: the coarse level sees
+    far-away context, the full-resolution pass only its tile."""
+
+    multiple = 1
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mean = (image * mask).sum((-2, -1), keepdim=True) / mask.sum((-2, -1), keepdim=True).clamp(min=1)
+        return mean.expand_as(image).clone()
+
+
+def test_coarse_levels_run_on_fewer_pixels_and_only_where_their_holes_are():
+    image = np.full((1024, 1024, 3), 100, np.uint8)
+    known = _known(1024, 1024, (100, 500, 100, 500), (900, 904, 900, 1000))
+    full = inpaint(_Mean(), image, known, scale=1, tile=256)
+    auto = inpaint(_Mean(), image, known, tile=256, hole_depth=20)
+    assert auto.tiles < full.tiles
+    assert (auto.image[~known] == 100).all()  # a constant image stays constant through both levels
+
+
+def test_scale_must_be_auto_or_at_least_one():
+    image = np.zeros((32, 32, 3), np.uint8)
+    for bad in (0.5, 0, float("nan"), "half"):
+        with pytest.raises(ValueError, match="scale"):
+            inpaint(_tiny(), image, _known(32, 32, (4, 8, 4, 8)), scale=bad)
+
+
+def test_hole_depth_comes_from_the_release_file(tmp_path):
+    model = _tiny()
+    save_model(model, tmp_path / "a.safetensors", extra={"training": json.dumps({"size": 512, "hole_depth": 91.5})})
+    save_model(model, tmp_path / "b.safetensors", extra={"training": json.dumps({"size": 512})})
+    save_model(model, tmp_path / "c.safetensors")
+    assert load_model(tmp_path / "a.safetensors").hole_depth == 91.5
+    assert load_model(tmp_path / "b.safetensors").hole_depth == DEFAULT_HOLE_DEPTH * 2  # older files: by crop size
+    assert load_model(tmp_path / "c.safetensors").hole_depth == DEFAULT_HOLE_DEPTH
+    assert hole_depth_of({"training": "not json"}) == DEFAULT_HOLE_DEPTH
+
+
+def test_released_model_fills_a_big_hole_in_a_smooth_image_better_than_at_full_resolution():
+    """A smooth three-colour gradient with a 200-px hole at 512 px: the auto scale's fill is much
+    closer to the truth than the full-resolution one, whose hole is deeper than any in training."""
+    model = load_model(DEFAULT_WEIGHTS)
+    y, x = np.mgrid[0:512, 0:512].astype(np.float32) / 511
+    image = np.stack([60 + 140 * x, 80 + 100 * y, 160 - 60 * x * y], -1).round().astype(np.uint8)
+    known = _known(512, 512, (150, 350, 160, 360))
+    errors = {}
+    for scale in ("auto", 1):
+        out = inpaint(model, image, known, scale=scale).image
+        errors[scale] = np.abs(out[~known].astype(float) - image[~known]).mean()
+    assert errors["auto"] < 0.5 * errors[1], errors
