@@ -22,6 +22,7 @@ __all__ = [
     "EpochSampler",
     "InpaintingDataset",
     "MaskSource",
+    "UnreadableData",
     "center_crop",
     "collate",
     "find_images",
@@ -32,6 +33,10 @@ __all__ = [
 # Pillow's decompression-bomb guard is meant for untrusted web uploads; photo folders hold
 # legitimately large images, which load_image decodes at reduced size anyway.
 Image.MAX_IMAGE_PIXELS = None
+
+
+class UnreadableData(RuntimeError):
+    """No file of a dataset could be read."""
 
 
 def find_images(root: str | Path, what: str = "image") -> list[Path]:
@@ -63,6 +68,7 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
                 img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
             img.load()
             img = ImageOps.exif_transpose(img)
+            img = to_8bit(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")
                 background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -70,6 +76,30 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer images scaled to 8 bits (65535 -> 255), float images in [0, 1]
+    scaled by 255; other modes unchanged. (Pillow's own conversion clips them instead: 99% of a
+    16-bit photo's pixels would become 255, a float image in [0, 1] all 0.)
+
+    Raises:
+        ValueError: a float image with values outside [0, 1] (or not finite), or an integer image
+            beyond 16 bits, whose scale cannot be known.
+    """
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    values = np.asarray(img)
+    if img.mode == "F":
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise ValueError(f"float image with values in [{values.min():g}, {values.max():g}]; "
+                             "only [0, 1] float images are understood: convert it to 8 or 16 bits")
+        scaled = values * 255.0
+    else:
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"{img.mode} image with values in [{values.min()}, {values.max()}], beyond 16 bits")
+        scaled = values.astype(np.float64) / 257.0
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
 def random_resized_crop(
@@ -163,7 +193,7 @@ class InpaintingDataset(Dataset):
                 continue
             break
         else:
-            raise RuntimeError(f"none of the {len(self.files)} images could be read")
+            raise UnreadableData(f"none of the {len(self.files)} images could be read (e.g. {skipped[0]})")
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
             img = random_resized_crop(img, self.size, rng, self.crop_scale)

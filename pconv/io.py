@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pconv.files import atomic_write
 from pconv.inpaint import DEFAULT_HOLE_DEPTH
 from pconv.unet import PConvUNet, PConvUNetConfig
 from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
@@ -61,9 +61,7 @@ def save_model(model: nn.Module, path: str | Path, *, dtype: torch.dtype | None 
         "config": json.dumps(model.config.to_dict()),  # type: ignore[attr-defined]
         **(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return sha256_of(path)
 
 

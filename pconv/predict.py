@@ -11,7 +11,6 @@ formats (PNG, TIFF, BMP, lossless WebP); JPEG output re-encodes them.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
+from pconv.files import atomic_write
 from pconv.inpaint import InpaintResult, inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
 from pconv.masks import IMAGE_SUFFIXES, read_mask
@@ -64,6 +64,10 @@ def read_input(path: Path, channels: int) -> _Input:
 def decode_input(img: Image.Image, channels: int) -> _Input:
     """A loaded image as the model's channels, EXIF orientation applied; alpha kept aside."""
     img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        # the output is 8-bit: known pixels could not stay as they are, so say so instead
+        raise ValueError(f"{img.mode} ({'float' if img.mode == 'F' else 'more than 8 bits per pixel'}) images are "
+                         "not supported: the result is written with 8 bits per channel; convert the image to 8 bits first")
     alpha = img.getchannel("A") if "A" in img.getbands() else None
     if channels == 1:
         mode = "L"
@@ -77,16 +81,13 @@ def decode_input(img: Image.Image, channels: int) -> _Input:
 
 def _atomic_save(img: Image.Image, path: Path, fmt: str) -> None:
     """Write ``img`` to ``path`` without ever leaving a partial file there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     options = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
     try:
-        img.save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **options))
+    except OSError as err:
+        raise UsageError(str(err)) from None
 
 
 def to_output_image(pixels: np.ndarray, source: _Input) -> Image.Image:
@@ -124,10 +125,11 @@ def write_uncertainty(result: InpaintResult, known: np.ndarray, path: Path) -> f
     colour[known] = (colour[known] * 0.35).astype(np.uint8)  # dim known pixels (std 0 there)
     _atomic_save(Image.fromarray(np.ascontiguousarray(colour)), path, _output_format(path))
     for suffix, values in ((".npy", result.std), ("_stderr.npy", result.stderr)):
-        npy = path.with_name(path.stem + suffix)
-        tmp = npy.with_name(f".{npy.name}.tmp.npy")
-        np.save(tmp, values.squeeze(-1) if values.shape[-1] == 1 else values)
-        os.replace(tmp, npy)
+        array = values.squeeze(-1) if values.shape[-1] == 1 else values
+        try:
+            atomic_write(path.with_name(path.stem + suffix), lambda tmp: np.save(tmp, array))
+        except OSError as err:
+            raise UsageError(str(err)) from None
     return top
 
 
@@ -158,9 +160,13 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
     height, width = source.pixels.shape[:2]
     known = _read_known(mask_path, (width, height), args.invert_mask, args.resize_mask)
     if known.all():
+        if out_path.exists() and out_path.resolve() == image_path.resolve():
+            return None, f"warning: mask {mask_path} has no holes; {out_path} is the input and stays as it is"
         if out_path.suffix.lower() == image_path.suffix.lower():
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(image_path, out_path)
+            try:
+                atomic_write(out_path, lambda tmp: shutil.copyfile(image_path, tmp))
+            except OSError as err:
+                raise UsageError(str(err)) from None
         else:
             _atomic_save(to_output_image(source.pixels, source), out_path, fmt)
         return None, f"warning: mask {mask_path} has no holes; wrote the input unchanged to {out_path}"

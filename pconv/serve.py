@@ -101,7 +101,10 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
         finally:
             image.file.close()
             mask.file.close()
-        source = decode_input(img, channels)
+        try:
+            source = decode_input(img, channels)
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
         known, _ = mask_from_image(mask_img, invert_mask)
         height, width = source.pixels.shape[:2]
         if known.shape != (height, width):

@@ -230,6 +230,7 @@ def test_resize_mask_scales_a_mask_of_another_size(weights, pair, tmp_path):
         ("not a model", "not a readable safetensors file"),
         ("uncertainty without samples", "need --samples N with N >= 2"),
         ("mixed modes", "not both"),
+        ("16-bit image", "I;16 (more than 8 bits per pixel) images are not supported"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_path, capsys, case, message):
@@ -265,11 +266,14 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_pa
         extra = ["--uncertainty", str(tmp_path / "u.png")]
     elif case == "mixed modes":
         extra = ["--image-dir", str(tmp_path)]
+    elif case == "16-bit image":
+        Image.fromarray(np.full((40, 56), 40000, np.uint16)).save(tmp_path / "deep.png")
+        args["--image"] = str(tmp_path / "deep.png")
     argv = [v for pair_ in args.items() for v in pair_] + extra
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("predict.py: error: ") and message in err and len(err.splitlines()) == 1
-    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_missing_default_weights_say_what_to_do(pair, tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import pconv.train as train_mod
+import pconv.training.loop as loop
 from pconv import PConvUNet, load_model
 from pconv.data import EpochSampler, InpaintingDataset, load_image
-from pconv.train import lr_at, main
+from pconv.train import main
+from pconv.training import config_from_args, lr_at
+from pconv.training import train as run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,62 +86,151 @@ def test_end_to_end_two_stages_writes_every_output(folders, tmp_path, capsys):
 
 def test_summary_counts_skipped_files(folders, tmp_path):
     train, _ = folders
-    summary = train_mod.train(train_mod.config_from_args(_args(train, None, tmp_path / "r", "--stage", "pretrain",
-                                                               "--steps", "4", "--sample-every", "0")))
+    summary = run_training(config_from_args(_args(train, None, tmp_path / "r", "--stage", "pretrain",
+                                                "--steps", "4", "--sample-every", "0")))
     assert summary["skipped"] == 1 and summary["best_psnr"] is None
     assert (tmp_path / "r" / "model.safetensors").is_file() and not (tmp_path / "r" / "best.pt").exists()
 
 
-def test_resume_after_interruption_gives_the_same_weights(folders, tmp_path, monkeypatch):
+def _same_weights(a_path: Path, b_path: Path) -> None:
+    a, b = load_file(a_path), load_file(b_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _patched_step(monkeypatch, call: int, action) -> None:
+    """``loop.train_step`` runs ``action()`` at the start of its ``call``-th call."""
+    real_step, calls = loop.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            action()
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", step)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(folders, tmp_path, monkeypatch, capsys):
     train, val = folders
     common = ("--steps", "3", "--finetune-steps", "2", "--dropout", "0.2", "--sample-every", "0", "--val-every", "100")
     assert main(_args(train, val, tmp_path / "straight", *common)) == 0
 
-    real_step, calls = train_mod._train_step, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # Ctrl-C during the third step
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "_train_step", interrupted)
+    _patched_step(monkeypatch, 3, lambda: signal.raise_signal(signal.SIGINT))  # Ctrl-C during the third step
     assert main(_args(train, val, tmp_path / "split", *common)) == 130
-    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["state"]["batches"] == 2
-    monkeypatch.setattr(train_mod, "_train_step", real_step)
+    assert "stopped: saved" in capsys.readouterr().err
+    ckpt = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert ckpt["state"]["batches"] == 3  # the step under way was finished and counted ...
+    tracked = {int(v) for k, v in ckpt["model"].items() if k.endswith("num_batches_tracked")}
+    assert tracked == {3}  # ... and BatchNorm statistics agree with that count
+    monkeypatch.undo()
     assert main(["--resume", "--out", str(tmp_path / "split")]) == 0
-
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "split" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    _same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "split" / "model.safetensors")
     with open(tmp_path / "split" / "log.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
 
 
-def test_resume_with_a_shorter_stage_ends_it_and_says_so(folders, tmp_path, capsys):
+def test_a_second_ctrl_c_stops_at_once_without_saving(folders, tmp_path, monkeypatch, capsys):
+    train, _ = folders
+
+    def twice():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    _patched_step(monkeypatch, 2, twice)
+    assert main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "4", "--sample-every", "0")) == 130
+    assert "not saved" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resume_from_a_periodic_checkpoint_after_a_crash_is_exact_with_dropout(folders, tmp_path, monkeypatch):
+    """A kill (no chance to save) after step 3: the run continues from the periodic last.pt of
+    step 2, and must not replay step 2's dropout masks."""
+    train, val = folders
+    common = ("--steps", "4", "--finetune-steps", "2", "--dropout", "0.2", "--sample-every", "0", "--val-every", "100",
+              "--checkpoint-every", "2")
+    assert main(_args(train, val, tmp_path / "straight", *common)) == 0
+
+    class Killed(BaseException):
+        pass
+
+    def kill():
+        raise Killed
+
+    _patched_step(monkeypatch, 4, kill)
+    with pytest.raises(Killed):
+        main(_args(train, val, tmp_path / "crash", *common))
+    assert torch.load(tmp_path / "crash" / "last.pt", weights_only=True)["state"]["batches"] == 2
+    monkeypatch.undo()
+    assert main(["--resume", "--out", str(tmp_path / "crash")]) == 0
+    _same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "crash" / "model.safetensors")
+
+
+def test_resume_with_a_shorter_stage_ends_it_and_says_so(folders, tmp_path, monkeypatch, capsys):
     train, _ = folders
     out = tmp_path / "run"
     args = _args(train, None, out, "--steps", "4", "--finetune-steps", "1", "--sample-every", "0")
-    real_step, calls = train_mod._train_step, []
-
-    def interrupted(*a, **k):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_step(*a, **k)
-
-    train_mod._train_step = interrupted
-    try:
-        assert main(args) == 130
-    finally:
-        train_mod._train_step = real_step
+    _patched_step(monkeypatch, 3, lambda: signal.raise_signal(signal.SIGINT))
+    assert main(args) == 130
+    monkeypatch.undo()
     capsys.readouterr()
     assert main(["--resume", "--out", str(out), "--steps", "2"]) == 0
     assert "past its new length of 2" in capsys.readouterr().err
     with open(out / "log.csv") as f:
         assert [r["stage"] for r in csv.DictReader(f)] == ["pretrain"] * 3 + ["finetune"]
+
+
+def test_a_fresh_run_refuses_a_used_out_unless_overwrite(folders, tmp_path, capsys):
+    train, _ = folders
+    out = tmp_path / "run"
+    args = _args(train, None, out, "--stage", "pretrain", "--steps", "1", "--sample-every", "0")
+    assert main(args) == 0
+    first = load_file(out / "model.safetensors")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds another run" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--seed", "5", "--overwrite"]) == 0
+    assert not torch.equal(load_file(out / "model.safetensors")["encoder.0.conv.weight"], first["encoder.0.conv.weight"])
+    assert main([*args, "--resume", "--overwrite"]) == 2
+
+
+def test_release_comes_from_the_last_stage_and_never_from_another_runs_best(folders, tmp_path, capsys):
+    train, val = folders
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ("--steps", "2", "--finetune-steps", "2", "--sample-every", "0", "--val-every", "1")
+    assert main(_args(train, val, a, *common)) == 0
+    assert "best weights" in capsys.readouterr().out
+    best = torch.load(a / "best.pt", weights_only=True)
+    assert best["state"]["best_stage"] == 1 and best["state"]["stage_index"] == 1  # written in stage 2
+    release = load_file(a / "model.safetensors")
+    for key, value in best["model"].items():
+        assert torch.equal(release[key], value), key
+    # another run's best.pt in a's folder: a's release must not pick it up
+    assert main(_args(train, val, b, *common, "--seed", "9")) == 0
+    (a / "best.pt").write_bytes((b / "best.pt").read_bytes())
+    assert main(["--resume", "--out", str(a)]) == 0
+    theirs = torch.load(b / "best.pt", weights_only=True)["model"]
+    ours = load_file(a / "model.safetensors")
+    assert not torch.equal(ours["encoder.0.conv.weight"], theirs["encoder.0.conv.weight"])
+    last = torch.load(a / "last.pt", weights_only=True)["model"]
+    assert torch.equal(ours["encoder.0.conv.weight"], last["encoder.0.conv.weight"])
+
+
+def test_stage_two_keeps_encoder_batchnorm_statistics_through_training_steps(folders, tmp_path):
+    train, _ = folders
+    common = ("--steps", "2", "--sample-every", "0")
+    assert main(_args(train, None, tmp_path / "one", *common, "--stage", "pretrain")) == 0
+    assert main(_args(train, None, tmp_path / "both", *common, "--finetune-steps", "3")) == 0
+    one, both = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "both" / "model.safetensors")
+    stats = [k for k in one if k.endswith(("running_mean", "running_var"))]
+    encoder = [k for k in stats if k.startswith("encoder.") and not k.startswith("encoder.0.")]  # layer 0 has no BN
+    decoder = [k for k in stats if k.startswith("decoder.")]
+    assert encoder and decoder
+    for key in encoder:  # frozen through stage 2's three steps
+        assert torch.equal(one[key], both[key]), key
+    assert any(not torch.equal(one[k], both[k]) for k in decoder)  # the decoder's kept learning
 
 
 def test_resume_refuses_a_changed_option(folders, tmp_path, capsys):
@@ -273,3 +365,58 @@ def test_two_process_gloo_run_trains(folders, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2]  # one log, from rank 0
     assert load_model(out / "model.safetensors").config.base_width == 4
+
+
+def test_sixteen_bit_and_float_images_are_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit grey ("I;16")
+    got = np.asarray(load_image(tmp_path / "deep.png"))[..., 0]
+    assert np.abs(got.astype(int) - np.rint(ramp / 257)).max() <= 1 and got.min() == 0 and got.max() == 255
+    floats = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(floats, "F").save(tmp_path / "float.tif")
+    got = np.asarray(load_image(tmp_path / "float.tif"))[..., 0]
+    assert np.abs(got.astype(int) - np.rint(floats * 255)).max() <= 1
+    Image.fromarray(floats * 300, "F").save(tmp_path / "hdr.tif")
+    with pytest.raises(ValueError, match=r"only \[0, 1\] float images"):
+        load_image(tmp_path / "hdr.tif")
+
+
+def test_checkpoint_on_a_full_disk_is_one_clear_line_and_leaves_no_partial_file(folders, tmp_path, monkeypatch, capsys):
+    train, _ = folders
+    out = tmp_path / "run"
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0\nmore detail")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert main(_args(train, None, out, "--steps", "2", "--checkpoint-every", "1", "--sample-every", "0")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("train.py: error: could not write") and "last.pt" in err and "intact" in err
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_a_folder_of_only_unreadable_images_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(2):
+        (bad / f"b{i}.jpg").write_bytes(b"not a jpeg")
+    assert main(_args(bad, None, tmp_path / "run0", "--steps", "1", "--sample-every", "0")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("train.py: error: none of the 2 images could be read") and "Traceback" not in err
+    # from a loader worker process (its own command: forking a test process that runs threads can hang)
+    args = _args(bad, None, tmp_path / "run1", "--steps", "1", "--sample-every", "0")
+    args[args.index("--workers") + 1] = "1"
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: none of the 2 images could be read") and "Traceback" not in done.stderr
+
+
+def test_amp_on_a_cpu_without_native_bf16_says_so_and_trains_in_float32(monkeypatch, capsys):
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.amp_dtype_for("on", torch.device("cpu")) is None
+    assert "no native bfloat16" in capsys.readouterr().err
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.amp_dtype_for("on", torch.device("cpu")) == torch.bfloat16
+    assert loop.amp_dtype_for("auto", torch.device("cpu")) is None

@@ -1,0 +1,260 @@
+"""What a training run depends on: nested frozen dataclasses, and the command line built from them.
+
+Each field carries its help text (and, where needed, argparse options) in its metadata, so every
+option is written once. ``config.json`` and checkpoints store the flat form (``--loss-hole`` is
+``loss_hole``, everything else its field name), which is what ``--resume`` compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pconv.cli import UsageError
+from pconv.losses import LossWeights
+from pconv.masks import DEFAULT_MIX, KINDS, MIXES, parse_kind, parse_ratio
+from pconv.unet import PConvUNetConfig
+from pconv.unet3plus import UNet3PlusConfig
+
+__all__ = ["RESUMABLE", "STAGES", "DataConfig", "LossConfig", "ModelChoice", "RunConfig", "ScheduleConfig",
+           "TrainConfig", "build_parser", "config_from_args"]
+
+STAGES = ("pretrain", "finetune", "both")
+# Options that may change when a run is resumed; any other must match the saved run.
+RESUMABLE = {"steps", "epochs", "finetune_steps", "finetune_epochs", "workers", "device", "val_every",
+             "log_every", "sample_every", "checkpoint_every", "early_stop", "compile", "resume", "overwrite"}
+
+
+def opt(default: Any, help: str, **argparse_options: Any) -> Any:
+    """A dataclass field with its command-line help (and argparse options) in its metadata."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Images, crops and holes."""
+
+    train: str = opt("", "training images, searched recursively", metavar="DIR")
+    val: str | None = opt(None, "validation images (fixed masks across the hole-ratio bins)", metavar="DIR")
+    size: int = opt(512, "square crop side in pixels")
+    batch_size: int = opt(6, "images per step per process")
+    workers: int = opt(min(4, os.cpu_count() or 1), "data loader processes")
+    masks: str | None = opt(None, "hole masks from this folder (white = hole) instead of the generator", metavar="DIR")
+    invert_masks: bool = opt(False, "the mask files use white = known")
+    mask_kind: str = opt(DEFAULT_MIX, f"generated hole shapes: one of {', '.join(KINDS)}; a mixture ("
+                         + ", ".join(f"{n}: " + ", ".join(f"{k}={v:g}" for k, v in m.items()) for n, m in MIXES.items())
+                         + "); or your own, e.g. strokes=1,solid=2", metavar="KIND|MIX")
+    mask_ratio: str | None = opt(None, "hole-ratio range of generated masks, e.g. 0.01-0.6", metavar="LO-HI")
+    crop_scale: tuple[float, float] = opt((0.25, 1.0), "area fraction range of random crops", nargs=2,
+                                          metavar=("MIN", "MAX"), type=float)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The architecture and its size; :meth:`build` gives the architecture's own configuration."""
+
+    arch: str = opt("pconv_unet", "architecture", choices=("pconv_unet", "unet3plus"))
+    depth: int | None = opt(None, "encoder levels (default: pconv_unet 8 at 512 px, 7 at 256 px, ...; unet3plus 4)")
+    base_width: int = opt(64, "channels of the first level")
+    dropout: float = opt(0.0, "dropout probability (for Monte Carlo uncertainty)")
+    conv: str = opt("partial", "unet3plus: partial convolutions, or plain ones with the mask as an input channel",
+                    choices=("partial", "plain"))
+    deep_weight: float = opt(0.25, "unet3plus: weight of the deep-supervision outputs' L1 terms")
+
+    def build(self, size: int) -> PConvUNetConfig | UNet3PlusConfig:
+        """The architecture's configuration dataclass for crops of ``size`` pixels."""
+        if self.arch == "unet3plus":
+            return UNet3PlusConfig(depth=self.depth or 4, base_width=self.base_width, conv=self.conv,
+                                   dropout=self.dropout)
+        depth = self.depth if self.depth is not None else max(2, min(8, int(math.log2(size)) - 1))
+        return PConvUNetConfig(depth=depth, base_width=self.base_width, dropout=self.dropout)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Stages, their lengths and learning rates."""
+
+    stage: str = opt("both", "which stages to run", choices=STAGES)
+    steps: int | None = opt(None, "stage 1 length in steps (default 10000)")
+    epochs: float | None = opt(None, "stage 1 length in epochs (instead of --steps)")
+    finetune_steps: int | None = opt(None, "stage 2 length in steps (default 5000)")
+    finetune_epochs: float | None = opt(None, "stage 2 length in epochs")
+    lr: float = opt(2e-4, "stage 1 learning rate")
+    finetune_lr: float = opt(5e-5, "stage 2 learning rate")
+    weight_decay: float = opt(0.0, "L2 weight decay")
+    lr_milestones: tuple[float, ...] = opt((), "multiply the learning rate by --lr-gamma at these steps (or "
+                                           "fractions of the stage, e.g. 0.9 0.95)", nargs="+", metavar="M", type=float)
+    lr_gamma: float = opt(0.1, "step decay factor")
+    early_stop: int | None = opt(None, "end a stage after this many validations without a better PSNR",
+                                 metavar="PATIENCE")
+    init: str | None = opt(None, "start from these weights (release file or checkpoint)", metavar="FILE")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss terms' weights (the paper's by default) and the VGG16 behind two of them."""
+
+    vgg_weights: str = opt("imagenet", "VGG16 for the perceptual/style terms: imagenet (torchvision's, downloaded "
+                           "once), hed (real VGG16 features shipped in weights/, from the HED edge detector), a file, "
+                           "or none = random frozen features", metavar="imagenet|hed|PATH|none")
+    weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the run goes: output folder, device, intervals."""
+
+    out: str = opt("runs/pconv", "output folder", metavar="RUN_DIR")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    amp: str = opt("auto", "mixed precision: auto = on with CUDA (bf16, else fp16); on = also on a CPU with native "
+                   "bf16 (AVX512-BF16 or AMX)", choices=("auto", "on", "off"))
+    channels_last: bool = opt(False, "channels_last memory format")
+    compile: bool = opt(False, "torch.compile the model")
+    val_every: int = opt(1000, "validate every N steps")
+    val_masks: int = opt(1, "masks per validation image, cycling the six hole-ratio bins; more gives a steadier "
+                         "best.pt on a small validation folder", metavar="N")
+    log_every: int = opt(10, "log every N steps")
+    sample_every: int = opt(500, "write a sample grid every N steps, 0 = never")
+    checkpoint_every: int = opt(500, "save last.pt every N steps")
+    resume: bool = opt(False, "continue the run saved in --out")
+    overwrite: bool = opt(False, "start a new run in an --out that holds another run (its files are removed)")
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelChoice, "schedule": ScheduleConfig, "loss": LossConfig, "run": RunConfig}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved (flat) as ``config.json`` and in every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelChoice = field(default_factory=ModelChoice)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def model_config(self) -> PConvUNetConfig | UNet3PlusConfig:
+        """The architecture's configuration dataclass for this run."""
+        return self.model.build(self.data.size)
+
+    def to_flat(self) -> dict[str, Any]:
+        """One level of keys, as in ``config.json`` (tuples as lists)."""
+        flat: dict[str, Any] = {}
+        for name in _SECTIONS:
+            for f in dataclasses.fields(getattr(self, name)):
+                value = getattr(getattr(self, name), f.name)
+                if isinstance(value, LossWeights):
+                    flat.update({f"loss_{k}": v for k, v in dataclasses.asdict(value).items()})
+                else:
+                    flat[f.name] = list(value) if isinstance(value, tuple) else value
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_flat`; unknown keys (a resolved ``config.json``'s extras) are ignored."""
+        sections = {}
+        for name, section in _SECTIONS.items():
+            values = {}
+            for f in dataclasses.fields(section):
+                if f.name == "weights":
+                    loss = {k.removeprefix("loss_"): v for k, v in flat.items() if k.startswith("loss_")}
+                    values["weights"] = LossWeights(**{k: float(v) for k, v in loss.items()
+                                                       if k in {w.name for w in dataclasses.fields(LossWeights)}})
+                elif f.name in flat:
+                    value = flat[f.name]
+                    values[f.name] = tuple(value) if isinstance(value, list) else value
+            sections[name] = section(**values)
+        return cls(**sections)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``train.py``'s flags, derived from the dataclasses; defaults are suppressed so given flags are known."""
+    p = argparse.ArgumentParser(prog="train.py", description="Two-stage training of an inpainting network on "
+                                "folders of images.", argument_default=argparse.SUPPRESS)
+    for name, section in _SECTIONS.items():
+        group = p.add_argument_group(name, section.__doc__)
+        defaults = section()
+        for f in dataclasses.fields(section):
+            if f.name == "weights":
+                for w in dataclasses.fields(LossWeights):
+                    group.add_argument(f"--loss-{w.name}", type=float, dest=f"loss_{w.name}",
+                                       help=f"weight of the {w.name} term (default {w.default})")
+                continue
+            options = {k: v for k, v in f.metadata.items() if k != "help"}
+            default = getattr(defaults, f.name)
+            shown = "" if default in (None, "", ()) else f" (default {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(default, bool):
+                group.add_argument(flag, action="store_true", help=f.metadata["help"])
+            else:
+                options.setdefault("type", _field_type(f))
+                group.add_argument(flag, help=f.metadata["help"] + shown, **options)
+            if f.name == "stage":
+                group.add_argument("--stages", dest="stage", choices=STAGES, help="same as --stage")
+    return p
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    text = str(f.type)
+    return int if text.startswith("int") else float if text.startswith("float") else str
+
+
+def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
+    """Parse the command line; with ``--resume`` the saved run's configuration is the base."""
+    given = vars(build_parser().parse_args(argv))
+    for key in ("crop_scale", "lr_milestones"):
+        if key in given:
+            given[key] = tuple(given[key])
+    if given.get("resume"):
+        if given.get("overwrite"):
+            raise UsageError("--resume continues a run and --overwrite replaces it: give one of them")
+        out = Path(given.get("out", RunConfig.out))
+        saved = out / "config.json"
+        if not (out / "last.pt").is_file() or not saved.is_file():
+            raise UsageError(f"nothing to resume in {out} (no last.pt and config.json)")
+        base = TrainConfig.from_flat(json.loads(saved.read_text())).to_flat()
+        changed = sorted(k for k, v in given.items()
+                         if k not in RESUMABLE | {"out"} and _norm(base.get(k)) != _norm(v))
+        if changed:
+            raise UsageError(f"--resume continues the saved run; these options differ from it: {', '.join(changed)}")
+        return TrainConfig.from_flat({**base, **given})
+    if "train" not in given:
+        raise UsageError("--train DIR is required")
+    cfg = TrainConfig.from_flat(given)
+    check(cfg)
+    return cfg
+
+
+def _norm(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check(cfg: TrainConfig) -> None:
+    """Refuse impossible combinations with one clear line each."""
+    d, r = cfg.data, cfg.run
+    if d.size < 16 or d.batch_size < 1 or d.workers < 0:
+        raise UsageError("--size must be at least 16, --batch-size at least 1 and --workers at least 0")
+    if r.val_masks < 1:
+        raise UsageError(f"--val-masks must be at least 1, got {r.val_masks}")
+    if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
+        raise UsageError(f"--crop-scale must satisfy 0 < MIN <= MAX <= 1, got {d.crop_scale}")
+    try:
+        parse_kind(d.mask_kind)
+        if d.mask_ratio is not None:
+            parse_ratio(d.mask_ratio)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if d.masks is not None and d.mask_ratio is not None:
+        raise UsageError("--mask-ratio applies to generated masks, not to --masks DIR")
+    try:
+        cfg.model_config()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
