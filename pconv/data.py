@@ -7,7 +7,9 @@ number of DataLoader workers, and a resumed run sees exactly the batches it woul
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,9 +32,22 @@ __all__ = [
     "random_resized_crop",
 ]
 
-# Pillow's decompression-bomb guard is meant for untrusted web uploads; photo folders hold
-# legitimately large images, which load_image decodes at reduced size anyway.
-Image.MAX_IMAGE_PIXELS = None
+# Photo folders for training and evaluation may hold legitimately large images (which
+# load_image decodes at reduced size anyway): it allows up to this many pixels, where Pillow's
+# own guard (about 179 MP), meant for untrusted uploads, would refuse. Only load_image does.
+TRUSTED_MAX_PIXELS = 1_000_000_000
+_pixel_limit = threading.Lock()
+
+
+@contextlib.contextmanager
+def _trusted_pixel_limit() -> Iterator[None]:
+    with _pixel_limit:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = TRUSTED_MAX_PIXELS // 2  # Pillow refuses above twice this
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 class UnreadableData(RuntimeError):
@@ -62,7 +77,9 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
         ValueError: the file is not a readable image.
     """
     try:
-        with Image.open(path) as img:
+        with _trusted_pixel_limit():
+            img = Image.open(path)
+        with img:
             if min_side is not None and min(img.size) > 2 * min_side:
                 scale = min_side / min(img.size)
                 img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
@@ -74,7 +91,7 @@ def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
                 background = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, img)  # transparent areas become white
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 

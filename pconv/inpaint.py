@@ -26,6 +26,7 @@ go through it. ``scale=1`` is plain full-resolution inference; a number forces t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -34,7 +35,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["DEFAULT_HOLE_DEPTH", "InpaintResult", "auto_tile", "hole_levels", "inpaint", "tile_origins"]
+__all__ = ["DEFAULT_HOLE_DEPTH", "Cancelled", "InpaintResult", "auto_tile", "hole_levels", "inpaint", "model_pixels",
+           "tile_origins"]
 
 # Images up to this many pixels run in one pass with tile="auto".
 AUTO_SINGLE_PASS_PIXELS = 1024 * 1024
@@ -44,6 +46,10 @@ AUTO_TILE = 512
 DEFAULT_HOLE_DEPTH = 18.0
 # Coarse levels keep at least this many pixels on the image's shorter side.
 MIN_LEVEL_SIDE = 64
+
+
+class Cancelled(Exception):
+    """:func:`inpaint` stopped early because its ``should_stop`` callback asked it to."""
 
 
 @dataclass
@@ -163,7 +169,8 @@ def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: in
 def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int | str | None = "auto",
             overlap: int | None = None, samples: int = 1, batch: int = 8, flip: bool = False,
             scale: str | float = "auto", hole_depth: float | None = None,
-            device: torch.device | str = "cpu", progress: bool = False) -> InpaintResult:
+            device: torch.device | str = "cpu", progress: bool = False,
+            should_stop: Callable[[], bool] | None = None) -> InpaintResult:
     """Fill the holes of ``image``.
 
     Args:
@@ -183,6 +190,8 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
             file), else :data:`DEFAULT_HOLE_DEPTH`.
         device: where the model runs (the model is moved there).
         progress: show a progress bar over tiles.
+        should_stop: called before every tile; when it returns True, :class:`Cancelled` is raised
+            (a server stops the work of a client that left).
     """
     if image.ndim != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, C) uint8 image, got {image.dtype} {image.shape}")
@@ -209,50 +218,100 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
             levels = hole_levels(known, hole_depth, max_factor)
         else:
             levels = np.where(known, 0, min(float(scale), max_factor))
-        return _multiscale(model, image, known, levels, tile, overlap, samples, batch, flip, device, progress)
+        return _multiscale(model, image, known, levels, tile, overlap, samples, batch, flip, device, progress,
+                           should_stop)
     finally:
         if samples > 1:
             model.mc_dropout = mc
 
 
-def _multiscale(model: nn.Module, image: np.ndarray, known: np.ndarray, levels: np.ndarray, tile: int | str | None,
-                overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
-                progress: bool) -> InpaintResult:
-    """Run every scale level of ``levels`` and paste each level's fill into its own holes."""
-    out = image.copy()
-    std = np.zeros(image.shape, np.float32) if samples > 1 else None
-    tiles = 0
+@dataclass
+class _Level:
+    """One working scale: the (downscaled) mask, the pixels to fill there and the tile side."""
+
+    factor: float
+    known: np.ndarray  # (h, w) bool at this scale
+    targets: np.ndarray  # (h, w) bool: the pixels this level must predict
+    mine: np.ndarray  # (H, W) bool: the full-resolution holes this level fills
+    tile: int | None
+
+
+def _levels(known: np.ndarray, levels: np.ndarray, tile: int | str | None) -> Iterator[_Level]:
+    """The scale levels of ``levels`` (see :func:`hole_levels`), finest first."""
+    height, width = known.shape
     for factor in sorted({float(f) for f in np.unique(levels)} - {0.0}):
         mine = levels == factor
         if factor == 1:
-            res = _inpaint(model, image, known, mine, _resolve_tile(tile, *known.shape), overlap, samples, batch, flip,
-                           device, progress)
-            out[mine] = res.image[mine]
-            fill_std = res.std
+            yield _Level(factor, known, mine, mine, _resolve_tile(tile, height, width))
+            continue
+        size = (max(1, round(width / factor)), max(1, round(height / factor)))
+        small_known = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1 - 1e-6
+        if not small_known.any():
+            raise ValueError("the holes leave no known pixel at the working scale; pass a smaller scale")
+        small_targets = cv2.resize(mine.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+        # the upsampling reads the 2 low-resolution pixels around each target pixel
+        small_targets = cv2.dilate(small_targets.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~small_known
+        yield _Level(factor, small_known, small_targets, mine, _resolve_tile(tile, size[1], size[0]))
+
+
+def _tile_boxes(targets: np.ndarray, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
+    """Origins of the tiles that touch a target pixel."""
+    height, width = targets.shape
+    return [(y, x) for y in tile_origins(height, tile, overlap, align) for x in tile_origins(width, tile, overlap, align)
+            if targets[y : y + tile, x : x + tile].any()]
+
+
+def model_pixels(known: np.ndarray, *, tile: int | str | None = "auto", scale: str | float = "auto",
+                 hole_depth: float = DEFAULT_HOLE_DEPTH, overlap: int | None = None, multiple: int = 1) -> int:
+    """How many pixels :func:`inpaint` would send through the model (per sample, without
+    ``flip``): a measure of its work, known before any image is decoded or model run (a server
+    refuses requests over a budget with it)."""
+    height, width = known.shape
+    max_factor = max(1, min(height, width) // MIN_LEVEL_SIDE)
+    levels = hole_levels(known, hole_depth, max_factor) if scale == "auto" else \
+        np.where(known, 0, min(float(scale), max_factor))
+    total = 0
+    for level in _levels(known, levels, tile):
+        h, w = level.known.shape
+        if level.tile is None or (level.tile >= h and level.tile >= w):
+            total += h * w
         else:
-            height, width = known.shape
-            size = (max(1, round(width / factor)), max(1, round(height / factor)))
+            boxes = _tile_boxes(level.targets, level.tile, level.tile // 4 if overlap is None else overlap,
+                                min(multiple, level.tile))
+            total += sum((min(y + level.tile, h) - y) * (min(x + level.tile, w) - x) for y, x in boxes)
+    return total
+
+
+def _multiscale(model: nn.Module, image: np.ndarray, known: np.ndarray, levels: np.ndarray, tile: int | str | None,
+                overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
+                progress: bool, should_stop: Callable[[], bool] | None) -> InpaintResult:
+    """Run every scale level of ``levels`` and paste each level's fill into its own holes."""
+    out = image.copy()
+    std = np.zeros(image.shape, np.float32) if samples > 1 else None
+    height, width = known.shape
+    tiles = 0
+    for level in _levels(known, levels, tile):
+        mine = level.mine
+        if level.factor == 1:
+            res = _inpaint(model, image, known, mine, level.tile, overlap, samples, batch, flip, device, progress,
+                           should_stop)
+            out[mine] = res.image[mine]
+            if std is not None:
+                std[mine] = res.std[mine]
+        else:
+            size = level.known.shape[::-1]
             small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
-            small_known = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1 - 1e-6
-            if not small_known.any():
-                raise ValueError("the holes leave no known pixel at the working scale; pass a smaller scale")
-            small_targets = cv2.resize(mine.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-            # the upsampling below reads the 2 low-resolution pixels around each target pixel
-            small_targets = cv2.dilate(small_targets.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~small_known
-            res = _inpaint(model, small, small_known, small_targets, _resolve_tile(tile, *small_known.shape), overlap,
-                           samples, batch, flip, device, progress)
+            res = _inpaint(model, small, level.known, level.targets, level.tile, overlap, samples, batch, flip, device,
+                           progress, should_stop)
             # only the bounding box of this level's holes is upsampled
             ys, xs = np.nonzero(mine)
-            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            big = _upsample_box(res.image.astype(np.float32), (height, width), (y0, y1, x0, x1))
+            box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+            y0, y1, x0, x1 = box
+            big = _upsample_box(res.image.astype(np.float32), (height, width), box)
             sub = mine[y0:y1, x0:x1]
             out[y0:y1, x0:x1][sub] = np.clip(np.rint(big[sub]), 0, 255).astype(np.uint8)
-            fill_std = None
             if std is not None:
-                std_big = _upsample_box(res.std, (height, width), (y0, y1, x0, x1))
-                std[y0:y1, x0:x1][sub] = np.maximum(std_big[sub], 0)
-        if std is not None and fill_std is not None:
-            std[mine] = fill_std[mine]
+                std[y0:y1, x0:x1][sub] = np.maximum(_upsample_box(res.std, (height, width), box)[sub], 0)
         tiles += res.tiles
     return InpaintResult(out, std, tiles, samples)
 
@@ -276,7 +335,7 @@ def _upsample_box(small: np.ndarray, full: tuple[int, int], box: tuple[int, int,
 
 def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np.ndarray, tile: int | None,
              overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
-             progress: bool) -> InpaintResult:
+             progress: bool, should_stop: Callable[[], bool] | None = None) -> InpaintResult:
     """Fill the ``targets`` pixels (a subset of the holes) at this resolution; other pixels keep
     the input's values. Only tiles touching a target run."""
     height, width = known.shape
@@ -284,6 +343,8 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np
     std = np.zeros(image.shape, np.float32) if samples > 1 else None
     if not targets.any():
         return InpaintResult(out, std, 0, samples)
+    if should_stop is not None and should_stop():
+        raise Cancelled
     if tile is None or (tile >= height and tile >= width):
         pred, var = _predict(model, image, known, samples, batch, device, flip)
         out[targets] = _to_uint8(pred[targets])
@@ -295,8 +356,7 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
     align = min(getattr(model, "multiple", 1), tile)
-    boxes = [(y, x) for y in tile_origins(height, tile, overlap, align) for x in tile_origins(width, tile, overlap, align)
-             if targets[y : y + tile, x : x + tile].any()]
+    boxes = _tile_boxes(targets, tile, overlap, align)
     # Accumulators cover only the bounding box of the targets' tiles, so memory follows the holes.
     top = min(y for y, _ in boxes)
     left = min(x for _, x in boxes)
@@ -306,6 +366,8 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np
     acc_var = np.zeros(acc.shape, np.float32) if samples > 1 else None
     weight = np.zeros((bottom - top, right - left), np.float32)
     for y, x in tqdm(boxes, desc="tiles", unit="tile", disable=not progress, leave=False):
+        if should_stop is not None and should_stop():
+            raise Cancelled
         y1, x1 = min(y + tile, height), min(x + tile, width)
         pred, var = _predict(model, image[y:y1, x:x1], known[y:y1, x:x1], samples, batch, device, flip)
         w = _feather(y1 - y, x1 - x, overlap)

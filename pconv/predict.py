@@ -57,6 +57,9 @@ def read_input(path: Path, channels: int) -> _Input:
         with Image.open(path) as img:
             img.load()
             return decode_input(img, channels)
+    except Image.DecompressionBombError as err:
+        raise UsageError(f"cannot read image {path}: {err} (Pillow's guard against decompression bombs; "
+                         "a real photo this large must be split or downscaled first)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UsageError(f"cannot read image {path}: {err}") from None
 

@@ -5,38 +5,49 @@ Open the page, drop a photo, paint the holes, press Inpaint. Programs use the AP
     curl -F image=@photo.jpg -F mask=@holes.png http://127.0.0.1:8000/api/inpaint -o filled.png
     curl http://127.0.0.1:8000/api/health
 
-Uploads are read into memory (the multipart parser may spool large ones to a temporary file,
-deleted when the request ends); nothing is written anywhere else. One model serves every
-request: requests wait their turn instead of running side by side out of memory.
+Under load it stays responsive: one request runs on the model at a time and at most
+``--max-queue`` more wait (others get 503 with ``Retry-After``); uploads stay compressed while
+they wait and are decoded only when their turn comes; a request whose work (pixels through the
+model, known from the mask before the image is decoded) is over ``--max-work-mp`` is answered
+422 before any model work; work stops when its client disconnects; ``/api/health`` never waits
+for the model; SIGTERM or Ctrl-C stops running work at its next tile and the server within
+seconds. Requests from web pages of other origins are refused (403) unless ``--allow-origin``
+names them. Nothing is written to disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import sys
 import threading
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
-from pconv.inpaint import inpaint
+from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
 from pconv.io import DEFAULT_WEIGHTS, load_model
 from pconv.masks import mask_from_image
 from pconv.predict import decode_input, to_output_image
 
 __all__ = ["create_app", "main"]
 
+RETRY_AFTER_S = 5
+
 
 def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", weights_name: str = "model",
                max_upload_mb: float = 25.0, max_megapixels: float = 50.0, tile: int | str | None = "auto",
-               scale: str | float = "auto") -> FastAPI:
+               scale: str | float = "auto", max_queue: int = 4, max_work_mp: float = 16.0,
+               allow_origins: Sequence[str] = ()) -> FastAPI:
     """The FastAPI application serving ``model``: the page at ``/`` and the API under ``/api``.
 
     Args:
@@ -47,82 +58,172 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
         max_megapixels: images with more pixels are answered 413 before they are decoded.
         tile: tiling of large images, as in ``predict.py --tile``.
         scale: working scale, as in ``predict.py --scale``.
+        max_queue: requests that may wait while one runs; more are answered 503.
+        max_work_mp: megapixels through the model per request (see :func:`pconv.inpaint.model_pixels`);
+            more is answered 422 before any model work.
+        allow_origins: web origins (``https://host:port``) besides the server's own whose pages may
+            post work; ``"*"`` allows any.
     """
     app = FastAPI(title="pconv", docs_url="/api/docs", openapi_url="/api/openapi.json")
     model = model.to(device).eval()
-    lock = threading.Lock()  # one model, one request at a time; the others wait in line
+    app.state.cancel_all = threading.Event()  # set on shutdown: running work stops at its next tile
+    queue = {"admitted": 0, "running": 0}
+    slot: list[asyncio.Semaphore] = []  # created in the server's event loop
     channels = model.config.in_channels
+    hole_depth = getattr(model, "hole_depth", None) or DEFAULT_HOLE_DEPTH
     limit = int(max_upload_mb * 2**20)
     page = resources.files("pconv").joinpath("static/index.html").read_text(encoding="utf-8")
 
-    @app.middleware("http")
-    async def upload_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length is not None and length.isdigit() and int(length) > limit:
-            return JSONResponse({"detail": f"upload of {int(length) / 2**20:.1f} MB is over the limit of "
-                                           f"{max_upload_mb:g} MB"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(_Guard, limit=limit, max_upload_mb=max_upload_mb, allow_origins=tuple(allow_origins))
 
     def open_upload(data: bytes, what: str) -> Image.Image:
+        """The image's header only (no pixels decoded yet); limits checked."""
         if len(data) > limit:
             raise HTTPException(413, f"{what} upload is over the limit of {max_upload_mb:g} MB")
         if not data:
             raise HTTPException(400, f"the {what} upload is empty")
         try:
             img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:
+            raise HTTPException(413, f"the {what} is too large to decode safely ({err})") from None
         except (UnidentifiedImageError, OSError) as err:
             raise HTTPException(400, f"the {what} is not an image Pillow can read ({err})") from None
         if img.width * img.height > max_megapixels * 1e6:
             raise HTTPException(413, f"the {what} has {img.width * img.height / 1e6:.1f} megapixels; the limit is "
                                      f"{max_megapixels:g}")
+        return img
+
+    def decode(img: Image.Image, what: str) -> None:
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as err:
             raise HTTPException(400, f"the {what} could not be decoded ({err})") from None
-        return img
+
+    def work(image_data: bytes, mask_data: bytes, invert_mask: bool, left: threading.Event) -> tuple[bytes, dict]:
+        """Decode, check, inpaint and encode one request (in a worker thread, holding the model slot)."""
+        img = open_upload(image_data, "image")
+        mask_img = open_upload(mask_data, "mask")
+        if mask_img.size != img.size:
+            raise HTTPException(400, f"the mask is {mask_img.width}x{mask_img.height} but the image is "
+                                     f"{img.width}x{img.height}")
+        decode(mask_img, "mask")
+        known, _ = mask_from_image(mask_img, invert_mask)
+        del mask_img
+        if not known.any():
+            raise HTTPException(400, "the mask covers the whole image: there is nothing to inpaint from")
+        if not known.all():
+            needed = model_pixels(known, tile=tile, scale=scale, hole_depth=hole_depth,
+                                  multiple=getattr(model, "multiple", 1))
+            if needed > max_work_mp * 1e6:
+                raise HTTPException(422, f"this request needs {needed / 1e6:.1f} megapixels of model work (the limit "
+                                         f"is {max_work_mp:g}): send a smaller image or fewer, smaller holes")
+        decode(img, "image")
+        try:
+            source = decode_input(img, channels)
+        except (ValueError, UsageError) as err:
+            raise HTTPException(400, str(err)) from None
+        del img
+        headers = {}
+        if known.all():
+            pixels = source.pixels
+            headers["X-Pconv-Warning"] = "the mask has no holes; the image is returned unchanged"
+        else:
+            pixels = inpaint(model, source.pixels, known, tile=tile, scale=scale, device=device,
+                             should_stop=lambda: left.is_set() or app.state.cancel_all.is_set()).image
+        buffer = io.BytesIO()
+        to_output_image(pixels, source).save(buffer, format="PNG")
+        return buffer.getvalue(), headers
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return page
 
     @app.get("/api/health")
-    def health() -> dict:
+    async def health() -> dict:
+        """Answered on the event loop: never waits for the model."""
         return {"status": "ok", "model": weights_name, "architecture": type(model).__name__,
                 "config": model.config.to_dict(), "device": str(device),
-                "limits": {"upload_mb": max_upload_mb, "megapixels": max_megapixels}}
+                "queue": {"running": queue["running"], "waiting": queue["admitted"] - queue["running"],
+                          "max_waiting": max_queue},
+                "limits": {"upload_mb": max_upload_mb, "megapixels": max_megapixels, "work_mp": max_work_mp}}
 
     @app.post("/api/inpaint", responses={200: {"content": {"image/png": {}}}})
-    def inpaint_endpoint(image: UploadFile = File(...), mask: UploadFile = File(...),
-                         invert_mask: bool = Form(False)) -> Response:
+    async def inpaint_endpoint(request: Request, image: UploadFile = File(...), mask: UploadFile = File(...),
+                               invert_mask: bool = Form(False)) -> Response:
         """Multipart ``image`` and ``mask`` (white = hole, or alpha > 127 = hole); returns the PNG composite."""
+        if queue["admitted"] >= max_queue + 1 or app.state.cancel_all.is_set():
+            raise HTTPException(503, f"busy: {queue['admitted']} requests are running or waiting; try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        queue["admitted"] += 1
         try:
-            img = open_upload(image.file.read(limit + 1), "image")
-            mask_img = open_upload(mask.file.read(limit + 1), "mask")
+            try:
+                image_data, mask_data = await image.read(limit + 1), await mask.read(limit + 1)
+            finally:
+                await image.close()
+                await mask.close()
+            if not slot:
+                slot.append(asyncio.Semaphore(1))
+            async with slot[0]:
+                left = threading.Event()
+                if app.state.cancel_all.is_set():
+                    raise HTTPException(503, "the server is shutting down", headers={"Retry-After": str(RETRY_AFTER_S)})
+                if await request.is_disconnected():
+                    return Response(status_code=499)
+                queue["running"] += 1
+                watcher = asyncio.create_task(_watch_disconnect(request, left))
+                try:
+                    content, headers = await run_in_threadpool(work, image_data, mask_data, invert_mask, left)
+                except Cancelled:
+                    status = 499 if left.is_set() else 503
+                    return JSONResponse({"detail": "cancelled"}, status_code=status)
+                finally:
+                    queue["running"] -= 1
+                    watcher.cancel()
         finally:
-            image.file.close()
-            mask.file.close()
-        try:
-            source = decode_input(img, channels)
-        except ValueError as err:
-            raise HTTPException(400, str(err)) from None
-        known, _ = mask_from_image(mask_img, invert_mask)
-        height, width = source.pixels.shape[:2]
-        if known.shape != (height, width):
-            raise HTTPException(400, f"the mask is {known.shape[1]}x{known.shape[0]} but the image is {width}x{height}")
-        if not known.any():
-            raise HTTPException(400, "the mask covers the whole image: there is nothing to inpaint from")
-        headers = {}
-        if known.all():
-            pixels = source.pixels
-            headers["X-Pconv-Warning"] = "the mask has no holes; the image is returned unchanged"
-        else:
-            with lock:
-                pixels = inpaint(model, source.pixels, known, tile=tile, scale=scale, device=device).image
-        buffer = io.BytesIO()
-        to_output_image(pixels, source).save(buffer, format="PNG")
-        return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+            queue["admitted"] -= 1
+        return Response(content, media_type="image/png", headers=headers)
 
     return app
+
+
+class _Guard:
+    """Pure ASGI middleware (so ``request.is_disconnected()`` keeps working behind it): refuses
+    POSTs from other origins (403) and over the upload limit by their ``Content-Length`` (413)."""
+
+    def __init__(self, app, *, limit: int, max_upload_mb: float, allow_origins: tuple[str, ...]) -> None:
+        self.app, self.limit, self.max_upload_mb, self.allow_origins = app, limit, max_upload_mb, allow_origins
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            origin, length = headers.get("origin"), headers.get("content-length")
+            refusal = None
+            if origin is not None and not _origin_allowed(origin, headers.get("host", ""), self.allow_origins):
+                refusal = JSONResponse({"detail": f"requests from web pages at {origin} are not allowed; start the "
+                                                  "server with --allow-origin to allow them"}, status_code=403)
+            elif length is not None and length.isdigit() and int(length) > self.limit:
+                refusal = JSONResponse({"detail": f"upload of {int(length) / 2**20:.1f} MB is over the limit of "
+                                                  f"{self.max_upload_mb:g} MB"}, status_code=413)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _watch_disconnect(request: Request, left: threading.Event) -> None:
+    """Set ``left`` when the client goes away (the work then stops at its next tile)."""
+    while not left.is_set():
+        if await request.is_disconnected():
+            left.set()
+            return
+        await asyncio.sleep(0.1)
+
+
+def _origin_allowed(origin: str, host: str, allowed: Sequence[str]) -> bool:
+    """The page's own origin (same host and port as the request's ``Host``) or an allowed one."""
+    if "*" in allowed or origin.rstrip("/") in {a.rstrip("/") for a in allowed}:
+        return True
+    return urlsplit(origin).netloc.lower() == host.lower()
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -133,8 +234,15 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request in MB (default 25)")
     p.add_argument("--max-megapixels", type=float, default=50.0, help="largest image in megapixels (default 50)")
+    p.add_argument("--max-queue", type=int, default=4, help="requests that may wait while one runs (default 4)")
+    p.add_argument("--max-work-mp", type=float, default=16.0,
+                   help="megapixels through the model per request, known before decoding (default 16)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                   help="also accept requests from web pages at this origin (repeatable; * for any)")
     p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     args = p.parse_args(argv)
+    if args.max_queue < 0 or args.max_work_mp <= 0:
+        raise UsageError("--max-queue must be at least 0 and --max-work-mp positive")
     weights = args.weights or DEFAULT_WEIGHTS
     if not weights.is_file():
         raise UsageError(f"model file not found: {weights}" + ("" if args.weights else "; pass --weights FILE"))
@@ -146,9 +254,16 @@ def _main(argv: Sequence[str] | None) -> int:
     import uvicorn
 
     app = create_app(model, device=device, weights_name=weights.name, max_upload_mb=args.max_upload_mb,
-                     max_megapixels=args.max_megapixels, scale=args.scale)
-    print(f"serving {weights.name} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+                     max_megapixels=args.max_megapixels, scale=args.scale, max_queue=args.max_queue,
+                     max_work_mp=args.max_work_mp, allow_origins=args.allow_origin)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            app.state.cancel_all.set()  # running work stops at its next tile
+            super().handle_exit(sig, frame)
+
+    print(f"serving {weights.name} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)).run()
     return 0
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
+import subprocess
+import sys
 import shutil
 import socket
 import threading
 import time
+import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,13 +43,15 @@ def _photo(height: int, width: int) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def server() -> str:
-    torch.manual_seed(0)
-    app = create_app(PConvUNet(depth=3, base_width=4), weights_name="tiny", max_upload_mb=1.0, max_megapixels=0.1)
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _running(app) -> Iterator[str]:
+    port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -50,9 +59,20 @@ def server() -> str:
         if srv.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    torch.manual_seed(0)
+    app = create_app(PConvUNet(depth=3, base_width=4), weights_name="tiny", max_upload_mb=1.0, max_megapixels=0.1,
+                     max_queue=16, max_work_mp=0.05)
+    with _running(app) as url:
+        yield url
 
 
 def _post(url: str, image: bytes, mask: bytes) -> httpx.Response:
@@ -92,6 +112,8 @@ def test_page_is_served(server):
         ("all holes", 400, "covers the whole image"),
         ("too large", 413, "over the limit of 1 MB"),
         ("too many pixels", 413, "megapixels; the limit is 0.1"),
+        ("too much work", 422, "megapixels of model work (the limit is 0.05)"),
+        ("decompression bomb", 413, "too large to decode safely"),
     ],
 )
 def test_bad_requests_are_answered_with_the_reason(server, case, status, message):
@@ -106,6 +128,13 @@ def test_bad_requests_are_answered_with_the_reason(server, case, status, message
         image = np.random.default_rng(0).bytes(3 * 2**20 // 2)
     elif case == "too many pixels":
         image = _png(_photo(400, 400))
+    elif case == "too much work":  # 0.07 MP, all of it through the model at full resolution
+        image = _png(_photo(240, 300))
+        mask = _png(np.tile(np.array([[255, 0, 0, 0]], np.uint8), (240, 75)))  # thin stripes: full resolution
+    elif case == "decompression bomb":  # a tiny PNG header claiming 400 megapixels
+        image = _png(np.zeros((1, 1), np.uint8))
+        ihdr = b"IHDR" + (20000).to_bytes(4, "big") * 2 + image[24:29]
+        image = image[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + image[33:]
     r = _post(server, image, mask)
     assert r.status_code == status and message in r.json()["detail"]
 
@@ -174,3 +203,123 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
     assert not changed[~painted].any()  # untouched outside the stroke
     assert changed[painted].mean() > 0.5  # filled under it
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+class _Slow(PConvUNet):
+    """A tiny model that takes ``delay`` seconds per forward pass and counts its calls."""
+
+    def __init__(self, delay: float) -> None:
+        torch.manual_seed(0)
+        super().__init__(depth=3, base_width=4)
+        self.delay, self.calls = delay, 0
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.delay)
+        return super().forward(image, mask)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _stripes(height: int, width: int) -> bytes:
+    """Thin vertical stripes of holes: every hole runs at full resolution."""
+    return _png(np.tile(np.array([[255, 0, 0, 0]], np.uint8), (height, width // 4)))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads memory from /proc")
+def test_under_load_the_queue_is_bounded_health_stays_fast_and_the_server_recovers():
+    model = _Slow(0.4)
+    app = create_app(model, max_queue=2, max_work_mp=1.0)
+    image, mask = _png(_photo(64, 64)), _stripes(64, 64)
+    with _running(app) as url:
+        before = _rss_mb()
+        with ThreadPoolExecutor(10) as pool:
+            futures = [pool.submit(_post, url, image, mask) for _ in range(10)]
+            time.sleep(0.3)
+            health_times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                h = httpx.get(f"{url}/api/health", timeout=5)
+                health_times.append(time.perf_counter() - start)
+                assert h.status_code == 200
+            busy = h.json()["queue"]
+            responses = [f.result() for f in futures]
+        codes = sorted(r.status_code for r in responses)
+        assert codes.count(200) >= 3 and codes.count(503) >= 5 and set(codes) == {200, 503}, codes
+        assert all(r.headers["retry-after"] == "5" for r in responses if r.status_code == 503)
+        assert max(health_times) < 0.3 and busy["running"] == 1 and busy["waiting"] <= 2
+        assert model.calls == codes.count(200)  # refused requests never reached the model
+        assert _rss_mb() - before < 200
+        assert _post(url, image, mask).status_code == 200  # recovered
+
+
+def test_work_stops_when_the_client_disconnects():
+    model = _Slow(0.1)
+    app = create_app(model, tile=32, scale=1, max_work_mp=10)
+    holes = np.zeros((256, 256), np.uint8)
+    holes[::4] = 255  # every row of tiles has holes: 64 tiles of 32 px
+    with _running(app) as url:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/api/inpaint", files={"image": ("i.png", _png(_photo(256, 256))),
+                                                   "mask": ("m.png", _png(holes))}, timeout=0.5)
+        time.sleep(1.0)
+        calls = model.calls
+        time.sleep(0.5)
+        assert model.calls == calls and calls < 30  # stopped well before the 81 tiles
+
+
+def test_shutdown_cancels_running_work():
+    model = _Slow(0.1)
+    app = create_app(model, tile=32, scale=1, max_work_mp=10)
+    holes = np.zeros((256, 256), np.uint8)
+    holes[::4] = 255
+    with _running(app) as url:
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(_post, url, _png(_photo(256, 256)), _png(holes))
+            time.sleep(0.5)
+            app.state.cancel_all.set()  # what SIGTERM does
+            start = time.perf_counter()
+            r = future.result()
+        assert r.status_code == 503 and time.perf_counter() - start < 1.0
+        assert _post(url, _png(_photo(32, 32)), _png(np.zeros((32, 32), np.uint8))).status_code == 503
+
+
+def test_requests_from_other_origins_are_refused_unless_allowed(server):
+    image, mask = _png(_photo(16, 16)), _png(np.zeros((16, 16), np.uint8))
+    files = {"image": ("i.png", image), "mask": ("m.png", mask)}
+    evil = httpx.post(f"{server}/api/inpaint", files=files, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and "--allow-origin" in evil.json()["detail"]
+    own = httpx.post(f"{server}/api/inpaint", files=files, headers={"Origin": server})
+    assert own.status_code == 200
+    app = create_app(PConvUNet(depth=3, base_width=4), allow_origins=["https://ok.example"])
+    with _running(app) as url:
+        ok = httpx.post(f"{url}/api/inpaint", files=files, headers={"Origin": "https://ok.example"})
+        assert ok.status_code == 200
+
+
+def test_sigterm_stops_the_server_within_seconds(tmp_path):
+    from pconv import save_model
+
+    torch.manual_seed(0)
+    save_model(PConvUNet(depth=3, base_width=4), tmp_path / "tiny.safetensors")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pconv.serve", "--weights", str(tmp_path / "tiny.safetensors"),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not start: " + proc.stderr.read())
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert time.perf_counter() - start < 5
+    finally:
+        proc.kill()
