@@ -34,7 +34,7 @@ from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_ar
 from pconv.data import center_crop, find_images, load_image
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
-from pconv.masks import RATIO_BINS, generate, parse_kind, read_mask
+from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.metrics import METRICS, score
 
 __all__ = ["BASELINES", "Case", "bin_of", "evaluate", "main", "write_report"]
@@ -112,10 +112,11 @@ def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: boo
 
     Each mask's bin is its hole ratio after resizing (nearest) to its image.
     """
-    try:
-        files = find_images(folder, "mask")
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
+    if not folder.is_dir():
+        raise UsageError(f"mask folder not found: {folder}")
+    files = mask_files(folder)  # contact sheets are previews, not masks
+    if not files:
+        raise UsageError(f"no masks in {folder}")
     by_stem = {p.stem: p for p in files}
     paired = all(stem in by_stem for stem, _ in images)
     count = max(len(images), len(files))  # cycling uses every image and every mask at least once

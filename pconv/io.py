@@ -100,12 +100,20 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
         metadata = read_metadata(path)
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as f:
+            if f.read(2) == b"PK":  # a zip archive: what torch.save writes
+                raise ValueError(f"{path} is a training checkpoint (torch.save), not a release file: pass the "
+                                 "model.safetensors that train.py wrote in the same run folder") from err
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
     if metadata.get("format") != _FORMAT or metadata.get("architecture") not in ARCHITECTURES:
         raise ValueError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
     cls, config_cls = ARCHITECTURES[metadata["architecture"]]
-    model = cls(config_cls(**json.loads(metadata["config"])))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    try:
+        model = cls(config_cls(**json.loads(metadata.get("config", ""))))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} has a bad configuration or weights for {metadata['architecture']}: "
+                         f"{str(err).splitlines()[0]}") from err
     model.hole_depth = hole_depth_of(metadata)
     return model.to(device).eval()
 

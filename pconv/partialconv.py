@@ -186,6 +186,14 @@ class _PartialConvMixin:
         return ratio, new_mask
 
 
+def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x * mask``, but exactly 0 where the mask is 0 even when ``x`` holds NaN or Inf there
+    (a hole's content must never reach the output)."""
+    if mask is None:
+        return x
+    return torch.where(mask != 0, x * mask, 0)
+
+
 class _PartialConvFunction(torch.autograd.Function):
     """``conv(x * mask) * ratio + bias * new_mask`` with a lean backward.
 
@@ -199,7 +207,7 @@ class _PartialConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mask, weight, bias, ratio, new_mask, geometry):  # type: ignore[override]
         stride, padding, dilation, groups = geometry
-        xm = x if mask is None else x * mask
+        xm = _masked(x, mask)
         out = _CONV[x.dim() - 2](xm, weight, None, stride, padding, dilation, groups)
         out.mul_(ratio)
         if bias is not None:
@@ -217,7 +225,7 @@ class _PartialConvFunction(torch.autograd.Function):
         need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_w = grad_b = None
         if need_x or need_w:
-            xm = x if mask is None else x * mask
+            xm = _masked(x, mask)
             grad_raw = grad * ratio
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
                 grad_raw, xm, weight, None, list(stride), list(padding), list(dilation),

@@ -32,6 +32,9 @@ from pconv.masks import IMAGE_SUFFIXES, read_mask
 
 __all__ = ["DEFAULT_WEIGHTS", "main"]
 
+# Below this share of known pixels the result is mostly invented: say so.
+MIN_KNOWN_SHARE = 0.02
+
 
 @dataclass
 class _Input:
@@ -175,6 +178,7 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
         return None, f"warning: mask {mask_path} has no holes; wrote the input unchanged to {out_path}"
     if not known.any():
         raise UsageError(f"mask {mask_path} covers the whole image: there is nothing to inpaint from")
+    known_share = float(known.mean())
     assert model is not None
     try:
         result = inpaint(model, source.pixels, known, tile=args.tile, overlap=args.overlap, samples=args.samples,
@@ -184,6 +188,9 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
         raise UsageError(str(err)) from None
     _atomic_save(to_output_image(result.image, source), out_path, fmt)
     report = f"wrote {out_path} ({result.tiles} tile{'s' if result.tiles != 1 else ''}, {np.count_nonzero(~known)} hole pixels)"
+    if known_share < MIN_KNOWN_SHARE:
+        tqdm.write(f"warning: only {known_share:.2%} of {image_path.name} is known: the fill has almost nothing to go "
+                   "on and is a guess", file=sys.stderr)
     if args.compare is not None:
         _atomic_save(Image.fromarray(compare_image(source.pixels, known, result.image).squeeze()), args.compare,
                      _output_format(args.compare))
@@ -285,6 +292,12 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path | None]]:
     for p in sorted(args.mask_dir.iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
             masks.setdefault(p.stem, p)
+    seen: dict[str, Path] = {}
+    for img in images:
+        if img.stem in seen:
+            raise UsageError(f"{seen[img.stem].name} and {img.name} in {args.image_dir} would both be written as "
+                             f"{img.stem}.{args.ext.lstrip('.')}: rename one of them")
+        seen[img.stem] = img
     return [(img, masks.get(img.stem)) for img in images]
 
 

@@ -167,7 +167,7 @@ class PConvUNet(nn.Module):
         p = self.config.dropout
         drop = p > 0 and (self.training or self.mc_dropout)
 
-        h, m = image * mask, mask
+        h, m = image.masked_fill(mask == 0, 0), mask  # select: NaN or Inf in a hole stays out
         skips: list[tuple[Tensor, Tensor]] = []
         for block in self.encoder:
             skips.append((h, m))

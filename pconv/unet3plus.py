@@ -157,7 +157,7 @@ class UNet3Plus(nn.Module):
         height, width = image.shape[-2:]
         image, mask = prepare_inputs(image, mask, cfg.in_channels, self.multiple)
         partial = cfg.conv == "partial"
-        x = image * mask
+        x = image.masked_fill(mask == 0, 0)  # select: NaN or Inf in a hole stays out
         h, m = (x, mask) if partial else (torch.cat([x, mask], 1), None)
 
         enc: list[tuple[Tensor, Tensor | None]] = []

@@ -184,6 +184,11 @@ def test_export_command_writes_masks_and_contact_sheet(tmp_path):
                        "--out", str(tmp_path / "set")]) == 0
     files = sorted((tmp_path / "set").glob("0*.png"))
     assert len(files) == 3 and (tmp_path / "set" / "contact_sheet.png").is_file()
+    # the sheet is a preview: folder readers never take it for a mask
+    from pconv.masks import mask_files
+
+    assert [p.name for p in mask_files(tmp_path / "set")] == [p.name for p in files]
+    assert len(MaskFolder(tmp_path / "set", (32, 32)).files) == 3
     for f in files:
         known, _ = read_mask(f)
         assert known.shape == (64, 64) and 0.1 < 1 - known.mean() <= 0.2

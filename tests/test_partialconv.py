@@ -289,3 +289,37 @@ def test_torch_compile_inductor_matches_eager_forward_and_backward():
         conv.zero_grad(set_to_none=True)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
+
+
+def test_nan_and_inf_in_holes_never_reach_the_output():
+    torch.manual_seed(0)
+    conv = PartialConv2d(3, 4, 3, padding=1, return_mask=True)
+    x = torch.rand(1, 3, 8, 8)
+    mask = torch.ones(1, 1, 8, 8)
+    mask[..., 2:5, 3:6] = 0
+    clean, _ = conv(x, mask)
+    dirty = x.clone()
+    dirty[..., 2:5, 3:6] = float("nan")
+    dirty[0, 0, 2, 3] = float("inf")
+    dirty.requires_grad_(True)
+    out, _ = conv(dirty, mask)
+    torch.testing.assert_close(out, clean)
+    out.sum().backward()
+    assert torch.isfinite(dirty.grad).all() and (dirty.grad[..., 2:5, 3:6] == 0).all()
+
+
+@pytest.mark.parametrize("arch", ["pconv", "unet3plus-partial", "unet3plus-plain"])
+def test_networks_ignore_non_finite_values_in_holes(arch):
+    from pconv import PConvUNet, UNet3Plus
+
+    torch.manual_seed(0)
+    model = (PConvUNet(depth=3, base_width=4) if arch == "pconv" else
+             UNet3Plus(depth=3, base_width=4, conv=arch.split("-")[1])).eval()
+    x = torch.rand(1, 3, 32, 32)
+    mask = torch.ones(1, 1, 32, 32)
+    mask[..., 8:20, 10:22] = 0
+    dirty = x.clone()
+    dirty[..., 8:20, 10:22] = float("nan")
+    dirty[..., 9, 11] = float("-inf")
+    with torch.no_grad():
+        torch.testing.assert_close(model(dirty, mask), model(x, mask))

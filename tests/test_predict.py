@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,9 @@ def test_resize_mask_scales_a_mask_of_another_size(weights, pair, tmp_path):
         ("uncertainty without samples", "need --samples N with N >= 2"),
         ("mixed modes", "not both"),
         ("16-bit image", "I;16 (more than 8 bits per pixel) images are not supported"),
+        ("checkpoint as weights", "is a training checkpoint (torch.save), not a release file"),
+        ("bad release config", "has a bad configuration or weights for pconv_unet"),
+        ("output is a folder", "could not write"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_path, capsys, case, message):
@@ -266,6 +270,19 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_pa
         extra = ["--uncertainty", str(tmp_path / "u.png")]
     elif case == "mixed modes":
         extra = ["--image-dir", str(tmp_path)]
+    elif case == "checkpoint as weights":
+        torch.save({"version": 1, "model": {}}, tmp_path / "last.pt")
+        args["--weights"] = str(tmp_path / "last.pt")
+    elif case == "bad release config":
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"),
+                  metadata={"format": "pconv-release-1", "architecture": "pconv_unet", "config": '{"depth": 99}'})
+        args["--weights"] = str(tmp_path / "bad.safetensors")
+    elif case == "output is a folder":
+        out = tmp_path / "out.png"
+        out.mkdir()
+        (out / "keep.txt").write_text("a folder named like an image")
     elif case == "16-bit image":
         Image.fromarray(np.full((40, 56), 40000, np.uint16)).save(tmp_path / "deep.png")
         args["--image"] = str(tmp_path / "deep.png")
@@ -273,7 +290,7 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("predict.py: error: ") and message in err and len(err.splitlines()) == 1
-    assert not out.exists() and not list(tmp_path.glob(".*.tmp*"))
+    assert (not out.exists() or out.is_dir()) and not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_missing_default_weights_say_what_to_do(pair, tmp_path, monkeypatch, capsys):
@@ -281,3 +298,56 @@ def test_missing_default_weights_say_what_to_do(pair, tmp_path, monkeypatch, cap
     monkeypatch.setattr(predict_mod, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
     assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]) == 2
     assert "--weights FILE" in capsys.readouterr().err
+
+
+def test_folder_mode_refuses_two_images_that_would_write_the_same_file(weights, tmp_path, capsys):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    Image.fromarray(_photo(16, 16)).save(images / "a.png")
+    Image.fromarray(_photo(16, 16)).save(images / "a.jpg")
+    write_mask(masks / "a.png", _holes(16, 16, (4, 8, 4, 8)))
+    assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(tmp_path / "out"),
+                 "--weights", str(weights["plain"])]) == 2
+    assert "would both be written as a.png" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_almost_no_known_context_warns(weights, tmp_path, capsys):
+    Image.fromarray(_photo(40, 40)).save(tmp_path / "p.png")
+    known = np.zeros((40, 40), bool)
+    known[20, 20] = True  # one known pixel
+    write_mask(tmp_path / "m.png", known)
+    assert main(["--image", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "--out",
+                 str(tmp_path / "o.png"), "--weights", str(weights["plain"])]) == 0
+    assert "only 0.06% of p.png is known" in capsys.readouterr().err
+
+
+def test_no_holes_with_the_output_the_input_itself_leaves_it_alone(weights, pair, tmp_path, capsys):
+    image_path, _, _, _ = pair
+    before = image_path.read_bytes()
+    write_mask(tmp_path / "none.png", np.ones((40, 56), bool))
+    assert main(["--image", str(image_path), "--mask", str(tmp_path / "none.png"), "--out", str(image_path),
+                 "--weights", str(weights["plain"])]) == 0
+    assert image_path.read_bytes() == before and "stays as it is" in capsys.readouterr().err
+
+
+def test_a_decompression_bomb_is_a_failed_pair_in_folder_mode(weights, tmp_path, capsys):
+    import zlib
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(png, format="PNG")
+    data = png.getvalue()
+    ihdr = b"IHDR" + (20000).to_bytes(4, "big") * 2 + data[24:29]  # claims 400 megapixels
+    (images / "bomb.png").write_bytes(data[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + data[33:])
+    write_mask(masks / "bomb.png", _holes(16, 16, (4, 8, 4, 8)))
+    Image.fromarray(_photo(16, 16)).save(images / "fine.png")
+    write_mask(masks / "fine.png", _holes(16, 16, (4, 8, 4, 8)))
+    assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(tmp_path / "out"),
+                 "--weights", str(weights["plain"])]) == 1
+    err = capsys.readouterr().err
+    assert "bomb.png: cannot read image" in err and "decompression bomb" in err
+    assert (tmp_path / "out" / "fine.png").is_file()

@@ -5,7 +5,7 @@ convention: 1 = known). On disk: 8-bit PNG, white = hole. ``python -m pconv.mask
 writes mask sets.
 """
 
-from pconv.masks.files import IMAGE_SUFFIXES, MaskFolder, mask_from_image, read_mask, write_mask
+from pconv.masks.files import CONTACT_SHEET, IMAGE_SUFFIXES, MaskFolder, mask_files, mask_from_image, read_mask, write_mask
 from pconv.masks.generators import (
     DEFAULT_MIX,
     KINDS,
@@ -23,6 +23,7 @@ from pconv.masks.generators import (
 )
 
 __all__ = [
+    "CONTACT_SHEET",
     "DEFAULT_MIX",
     "IMAGE_SUFFIXES",
     "KINDS",
@@ -33,6 +34,7 @@ __all__ = [
     "box_mask",
     "free_form_mask",
     "generate",
+    "mask_files",
     "mask_from_image",
     "parse_kind",
     "parse_ratio",

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pconv.masks.files import write_mask
-from pconv.masks.generators import KINDS, RATIO_BINS, generate, parse_ratio
+from pconv.masks.files import CONTACT_SHEET, write_mask
+from pconv.masks.generators import KINDS, MIXES, RATIO_BINS, generate, parse_kind, parse_ratio
 
 
 def contact_sheet(masks: list[np.ndarray], path: Path, columns: int = 8, thumb: int = 96) -> None:
@@ -49,6 +49,14 @@ def _ratio(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _kind(text: str) -> str:
+    try:
+        parse_kind(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def export(count: int, size: tuple[int, int], kind: str, seed: int, out: Path,
            ratio: tuple[float, float] | None, stream: int = 0, desc: str = "masks") -> list[np.ndarray]:
     """Write ``count`` masks as ``out/NNNN.png`` plus ``out/contact_sheet.png``.
@@ -62,7 +70,7 @@ def export(count: int, size: tuple[int, int], kind: str, seed: int, out: Path,
         known = generate(*size, np.random.default_rng([seed, stream, i]), kind=kind, ratio=ratio)
         write_mask(out / f"{i:04d}.png", known)
         masks.append(known)
-    contact_sheet(masks, out / "contact_sheet.png")
+    contact_sheet(masks, out / CONTACT_SHEET)
     return masks
 
 
@@ -72,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="write a mask set (PNG, white = hole) and a contact sheet")
     ex.add_argument("--count", type=int, default=100, help="masks per set (per bin with --bins)")
     ex.add_argument("--size", type=_size, default=(512, 512), help="N or HxW (default 512)")
-    ex.add_argument("--kind", choices=KINDS, default="strokes")
+    ex.add_argument("--kind", type=_kind, default="strokes",
+                    help=f"one of {', '.join(KINDS)}, a mixture ({', '.join(MIXES)}) or KIND=WEIGHT,... (default strokes)")
     ratio = ex.add_mutually_exclusive_group()
     ratio.add_argument("--ratio", type=_ratio, help=f"hole ratio range, e.g. 0.1-0.2, or a bin: {', '.join(RATIO_BINS)}")
     ratio.add_argument("--bins", action="store_true", help="one subfolder per ratio bin of the paper's evaluation")

@@ -13,9 +13,18 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "MaskFolder", "mask_from_image", "read_mask", "write_mask"]
+__all__ = ["CONTACT_SHEET", "IMAGE_SUFFIXES", "MaskFolder", "mask_files", "mask_from_image", "read_mask",
+           "write_mask"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# The preview ``python -m pconv.masks export`` writes beside a mask set: never read as a mask.
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def mask_files(root: str | Path) -> list[Path]:
+    """The mask images under ``root`` (recursively, sorted), without contact sheets."""
+    return sorted(p for p in Path(root).rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.name != CONTACT_SHEET and p.is_file())
 
 
 def write_mask(path: str | Path, known: np.ndarray) -> None:
@@ -73,7 +82,7 @@ class MaskFolder:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"mask folder not found: {self.root}")
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = mask_files(self.root)
         if not self.files:
             raise ValueError(f"no mask images ({', '.join(IMAGE_SUFFIXES)}) in {self.root}")
         self.size = size
