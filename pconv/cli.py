@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["SCALE_HELP", "UsageError", "resolve_device", "run_main", "scale_arg"]
+__all__ = ["SCALE_HELP", "UsageError", "prog_name", "resolve_device", "run_main", "scale_arg"]
 
 
 class UsageError(Exception):
@@ -28,12 +29,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def prog_name(default: str) -> str:
+    """How the user called the tool: ``pconv-train`` when run as the installed command, else ``default``
+    (``train.py``, ``python -m pconv.evaluate``, ...), for usage lines and error messages."""
+    called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return called if called.startswith("pconv-") else default
+
+
 def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
     """Call ``fn(argv)``; a :class:`UsageError` becomes ``prog: error: ...`` on stderr and exit code 2."""
     try:
         return fn(argv)
     except UsageError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog_name(prog)}: error: {err}", file=sys.stderr)
         return 2
 
 

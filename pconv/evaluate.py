@@ -30,7 +30,7 @@ from PIL import Image
 from skimage.restoration import inpaint_biharmonic
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
 from pconv.data import center_crop, find_images, load_image
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
@@ -265,7 +265,7 @@ def _example_tiles(case: Case, results: dict[str, np.ndarray], side: int = 192) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pconv.evaluate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog_name("python -m pconv.evaluate"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
     p.add_argument("--images", type=Path, required=True, help="folder of ground-truth images (searched recursively)")

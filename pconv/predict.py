@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
 from pconv.files import atomic_write
 from pconv.inpaint import InpaintResult, inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
@@ -230,7 +230,7 @@ def _tile(text: str) -> int | str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog_name("predict.py"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     one = p.add_argument_group("one image")
     one.add_argument("--image", type=Path, help="image to inpaint")

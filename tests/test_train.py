@@ -420,3 +420,12 @@ def test_amp_on_a_cpu_without_native_bf16_says_so_and_trains_in_float32(monkeypa
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
     assert loop.amp_dtype_for("on", torch.device("cpu")) == torch.bfloat16
     assert loop.amp_dtype_for("auto", torch.device("cpu")) is None
+
+
+def test_errors_name_the_command_the_user_ran(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/pconv-train"])
+    assert main(["--size", "64"]) == 2
+    assert capsys.readouterr().err.startswith("pconv-train: error: --train DIR is required")
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    assert main(["--size", "64"]) == 2
+    assert capsys.readouterr().err.startswith("train.py: error: ")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pconv.cli import UsageError
+from pconv.cli import UsageError, prog_name
 from pconv.losses import LossWeights
 from pconv.masks import DEFAULT_MIX, KINDS, MIXES, parse_kind, parse_ratio
 from pconv.unet import PConvUNetConfig
@@ -177,7 +177,7 @@ class TrainConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     """``train.py``'s flags, derived from the dataclasses; defaults are suppressed so given flags are known."""
-    p = argparse.ArgumentParser(prog="train.py", description="Two-stage training of an inpainting network on "
+    p = argparse.ArgumentParser(prog=prog_name("train.py"), description="Two-stage training of an inpainting network on "
                                 "folders of images.", argument_default=argparse.SUPPRESS)
     for name, section in _SECTIONS.items():
         group = p.add_argument_group(name, section.__doc__)
