@@ -273,6 +273,7 @@ def test_bad_mask_shape_is_a_clear_error(mask_shape):
         conv(torch.randn(2, 3, 6, 6), torch.ones(mask_shape))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's default backend (inductor) needs a C++ compiler on CPU")
 def test_torch_compile_inductor_matches_eager_forward_and_backward():

@@ -123,6 +123,7 @@ def test_hole_depth_comes_from_the_release_file(tmp_path):
     assert hole_depth_of({"training": "not json"}) == DEFAULT_HOLE_DEPTH
 
 
+@pytest.mark.slow
 def test_released_model_fills_a_big_hole_in_a_smooth_image_better_than_at_full_resolution():
     """A smooth three-colour gradient with a 200-px hole at 512 px: the auto scale's fill is much
     closer to the truth than the full-resolution one, whose hole is deeper than any in training."""

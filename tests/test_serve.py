@@ -156,6 +156,7 @@ def test_a_burst_of_concurrent_requests_is_all_answered(server):
     assert len({r.content for r in responses}) == 1  # the same answer for every request
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                     reason="needs Chromium and ChromeDriver (Debian: apt-get install chromium chromium-driver)")
 def test_page_in_a_headless_browser(server, tmp_path: Path):
@@ -229,6 +230,7 @@ def _stripes(height: int, width: int) -> bytes:
     return _png(np.tile(np.array([[255, 0, 0, 0]], np.uint8), (height, width // 4)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads memory from /proc")
 def test_under_load_the_queue_is_bounded_health_stays_fast_and_the_server_recovers():
     model = _Slow(0.4)
@@ -300,6 +302,7 @@ def test_requests_from_other_origins_are_refused_unless_allowed(server):
         assert ok.status_code == 200
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_server_within_seconds(tmp_path):
     from pconv import save_model
 

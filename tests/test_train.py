@@ -351,6 +351,7 @@ def test_load_image_applies_exif_orientation_and_converts_modes(tmp_path):
         load_image(tmp_path / "bad.png")
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_trains(folders, tmp_path):
     train, val = folders
     out = tmp_path / "ddp"
@@ -396,6 +397,7 @@ def test_checkpoint_on_a_full_disk_is_one_clear_line_and_leaves_no_partial_file(
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_a_folder_of_only_unreadable_images_is_one_clear_line(tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -64,6 +64,7 @@ def test_config_checks():
         UNet3PlusConfig(depth=1)
 
 
+@pytest.mark.slow
 def test_uncertainty_is_higher_in_a_blind_zone_after_training():
     """Toy blind-zone task: fill the bottom rows of smooth fields; dropout spread must be
     larger where the model has to guess than where it sees the input."""
