@@ -1,0 +1,33 @@
+"""torch.hub entry points: ``torch.hub.load("<owner>/pconv", "pconv_unet", pretrained=True)``.
+
+``pconv_unet`` is the released model (or an untrained one of any configuration); ``pconv_unet_bare``
+and ``unet3plus`` build untrained networks; ``convert`` puts partial convolutions into any model.
+"""
+
+dependencies = ["torch", "numpy", "safetensors", "cv2", "PIL"]
+
+from pconv import PConvUNet, UNet3Plus, load_model  # noqa: E402
+from pconv.convert import convert  # noqa: E402,F401
+from pconv.io import DEFAULT_WEIGHTS  # noqa: E402
+
+
+def pconv_unet(pretrained: bool = True, **config):
+    """The PConv U-Net: the project's released model (``pretrained=True``, in eval mode; its
+    ``hole_depth`` set for ``pconv.inpaint.inpaint``), or an untrained one built from ``config``
+    (``PConvUNetConfig`` fields, e.g. ``depth=8, base_width=64``)."""
+    if pretrained:
+        if config:
+            raise ValueError("the released model has a fixed configuration; pass pretrained=False to choose one")
+        return load_model(DEFAULT_WEIGHTS)
+    return PConvUNet(**config)
+
+
+def pconv_unet_bare(**config):
+    """An untrained PConv U-Net (``PConvUNetConfig`` fields as keywords)."""
+    return PConvUNet(**config)
+
+
+def unet3plus(**config):
+    """An untrained UNet3+ with partial (or plain) convolutions and Monte Carlo dropout
+    (``UNet3PlusConfig`` fields as keywords, e.g. ``in_channels=1, dropout=0.2``)."""
+    return UNet3Plus(**config)
