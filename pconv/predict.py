@@ -207,7 +207,20 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
     return result, report
 
 
-def _load(weights: Path | None, device: torch.device) -> nn.Module:
+def _load(weights: Path | None, device: torch.device, onnx: Path | None = None) -> nn.Module:
+    if onnx is not None:
+        if weights is not None:
+            raise UsageError("give --weights or --onnx, not both")
+        if not onnx.is_file():
+            raise UsageError(f"ONNX file not found: {onnx}")
+        try:
+            from pconv.export import OnnxModel
+
+            return OnnxModel(onnx)
+        except ImportError:
+            raise UsageError("--onnx needs onnxruntime: pip install -e .[onnx]") from None
+        except Exception as err:  # onnxruntime reports a broken file with its own exception types
+            raise UsageError(f"cannot load {onnx}: {str(err).splitlines()[0]}") from None
     path = weights or DEFAULT_WEIGHTS
     if weights is None and not path.is_file():
         raise UsageError(f"no released model at {path}; pass --weights FILE (a release file written by train.py)")
@@ -248,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--ext", default="png", help="format of the results in --out-dir (default png)")
     opt = p.add_argument_group("options")
     opt.add_argument("--weights", type=Path, help="release file from train.py (default: the project's released model)")
+    opt.add_argument("--onnx", type=Path, help="run this ONNX file (python -m pconv.export) with onnxruntime instead")
     opt.add_argument("--invert-mask", action="store_true", help="masks use white = known")
     opt.add_argument("--resize-mask", action="store_true", help="scale a mask of another size to the image")
     opt.add_argument("--tile", type=_tile, default="auto",
@@ -307,7 +321,7 @@ def _main(argv: Sequence[str] | None) -> int:
     device = resolve_device(args.device)
     if args.image is not None:
         _output_format(args.out)
-        model = _load(args.weights, device)
+        model = _load(args.weights, device, args.onnx)
         channels = model.config.in_channels
         result, report = inpaint_file(model, args.image, args.mask, args.out, args, device, channels)
         print(report, file=sys.stderr if result is None else sys.stdout)
@@ -316,7 +330,7 @@ def _main(argv: Sequence[str] | None) -> int:
     ext = "." + args.ext.lstrip(".")
     _output_format(Path("x" + ext))
     pairs = _pairs(args)
-    model = _load(args.weights, device)
+    model = _load(args.weights, device, args.onnx)
     channels = model.config.in_channels
     failures: list[str] = []
     for image_path, mask_path in tqdm(pairs, desc="inpainting", unit="image"):

@@ -1,0 +1,63 @@
+"""ONNX export: onnxruntime against PyTorch on a real photo, at sizes other than the exported one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pconv import PConvUNet, save_model
+from pconv.export import OnnxModel, export_onnx
+from pconv.inpaint import inpaint
+from pconv.masks import generate, write_mask
+from pconv.predict import main as predict_main
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    model = PConvUNet(depth=4, base_width=8).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    save_model(model, root / "tiny.safetensors")
+    export_onnx(model, root / "tiny.onnx")
+    return model, root
+
+
+@pytest.mark.slow
+def test_onnxruntime_matches_pytorch_on_a_photo_at_any_size(exported, test_photos):
+    model, root = exported
+    onnx_model = OnnxModel(root / "tiny.onnx")
+    assert onnx_model.multiple == model.multiple and onnx_model.config.depth == 4
+    photo = np.asarray(Image.open(test_photos[0]).convert("RGB"))
+    for h, w in ((96, 128), (75, 130), (200, 160)):  # not multiples of 16: OnnxModel pads
+        x = torch.from_numpy(photo[:h, :w].copy()).permute(2, 0, 1)[None].float() / 255
+        k = torch.from_numpy(generate(h, w, np.random.default_rng(h), "mixed", (0.1, 0.4)))[None, None].float()
+        with torch.no_grad():
+            ref = model(x.expand(2, -1, -1, -1), k)
+        got = onnx_model(x.expand(2, -1, -1, -1), k)
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_predict_runs_an_onnx_file(exported, test_photos, tmp_path):
+    model, root = exported
+    image = np.asarray(Image.open(test_photos[1]).convert("RGB"))[:120, :150].copy()
+    Image.fromarray(image).save(tmp_path / "p.png")
+    known = generate(120, 150, np.random.default_rng(0), "solid", (0.1, 0.3))
+    write_mask(tmp_path / "m.png", known)
+    out = tmp_path / "o.png"
+    assert predict_main(["--image", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "--out", str(out),
+                         "--onnx", str(root / "tiny.onnx")]) == 0
+    expected = inpaint(model, image, known).image
+    got = np.asarray(Image.open(out))
+    assert np.abs(got.astype(int) - expected).max() <= 1 and np.array_equal(got[known], image[known])
