@@ -34,24 +34,23 @@ __all__ = ["convert", "holes"]
 _PARTIAL = {nn.Conv2d: PartialConv2d, nn.Conv3d: PartialConv3d}
 
 
-class _MaskAware2d(PartialConv2d):
-    """A converted layer that reads the current hole mask of its model (see :func:`holes`)."""
+class _MaskAware:
+    """Mixed into a partial layer: reads the current hole mask of its model (see :func:`holes`)."""
 
     image_mask: Tensor | None = None
 
-    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None and self.image_mask is not None:
             mask = _fit(self.image_mask, input.shape[2:])
-        return super().forward(input, mask)
+        return super().forward(input, mask)  # type: ignore[misc]
 
 
-class _MaskAware3d(PartialConv3d):
-    image_mask: Tensor | None = None
+class _MaskAware2d(_MaskAware, PartialConv2d):
+    pass
 
-    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        if mask is None and self.image_mask is not None:
-            mask = _fit(self.image_mask, input.shape[2:])
-        return super().forward(input, mask)
+
+class _MaskAware3d(_MaskAware, PartialConv3d):
+    pass
 
 
 _MASK_AWARE = {nn.Conv2d: _MaskAware2d, nn.Conv3d: _MaskAware3d}
@@ -107,7 +106,7 @@ def holes(model: nn.Module, mask: Tensor) -> Iterator[nn.Module]:
         model: a converted model.
         mask: ``(N|1, 1, *S)`` with 1 = known, at the input's size.
     """
-    layers = [m for m in model.modules() if isinstance(m, (_MaskAware2d, _MaskAware3d))]
+    layers = [m for m in model.modules() if isinstance(m, _MaskAware)]
     if not layers:
         raise ValueError("the model has no mask-aware layers: convert it with convert(model, mask_aware=True)")
     for layer in layers:

@@ -80,18 +80,20 @@ def bin_of(known: np.ndarray) -> str:
     return "other"
 
 
-def _load_images(folder: Path, size: int | None) -> list[tuple[str, np.ndarray]]:
-    try:
-        files = find_images(folder)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
+def _load_images(folders: list[Path], size: int | None) -> list[tuple[str, np.ndarray]]:
+    """Every image under ``folders`` (centre-cropped to ``size`` unless ``None``), named by stem."""
     images = []
-    for path in files:
+    for folder in folders:
         try:
-            img = load_image(path, min_side=size)
-        except ValueError as err:
+            files = find_images(folder)
+        except (FileNotFoundError, ValueError) as err:
             raise UsageError(str(err)) from None
-        images.append((path.stem, np.asarray(img if size is None else center_crop(img, size))))
+        for path in files:
+            try:
+                img = load_image(path, min_side=size)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+            images.append((path.stem, np.asarray(img if size is None else center_crop(img, size))))
     return images
 
 
@@ -268,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog_name("python -m pconv.evaluate"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
-    p.add_argument("--images", type=Path, required=True, help="folder of ground-truth images (searched recursively)")
+    p.add_argument("--images", type=Path, nargs="+", required=True,
+                   help="folders of ground-truth images (searched recursively)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--masks", type=Path, help="folder of masks (white = hole), paired by name or cycled")
     src.add_argument("--bins", action="store_true", help="generate masks for each hole-ratio bin (the default)")

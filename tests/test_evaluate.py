@@ -145,3 +145,13 @@ def test_clear_errors(setup, tmp_path, capsys, case, message):
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
+
+
+def test_images_from_several_folders(tmp_path):
+    from pconv.evaluate import _load_images
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(_photo(20, 30, 1)).save(tmp_path / name / f"{name}.png")
+    images = _load_images([tmp_path / "a", tmp_path / "b"], 16)
+    assert [n for n, _ in images] == ["a", "b"] and images[0][1].shape == (16, 16, 3)
