@@ -351,3 +351,26 @@ def test_a_decompression_bomb_is_a_failed_pair_in_folder_mode(weights, tmp_path,
     err = capsys.readouterr().err
     assert "bomb.png: cannot read image" in err and "decompression bomb" in err
     assert (tmp_path / "out" / "fine.png").is_file()
+
+
+class _Half(torch.nn.Module):
+    """Predicts 0.5 everywhere: every hole pixel must come out exactly 128 however the tiles fall."""
+
+    multiple = 4
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(image, 0.5)
+
+
+@pytest.mark.parametrize("tile, overlap", [(32, 8), (48, 0), (64, 31)])
+def test_every_hole_pixel_gets_a_prediction_from_the_tiles(tile, overlap):
+    import warnings
+
+    image = _photo(150, 230, seed=2)
+    known = _holes(150, 230, (0, 150, 100, 104), (10, 140, 5, 225), (149, 150, 0, 230))
+    known[::7, ::5] = True  # a sieve: holes in every tile, touching every tile edge
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a pixel no tile covered would divide 0 by 0
+        result = inpaint(_Half(), image, known, tile=tile, overlap=overlap, scale=1)
+    assert (result.image[~known] == 128).all() and np.array_equal(result.image[known], image[known])
+    assert result.tiles > 6
