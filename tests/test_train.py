@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -431,3 +432,30 @@ def test_errors_name_the_command_the_user_ran(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["train.py"])
     assert main(["--size", "64"]) == 2
     assert capsys.readouterr().err.startswith("train.py: error: ")
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_saves_and_resumes(folders, tmp_path):
+    """What a cluster scheduler or `docker stop` does: SIGTERM to every process of the run,
+    loader workers included. The run finishes its step, saves and exits 130."""
+    train, _ = folders
+    out = tmp_path / "run"
+    args = _args(train, None, out, "--stage", "pretrain", "--steps", "100000", "--sample-every", "0",
+                 "--checkpoint-every", "100000")
+    args[args.index("--workers") + 1] = "1"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for _ in range(600):
+            if (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 3:
+                break
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped: saved" in err
+    steps = torch.load(out / "last.pt", weights_only=True)["state"]["batches"]
+    assert steps >= 3

@@ -167,11 +167,15 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool) -> tuple[
 
 
 def worker_init(worker_id: int) -> None:
-    """Loader workers: one thread each (the processes already run in parallel)."""
+    """Loader workers: one thread each (the processes already run in parallel), and deaf to
+    Ctrl-C and SIGTERM, which reach the whole process group: the main process decides when to
+    stop (after saving), and a worker killed under it would abort the step under way."""
     import cv2
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------- stopping
