@@ -211,3 +211,11 @@ def test_export_bad_arguments_exit_2(capsys):
         with pytest.raises(SystemExit) as err:
             masks_main(argv)
         assert err.value.code == 2
+
+
+def test_band_kind_draws_bottom_rows_within_the_ratio():
+    for seed in range(20):
+        known = generate(50, 30, rng(seed), "band", (0.1, 0.3))
+        rows = int((~known).all(axis=1).sum())
+        assert (~known)[-rows:].all() and known[: 50 - rows].all() and 0.1 < rows / 50 <= 0.3
+    assert not np.array_equal(generate(50, 30, rng(1), "band"), generate(50, 30, rng(2), "band"))

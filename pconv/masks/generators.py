@@ -209,7 +209,7 @@ _PRIMITIVES: dict[str, Callable[[int, int, np.random.Generator], Primitive]] = {
     "blobs": _blob_primitive,
     "solid": _solid_primitive,
 }
-KINDS = tuple(_PRIMITIVES)
+KINDS = (*_PRIMITIVES, "band")
 _SOLID = ("boxes", "ellipses", "blobs", "solid")
 
 # Named mixtures of kinds (weights need not sum to 1). "mixed" is what the released model trains
@@ -257,7 +257,7 @@ def ratio_mask(
     if not 0 <= low < high <= 1:
         raise ValueError(f"ratio range must satisfy 0 <= low < high <= 1, got ({low}, {high})")
     if kind not in _PRIMITIVES:
-        raise ValueError(f"unknown mask kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise ValueError(f"unknown mask kind {kind!r} for ratio growth; choose from {', '.join(_PRIMITIVES)}")
     sample = _PRIMITIVES[kind]
     total = height * width
     # Stop past a random point of the range (not always its low end), leaving room below high.
@@ -305,6 +305,11 @@ def generate(
     if kind not in KINDS:
         mix = parse_kind(kind)
         kind = list(mix)[int(np.searchsorted(np.cumsum(list(mix.values())), rng.random() * 0.999999999))]
+    if kind == "band":  # the bottom rows missing, as in an instrument's blind zone
+        low, high = ratio if ratio is not None else (0.05, 0.4)
+        rows = int(np.clip(round(rng.uniform(low, high) * height), max(1, int(np.floor(low * height)) + 1),
+                           max(1, min(height - 1, int(np.floor(high * height))))))
+        return band_mask(height, width, rows)
     if ratio is not None:
         return ratio_mask(height, width, rng, ratio, kind)
     if kind == "strokes":

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,6 +231,7 @@ class _Run:
     stop: StopRequest
     start_time: float
     seen_skipped: set[str]
+    on_validate: Callable[[int, dict[str, float]], None] | None = None
 
     def global_step(self) -> int:
         return _global_step(self.plan, self.state)
@@ -244,17 +245,21 @@ class _Run:
                         config=self.cfg.to_flat(), model_config=self.model.config.to_dict(), device=self.device)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training as ``cfg`` says; returns a summary dict (rank 0's view)."""
+def train(cfg: TrainConfig, on_validate: Callable[[int, dict[str, float]], None] | None = None) -> dict:
+    """Run (or resume) training as ``cfg`` says; returns a summary dict (rank 0's view).
+
+    ``on_validate(step, metrics)`` is called after every validation (rank 0); an exception it
+    raises ends the run there (a hyperparameter sweep prunes a poor trial this way).
+    """
     world = init_distributed(cfg.run.device)
     try:
-        return _train(cfg, world)
+        return _train(cfg, world, on_validate)
     finally:
         if world.world_size > 1:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, world: World) -> dict:
+def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str, float]], None] | None) -> dict:
     d, r = cfg.data, cfg.run
     out = Path(r.out)
     device = resolve_device(r.device)
@@ -330,7 +335,7 @@ def _train(cfg: TrainConfig, world: World) -> dict:
         else:
             torch.manual_seed(r.seed + world.rank + 7919 * state.batches)
     run = _Run(cfg, world, device, amp_dtype, model, wrapped, loss_fn, batches, val_loader, fixed, plan, state, logs,
-               out, StopRequest(), time.perf_counter() - state.seconds, set(state.skipped))
+               out, StopRequest(), time.perf_counter() - state.seconds, set(state.skipped), on_validate)
     with run.stop.installed():
         try:
             while state.stage_index < len(plan):
@@ -466,6 +471,8 @@ def _validate_and_track(run: _Run, stage: Stage) -> tuple[bool, bool]:
         run.logs.row("val.csv", {"step": run.global_step(), "stage": stage.name, **metrics})
         tqdm.write(f"{stage.name} step {state.stage_step}: val PSNR {metrics['psnr']:.2f} dB, "
                    f"SSIM {metrics['ssim']:.4f}, L1 {metrics['l1']:.2f}%")
+        if run.on_validate is not None:
+            run.on_validate(run.global_step(), metrics)
         if metrics["psnr"] > state.best:
             state.best, state.bad_evals = metrics["psnr"], 0
             verdict[0] = True
