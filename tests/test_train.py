@@ -459,3 +459,21 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes(folders, tmp_path)
     assert "stopped: saved" in err
     steps = torch.load(out / "last.pt", weights_only=True)["state"]["batches"]
     assert steps >= 3
+
+
+@pytest.mark.slow
+def test_weights_and_biases_logs_offline_without_an_account(folders, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for name in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train, val = folders
+    out = tmp_path / "run"
+    assert main(_args(train, val, out, "--stage", "pretrain", "--steps", "2", "--val-every", "2",
+                      "--sample-every", "2", "--wandb", "pconv-test")) == 0
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1  # for `wandb sync` later
+    records = next(runs[0].glob("run-*.wandb")).read_bytes()  # W&B's record log: keys are stored as text
+    for key in (b"log/total", b"val/psnr", b"val/hole_psnr", b"mask_kind"):  # scalars, validation, config
+        assert key in records, key
+    assert list((runs[0] / "files" / "media").rglob("samples_2_*.png"))  # the sample grid of step 2

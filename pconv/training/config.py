@@ -29,7 +29,8 @@ __all__ = ["RESUMABLE", "STAGES", "DataConfig", "LossConfig", "ModelChoice", "Ru
 STAGES = ("pretrain", "finetune", "both")
 # Options that may change when a run is resumed; any other must match the saved run.
 RESUMABLE = {"steps", "epochs", "finetune_steps", "finetune_epochs", "workers", "device", "val_every",
-             "log_every", "sample_every", "checkpoint_every", "early_stop", "compile", "resume", "overwrite"}
+             "log_every", "sample_every", "checkpoint_every", "early_stop", "compile", "resume", "overwrite",
+             "wandb", "wandb_group"}
 
 
 def opt(default: Any, help: str, **argparse_options: Any) -> Any:
@@ -124,6 +125,9 @@ class RunConfig:
     log_every: int = opt(10, "log every N steps")
     sample_every: int = opt(500, "write a sample grid every N steps, 0 = never")
     checkpoint_every: int = opt(500, "save last.pt every N steps")
+    wandb: str | None = opt(None, "also log to this Weights & Biases project (offline into RUN_DIR/wandb without an "
+                            "API key; pip install -e .[wandb])", metavar="PROJECT")
+    wandb_group: str | None = opt(None, "Weights & Biases group of this run (a sweep sets it)", metavar="NAME")
     resume: bool = opt(False, "continue the run saved in --out")
     overwrite: bool = opt(False, "start a new run in an --out that holds another run (its files are removed)")
 

@@ -15,9 +15,22 @@ __all__ = ["RunLogs", "sample_grid"]
 
 
 class RunLogs:
-    """CSV logs, sample grids and (when installed) TensorBoard, written by rank 0 only."""
+    """CSV logs, sample grids, TensorBoard (when installed) and Weights & Biases (when asked),
+    written by rank 0 only.
 
-    def __init__(self, out: Path, resume_step: int | None) -> None:
+    Args:
+        out: the run folder.
+        resume_step: on ``--resume``, the checkpoint's step: CSV rows past it are dropped.
+        wandb: a Weights & Biases project to log to (config, every scalar, sample grids), or
+            ``None``. Without ``WANDB_API_KEY`` (and ``WANDB_MODE`` unset) it logs offline into
+            ``out/wandb``, for ``wandb sync`` later: no account or network is needed.
+        wandb_config: the run's configuration, shown by W&B.
+        run_id: the W&B run id (resuming a run continues the same W&B run).
+        wandb_group: groups runs in W&B (a sweep's trials).
+    """
+
+    def __init__(self, out: Path, resume_step: int | None, *, wandb: str | None = None, wandb_config: dict | None = None,
+                 run_id: str | None = None, wandb_group: str | None = None) -> None:
         self.out = out
         (out / "samples").mkdir(parents=True, exist_ok=True)
         self.files: dict[str, tuple[object, csv.DictWriter | None]] = {}
@@ -28,6 +41,7 @@ class RunLogs:
             self.tb = SummaryWriter(str(out / "tensorboard"))
         except ImportError:  # tensorboard is optional
             self.tb = None
+        self.wandb = _start_wandb(wandb, out, wandb_config, run_id, wandb_group) if wandb else None
 
     def _writer(self, name: str, fields: list[str]) -> csv.DictWriter:
         if name not in self.files:
@@ -47,22 +61,45 @@ class RunLogs:
         writer = self._writer(name, list(values))
         writer.writerow(values)
         self.files[name][0].flush()  # type: ignore[attr-defined]
+        prefix = name.removesuffix(".csv")
+        scalars = {f"{prefix}/{k}": v for k, v in values.items() if isinstance(v, float)}
         if self.tb is not None:
-            prefix = name.removesuffix(".csv")
-            for key, value in values.items():
-                if isinstance(value, float):
-                    self.tb.add_scalar(f"{prefix}/{key}", value, values["step"])
+            for key, value in scalars.items():
+                self.tb.add_scalar(key, value, values["step"])
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=values["step"])
 
     def grid(self, step: int, grid: np.ndarray) -> None:
         Image.fromarray(grid).save(self.out / "samples" / f"step_{step:07d}.png")
         if self.tb is not None:
             self.tb.add_image("samples", grid, step, dataformats="HWC")
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({"samples": wandb.Image(grid, caption="holes | output | composite | truth")}, step=step)
 
     def close(self) -> None:
         for f, _ in self.files.values():
             f.close()  # type: ignore[attr-defined]
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _start_wandb(project: str, out: Path, config: dict | None, run_id: str | None, group: str | None):
+    """A W&B run; offline unless an API key (or ``WANDB_MODE``) says otherwise."""
+    import os
+
+    try:
+        import wandb
+    except ImportError:
+        from pconv.cli import UsageError
+
+        raise UsageError("--wandb needs Weights & Biases: pip install -e .[wandb]") from None
+    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    return wandb.init(project=project, dir=str(out), name=out.name, id=run_id or None, resume="allow",
+                      group=group, config=config, mode=mode)
 
 
 def sample_grid(image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> np.ndarray:

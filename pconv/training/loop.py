@@ -307,7 +307,8 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
         resolved = {**cfg.to_flat(), "model": model_cfg.to_dict(), "stages": [dataclasses.asdict(s) for s in plan],
                     "world_size": world.world_size, "train_images": len(train_files), "val_images": len(val_files)}
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(resolved, indent=2) + "\n"))
-    logs = RunLogs(out, _global_step(plan, state) if ckpt is not None else None) if world.main else None
+    logs = RunLogs(out, _global_step(plan, state) if ckpt is not None else None, wandb=r.wandb,
+                   wandb_config=cfg.to_flat(), run_id=state.run_id, wandb_group=r.wandb_group) if world.main else None
 
     dataset = InpaintingDataset(train_files, d.size, masks, seed=r.seed, crop_scale=d.crop_scale)
     sampler = EpochSampler(len(dataset), r.seed, start=state.batches * d.batch_size, rank=world.rank,
@@ -522,7 +523,7 @@ def _claim_out(out: Path, overwrite: bool) -> None:
                          "start over with --overwrite, or choose another --out")
     for name in found:
         (out / name).unlink()
-    for folder in ("samples", "tensorboard"):
+    for folder in ("samples", "tensorboard", "wandb"):
         shutil.rmtree(out / folder, ignore_errors=True)
 
 
