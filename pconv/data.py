@@ -221,7 +221,9 @@ class InpaintingDataset(Dataset):
             rng = np.random.default_rng([self.seed, 1_000_003, index])
             img = center_crop(img, self.size)
             bins = list(RATIO_BINS.values())
-            known = ratio_mask(self.size, self.size, rng, bins[index % len(bins)])
+            # repeat r of image k gets bin (k + r): every repeat of an image is a new bin
+            image_index, repeat = index % len(self.files), index // len(self.files)
+            known = ratio_mask(self.size, self.size, rng, bins[(image_index + repeat) % len(bins)])
         image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mask = torch.from_numpy(known.astype(np.float32))[None]
         return {"image": image, "mask": mask, "skipped": skipped}

@@ -242,26 +242,47 @@ def test_state_dict_round_trip_with_conv2d():
 
 
 def test_forward_is_stateless():
+    """Nothing computed from an input stays on the module: attributes, buffers and parameters
+    keep their values, and an output does not depend on what ran before it."""
+    torch.manual_seed(0)
     conv = PartialConv2d(2, 2, 3, padding=1, return_mask=True)
-    before = (dict(vars(conv)), dict(conv.named_buffers()))
-    conv(torch.randn(1, 2, 5, 5), torch.ones(1, 1, 5, 5))
-    conv(torch.randn(2, 2, 7, 7))
-    assert dict(vars(conv)).keys() == before[0].keys()
-    assert dict(conv.named_buffers()).keys() == before[1].keys()
+    x, m = torch.randn(1, 2, 5, 5), (torch.rand(1, 1, 5, 5) > 0.4).float()
+    first = conv(x, m)
+    before = ({k: v for k, v in vars(conv).items() if not k.startswith("_")},
+              {k: v.clone() for k, v in conv.state_dict().items()},
+              {k: v.clone() for k, v in conv.named_buffers()})
+    conv(torch.randn(2, 2, 7, 7))  # another size, no mask
+    conv(torch.randn(1, 2, 5, 5), torch.zeros(1, 1, 5, 5))  # all holes
+    after = ({k: v for k, v in vars(conv).items() if not k.startswith("_")}, conv.state_dict(), dict(conv.named_buffers()))
+    assert after[0] == before[0]
+    for saved, now in zip(before[1:], after[1:]):
+        assert saved.keys() == now.keys() and all(torch.equal(saved[k], now[k]) for k in saved)
+    again = conv(x, m)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
 
 
 def test_reference_options():
-    x = torch.randn(2, 3, 6, 6)
-    mask = torch.ones(2, 3, 6, 6)
-    plain = PartialConv2d(3, 5, 3, padding=1)
-    assert isinstance(plain(x, mask), torch.Tensor)
-    multi = PartialConv2d(3, 5, 3, padding=1, multi_channel=True, return_mask=True)
-    out, new_mask = multi(x, mask)
+    """The reference implementation's multi_channel/return_mask: values against the brute-force
+    formula, including a concatenated multi-channel mask fed to the next layer."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    mask = (torch.rand(2, 3, 6, 6) > 0.5).double()
+    plain = PartialConv2d(3, 5, 3, padding=1).double()
+    ref, _ = reference_partial_conv(x, mask, plain.weight.detach(), plain.bias.detach(), (1, 1), (1, 1), (1, 1), 1)
+    torch.testing.assert_close(plain(x, mask), ref)
+    multi = PartialConv2d(3, 5, 3, padding=1, multi_channel=True, return_mask=True).double()
+    out, new_mask = (t.detach() for t in multi(x, mask))
+    ref, ref_mask = reference_partial_conv(x, mask, multi.weight.detach(), multi.bias.detach(), (1, 1), (1, 1), (1, 1), 1)
+    torch.testing.assert_close(out, ref)
     assert new_mask.shape == (2, 5, 6, 6)
-    # A concatenated multi-channel mask feeds the next layer, as in the reference U-Net.
-    nxt = PartialConv2d(8, 2, 3, padding=1, multi_channel=True, return_mask=True)
-    out2, mask2 = nxt(torch.cat([out, x], 1), torch.cat([new_mask, mask], 1))
-    assert out2.shape == (2, 2, 6, 6) and mask2.shape == (2, 2, 6, 6)
+    torch.testing.assert_close(new_mask, ref_mask)
+    nxt = PartialConv2d(8, 2, 3, padding=1, multi_channel=True, return_mask=True).double()
+    cat_x, cat_m = torch.cat([out, x], 1), torch.cat([new_mask, mask], 1)
+    out2, mask2 = nxt(cat_x, cat_m)
+    ref2, ref_mask2 = reference_partial_conv(cat_x, cat_m, nxt.weight.detach(), nxt.bias.detach(), (1, 1), (1, 1),
+                                             (1, 1), 1)
+    torch.testing.assert_close(out2, ref2)
+    torch.testing.assert_close(mask2, ref_mask2)
 
 
 @pytest.mark.parametrize(

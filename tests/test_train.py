@@ -324,8 +324,13 @@ def test_validation_set_has_several_fixed_masks_per_image_across_bins(folders):
         assert torch.equal(one[i]["mask"], three[i]["mask"])
     masks = [three[i]["mask"] for i in range(6)]
     assert torch.equal(three[4]["image"], three[0]["image"]) and not torch.equal(masks[4], masks[0])
-    ratios = [1 - float(m.mean()) for m in masks]
-    assert ratios == sorted(ratios)  # bins 01-10, 10-20, ... 50-60 in order
+    from pconv.evaluate import bin_of
+
+    bins = [bin_of(m[0].bool().numpy()) for m in masks]
+    # image 0 gets bins 1, 2, 3 and image 1 bins 2, 3, 4 (repeat r of image k: bin k + r)
+    assert bins[0::2] == ["01-10", "10-20", "20-30"] and bins[1::2] == ["10-20", "20-30", "30-40"]
+    six = InpaintingDataset(sorted(val.glob("*.png")) * 3, 32, train=False, seed=1, val_masks=2)  # 6 "images"
+    assert len({bin_of(six[i]["mask"][0].bool().numpy()) for i in (0, 6)}) == 2  # a repeat is a new bin
     assert torch.equal(three[5]["mask"], InpaintingDataset(files, 32, train=False, seed=1, val_masks=3)[5]["mask"])
     with pytest.raises(ValueError, match="val_masks"):
         InpaintingDataset(files, 32, train=False, val_masks=0)
@@ -477,3 +482,25 @@ def test_weights_and_biases_logs_offline_without_an_account(folders, tmp_path, m
     for key in (b"log/total", b"val/psnr", b"val/hole_psnr", b"mask_kind"):  # scalars, validation, config
         assert key in records, key
     assert list((runs[0] / "files" / "media").rglob("samples_2_*.png"))  # the sample grid of step 2
+
+
+@pytest.mark.parametrize("flag", ["--channels-last", "--amp"])
+def test_one_step_with_each_speed_option(folders, tmp_path, flag, capsys):
+    """--channels-last and --amp on the CPU (bf16 where native, else float32 with a warning) train
+    a step to finite weights that differ from the start."""
+    train, _ = folders
+    extra = [flag] + (["on"] if flag == "--amp" else [])
+    assert main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0",
+                      *extra)) == 0
+    weights = load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    if flag == "--amp" and not loop.cpu_has_native_bf16():
+        assert "no native bfloat16" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_one_step_compiled(folders, tmp_path):
+    train, _ = folders
+    assert main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0",
+                      "--compile")) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
