@@ -23,7 +23,7 @@ from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
 __all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "save_model", "sha256_of"]
 
 # The project's released model (see weights/README.md): the command-line tools' default.
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-256.safetensors"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-512.safetensors"
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "pconv_unet": (PConvUNet, PConvUNetConfig),
