@@ -389,6 +389,9 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
             try:
                 batch = next(run.batches)
             except UnreadableData as err:  # from a loader worker, the message carries the worker's traceback
+                shutdown = getattr(run.batches, "_shutdown_workers", None)
+                if shutdown is not None:  # end the workers now, not at interpreter exit
+                    shutdown()
                 raise UsageError(str(err).strip().splitlines()[-1].split("UnreadableData: ")[-1]) from None
             _report_skipped(run, batch["skipped"])
             image, mask = _to_device(batch, run.device, cfg.run.channels_last)
