@@ -27,7 +27,7 @@ import numpy as np
 
 from pconv import load_model
 from pconv.data import center_crop, load_image
-from pconv.evaluate import _opencv, evaluate, generated_cases, summarise
+from pconv.evaluate import BASELINES, evaluate, generated_cases, summarise
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS
 from pconv.masks import RATIO_BINS
@@ -47,7 +47,7 @@ def quality(args: argparse.Namespace) -> None:
     methods = {
         "auto": lambda image, known: inpaint(model, image, known, scale="auto").image,
         "scale 1": lambda image, known: inpaint(model, image, known, scale=1).image,
-        "telea": _opencv(cv2.INPAINT_TELEA),
+        "telea": BASELINES["telea"],
     }
     print(f"weights {Path(args.weights).name} (hole depth {model.hole_depth:.0f} px at its own scale)")
     for label, images, per_bin in (("512x512", _images(TEST_512, 512), args.per_bin),

@@ -199,7 +199,6 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
         raise ValueError(f"mask {known.shape[1]}x{known.shape[0]} does not match image {image.shape[1]}x{image.shape[0]}")
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
-    height, width = known.shape
     if tile is not None and tile != "auto" and tile < 32:
         raise ValueError(f"tiles must be at least 32 pixels, got {tile}")
     if scale != "auto" and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 1):
@@ -213,16 +212,20 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
             raise ValueError("Monte Carlo sampling needs a model trained with dropout (this one has none)")
         model.mc_dropout = True
     try:
-        max_factor = max(1, min(height, width) // MIN_LEVEL_SIDE)
-        if scale == "auto":
-            levels = hole_levels(known, hole_depth, max_factor)
-        else:
-            levels = np.where(known, 0, min(float(scale), max_factor))
+        levels = _scale_levels(known, scale, hole_depth)
         return _multiscale(model, image, known, levels, tile, overlap, samples, batch, flip, device, progress,
                            should_stop)
     finally:
         if samples > 1:
             model.mc_dropout = mc
+
+
+def _scale_levels(known: np.ndarray, scale: str | float, hole_depth: float) -> np.ndarray:
+    """Each pixel's working downscale factor (0 = known) for ``scale`` (see :func:`inpaint`)."""
+    max_factor = max(1, min(known.shape) // MIN_LEVEL_SIDE)
+    if scale == "auto":
+        return hole_levels(known, hole_depth, max_factor)
+    return np.where(known, 0, min(float(scale), max_factor))
 
 
 @dataclass
@@ -266,10 +269,7 @@ def model_pixels(known: np.ndarray, *, tile: int | str | None = "auto", scale: s
     """How many pixels :func:`inpaint` would send through the model (per sample, without
     ``flip``): a measure of its work, known before any image is decoded or model run (a server
     refuses requests over a budget with it)."""
-    height, width = known.shape
-    max_factor = max(1, min(height, width) // MIN_LEVEL_SIDE)
-    levels = hole_levels(known, hole_depth, max_factor) if scale == "auto" else \
-        np.where(known, 0, min(float(scale), max_factor))
+    levels = _scale_levels(known, scale, hole_depth)
     total = 0
     for level in _levels(known, levels, tile):
         h, w = level.known.shape

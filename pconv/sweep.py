@@ -100,7 +100,7 @@ def _suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:
     if "choices" in spec:
         return trial.suggest_categorical(name, list(spec["choices"]))
     low, high = spec["low"], spec["high"]
-    if isinstance(low, int) and isinstance(high, int) and not spec.get("log_float"):
+    if isinstance(low, int) and isinstance(high, int):
         return trial.suggest_int(name, low, high, step=int(spec.get("step", 1)), log=bool(spec.get("log", False)))
     return trial.suggest_float(name, float(low), float(high), log=bool(spec.get("log", False)))
 
