@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SCALE_HELP", "UsageError", "prog_name", "resolve_device", "run_main", "scale_arg"]
 
@@ -18,6 +20,8 @@ class UsageError(Exception):
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; otherwise the named device, checked."""
+    import torch  # here, not at the top: the tools' --help should not wait for PyTorch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -8,12 +8,11 @@ extractor and returns every term for logging. Masks: 1 = known, 0 = hole.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pconv.configs import LossWeights
 from pconv.vgg import VGG16Features
 
 __all__ = [
@@ -73,24 +72,6 @@ def total_variation_loss(comp: Tensor, mask: Tensor) -> Tensor:
     tv_h = (horiz * (comp[..., :, 1:] - comp[..., :, :-1]).abs()).sum()
     tv_v = (vert * (comp[..., 1:, :] - comp[..., :-1, :]).abs()).sum()
     return (tv_h + tv_v) / comp.numel()
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the loss terms; the defaults are the paper's."""
-
-    valid: float = 1.0
-    hole: float = 6.0
-    perceptual: float = 0.05
-    style: float = 120.0
-    tv: float = 0.1
-
-    @property
-    def needs_vgg(self) -> bool:
-        return self.perceptual != 0 or self.style != 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class InpaintingLoss(nn.Module):

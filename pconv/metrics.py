@@ -8,7 +8,6 @@ truth), over the whole image, plus PSNR inside the hole alone. Images are float 
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 __all__ = ["METRICS", "score"]
 
@@ -21,6 +20,8 @@ def score(result: np.ndarray, truth: np.ndarray, known: np.ndarray) -> dict[str,
 
     PSNR is ``inf`` for a perfect result; ``hole_psnr`` is ``nan`` when there is no hole.
     """
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # scipy: slow to import, so here
+
     if result.shape != truth.shape:
         raise ValueError(f"result {result.shape} and ground truth {truth.shape} differ in shape")
     if known.shape != truth.shape[:2]:

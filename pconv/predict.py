@@ -16,21 +16,25 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import nn
 from tqdm import tqdm
 
 from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
 from pconv.files import atomic_write
-from pconv.inpaint import InpaintResult, inpaint
-from pconv.io import DEFAULT_WEIGHTS, load_model
 from pconv.masks import IMAGE_SUFFIXES, read_mask
 
-__all__ = ["DEFAULT_WEIGHTS", "main"]
+# PyTorch loads only once the command line is parsed, so --help and usage errors come at once.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from pconv.inpaint import InpaintResult
+
+__all__ = ["main"]
 
 # Below this share of known pixels the result is mostly invented: say so.
 MIN_KNOWN_SHARE = 0.02
@@ -180,6 +184,8 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
         raise UsageError(f"mask {mask_path} covers the whole image: there is nothing to inpaint from")
     known_share = float(known.mean())
     assert model is not None
+    from pconv.inpaint import inpaint
+
     try:
         result = inpaint(model, source.pixels, known, tile=args.tile, overlap=args.overlap, samples=args.samples,
                          batch=args.batch_size, flip=args.flip, scale=args.scale, device=device,
@@ -221,6 +227,8 @@ def _load(weights: Path | None, device: torch.device, onnx: Path | None = None) 
             raise UsageError("--onnx needs onnxruntime: pip install -e .[onnx]") from None
         except Exception as err:  # onnxruntime reports a broken file with its own exception types
             raise UsageError(f"cannot load {onnx}: {str(err).splitlines()[0]}") from None
+    from pconv.io import DEFAULT_WEIGHTS, load_model
+
     path = weights or DEFAULT_WEIGHTS
     if weights is None and not path.is_file():
         raise UsageError(f"no released model at {path}; pass --weights FILE (a release file written by train.py)")

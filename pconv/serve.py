@@ -25,19 +25,21 @@ import threading
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
-from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
-from pconv.io import DEFAULT_WEIGHTS, load_model
 from pconv.masks import mask_from_image
 from pconv.predict import decode_input, to_output_image
+
+# PyTorch loads once the command line is parsed, so --help and usage errors come at once.
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["create_app", "main"]
 
@@ -64,6 +66,8 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
         allow_origins: web origins (``https://host:port``) besides the server's own whose pages may
             post work; ``"*"`` allows any.
     """
+    from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
+
     app = FastAPI(title="pconv", docs_url="/api/docs", openapi_url="/api/openapi.json")
     model = model.to(device).eval()
     app.state.cancel_all = threading.Event()  # set on shutdown: running work stops at its next tile
@@ -243,6 +247,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = p.parse_args(argv)
     if args.max_queue < 0 or args.max_work_mp <= 0:
         raise UsageError("--max-queue must be at least 0 and --max-work-mp positive")
+    from pconv.io import DEFAULT_WEIGHTS, load_model
+
     weights = args.weights or DEFAULT_WEIGHTS
     if not weights.is_file():
         raise UsageError(f"model file not found: {weights}" + ("" if args.weights else "; pass --weights FILE"))

@@ -13,13 +13,15 @@ import sys
 from collections.abc import Sequence
 
 from pconv.cli import run_main
-from pconv.training import config_from_args, train
+from pconv.training.config import config_from_args
 
 __all__ = ["main"]
 
 
 def _main(argv: Sequence[str] | None) -> int:
     cfg = config_from_args(argv)
+    from pconv.training.loop import train  # PyTorch loads once the command line is parsed
+
     try:
         summary = train(cfg)
     except KeyboardInterrupt:

@@ -9,12 +9,11 @@ all a partial convolution needs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pconv.configs import PConvUNetConfig
 from pconv.partialconv import PartialConv2d
 
 __all__ = ["PConvUNet", "PConvUNetConfig", "prepare_inputs"]
@@ -36,53 +35,6 @@ def prepare_inputs(image: Tensor, mask: Tensor, in_channels: int, multiple: int)
         image = F.pad(image, (0, pad_w, 0, pad_h))
         mask = F.pad(mask, (0, pad_w, 0, pad_h))
     return image, mask
-
-
-@dataclass(frozen=True)
-class PConvUNetConfig:
-    """Architecture of a :class:`PConvUNet`; stored in every checkpoint and release file.
-
-    Attributes:
-        in_channels: image channels (1 grayscale, 3 RGB, more for multi-band instruments).
-        out_channels: predicted channels; ``None`` means ``in_channels``.
-        depth: number of encoder layers; 8 at 512x512 and 7 at 256x256 in the paper.
-        base_width: channels of the first layer; doubled per layer up to ``max_width``.
-        max_width: channel cap (512 in the paper).
-        upsample_mode: ``F.interpolate`` mode for decoder features (masks always nearest).
-        dropout: dropout probability after each hidden block (0 disables; used for Monte
-            Carlo uncertainty).
-    """
-
-    in_channels: int = 3
-    out_channels: int | None = None
-    depth: int = 8
-    base_width: int = 64
-    max_width: int = 512
-    upsample_mode: str = "nearest"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
-            raise ValueError("in_channels and out_channels must be at least 1")
-        if not 2 <= self.depth <= 10:
-            raise ValueError(f"depth must be between 2 and 10, got {self.depth}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.upsample_mode not in ("nearest", "bilinear", "bicubic"):
-            raise ValueError(f"upsample_mode must be nearest, bilinear or bicubic, got {self.upsample_mode!r}")
-
-    @property
-    def widths(self) -> list[int]:
-        """Output channels of each encoder layer."""
-        return [min(self.base_width * 2**i, self.max_width) for i in range(self.depth)]
-
-    @property
-    def kernels(self) -> list[int]:
-        """Encoder kernel sizes: 7, 5, 5, then 3 (the paper's layout)."""
-        return [(7, 5, 5)[i] if i < 3 else 3 for i in range(self.depth)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Block(nn.Module):

@@ -13,57 +13,15 @@ or plain ``nn.Conv2d`` with the mask as an extra input channel.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pconv.configs import UNet3PlusConfig
 from pconv.partialconv import PartialConv2d
 from pconv.unet import prepare_inputs
 
 __all__ = ["UNet3Plus", "UNet3PlusConfig"]
-
-
-@dataclass(frozen=True)
-class UNet3PlusConfig:
-    """Architecture of a :class:`UNet3Plus`; stored in every checkpoint and release file.
-
-    Attributes:
-        in_channels: input channels (radar moments, grayscale, RGB, ...).
-        out_channels: predicted channels; ``None`` means ``in_channels``.
-        depth: encoder levels (``depth - 1`` poolings).
-        base_width: channels of the first encoder level, doubled per level.
-        filters: channels of each full-scale skip branch (``None``: ``base_width``).
-        conv: ``"partial"`` (mask-aware partial convolutions) or ``"plain"`` (mask as an input channel).
-        dropout: dropout probability after every pooling and upsampling (Monte Carlo sampling).
-    """
-
-    in_channels: int = 3
-    out_channels: int | None = None
-    depth: int = 4
-    base_width: int = 64
-    filters: int | None = None
-    conv: str = "partial"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
-            raise ValueError("in_channels and out_channels must be at least 1")
-        if not 2 <= self.depth <= 7:
-            raise ValueError(f"depth must be between 2 and 7, got {self.depth}")
-        if self.conv not in ("partial", "plain"):
-            raise ValueError(f"conv must be 'partial' or 'plain', got {self.conv!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def widths(self) -> list[int]:
-        """Channels of each encoder level."""
-        return [self.base_width * 2**i for i in range(self.depth)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _ConvBlock(nn.Module):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import pconv.predict as predict_mod
+import pconv.io
 from pconv import PConvUNet, save_model
 from pconv.inpaint import inpaint, tile_origins
 from pconv.masks import write_mask
@@ -295,7 +295,7 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_pa
 
 def test_missing_default_weights_say_what_to_do(pair, tmp_path, monkeypatch, capsys):
     image_path, mask_path, _, _ = pair
-    monkeypatch.setattr(predict_mod, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(pconv.io, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
     assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]) == 2
     assert "--weights FILE" in capsys.readouterr().err
 

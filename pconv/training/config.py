@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pconv.cli import UsageError, prog_name
-from pconv.losses import LossWeights
+from pconv.configs import LossWeights, PConvUNetConfig, UNet3PlusConfig
 from pconv.masks import DEFAULT_MIX, KINDS, MIXES, parse_kind, parse_ratio
-from pconv.unet import PConvUNetConfig
-from pconv.unet3plus import UNet3PlusConfig
 
 __all__ = ["RESUMABLE", "STAGES", "DataConfig", "LossConfig", "ModelChoice", "RunConfig", "ScheduleConfig",
            "TrainConfig", "build_parser", "config_from_args"]

@@ -1,0 +1,120 @@
+"""Hyper-parameters of the networks and of the loss, as plain dataclasses.
+
+They import no torch, so a command line can parse its options (and print ``--help``) and a
+configuration file can be read before PyTorch loads. The networks and the loss import them from
+here: :class:`~pconv.PConvUNetConfig` describes a :class:`~pconv.PConvUNet`,
+:class:`~pconv.UNet3PlusConfig` a :class:`~pconv.UNet3Plus`, :class:`~pconv.LossWeights` an
+:class:`~pconv.InpaintingLoss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["LossWeights", "PConvUNetConfig", "UNet3PlusConfig"]
+
+
+@dataclass(frozen=True)
+class PConvUNetConfig:
+    """Architecture of a :class:`PConvUNet`; stored in every checkpoint and release file.
+
+    Attributes:
+        in_channels: image channels (1 grayscale, 3 RGB, more for multi-band instruments).
+        out_channels: predicted channels; ``None`` means ``in_channels``.
+        depth: number of encoder layers; 8 at 512x512 and 7 at 256x256 in the paper.
+        base_width: channels of the first layer; doubled per layer up to ``max_width``.
+        max_width: channel cap (512 in the paper).
+        upsample_mode: ``F.interpolate`` mode for decoder features (masks always nearest).
+        dropout: dropout probability after each hidden block (0 disables; used for Monte
+            Carlo uncertainty).
+    """
+
+    in_channels: int = 3
+    out_channels: int | None = None
+    depth: int = 8
+    base_width: int = 64
+    max_width: int = 512
+    upsample_mode: str = "nearest"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
+            raise ValueError("in_channels and out_channels must be at least 1")
+        if not 2 <= self.depth <= 10:
+            raise ValueError(f"depth must be between 2 and 10, got {self.depth}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.upsample_mode not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"upsample_mode must be nearest, bilinear or bicubic, got {self.upsample_mode!r}")
+
+    @property
+    def widths(self) -> list[int]:
+        """Output channels of each encoder layer."""
+        return [min(self.base_width * 2**i, self.max_width) for i in range(self.depth)]
+
+    @property
+    def kernels(self) -> list[int]:
+        """Encoder kernel sizes: 7, 5, 5, then 3 (the paper's layout)."""
+        return [(7, 5, 5)[i] if i < 3 else 3 for i in range(self.depth)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class UNet3PlusConfig:
+    """Architecture of a :class:`UNet3Plus`; stored in every checkpoint and release file.
+
+    Attributes:
+        in_channels: input channels (radar moments, grayscale, RGB, ...).
+        out_channels: predicted channels; ``None`` means ``in_channels``.
+        depth: encoder levels (``depth - 1`` poolings).
+        base_width: channels of the first encoder level, doubled per level.
+        filters: channels of each full-scale skip branch (``None``: ``base_width``).
+        conv: ``"partial"`` (mask-aware partial convolutions) or ``"plain"`` (mask as an input channel).
+        dropout: dropout probability after every pooling and upsampling (Monte Carlo sampling).
+    """
+
+    in_channels: int = 3
+    out_channels: int | None = None
+    depth: int = 4
+    base_width: int = 64
+    filters: int | None = None
+    conv: str = "partial"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
+            raise ValueError("in_channels and out_channels must be at least 1")
+        if not 2 <= self.depth <= 7:
+            raise ValueError(f"depth must be between 2 and 7, got {self.depth}")
+        if self.conv not in ("partial", "plain"):
+            raise ValueError(f"conv must be 'partial' or 'plain', got {self.conv!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def widths(self) -> list[int]:
+        """Channels of each encoder level."""
+        return [self.base_width * 2**i for i in range(self.depth)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms; the defaults are the paper's."""
+
+    valid: float = 1.0
+    hole: float = 6.0
+    perceptual: float = 0.05
+    style: float = 120.0
+    tv: float = 0.1
+
+    @property
+    def needs_vgg(self) -> bool:
+        return self.perceptual != 0 or self.style != 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
