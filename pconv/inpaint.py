@@ -1,9 +1,11 @@
 """Inpaint whole images of any size with a trained model: one pass, or overlapping tiles.
 
-Large images are cut into overlapping tiles and only tiles that touch a hole are run; their
-predictions are blended with feathered weights (highest at a tile's centre, small but positive
-at its edges), so memory is bounded by the tile size and time grows with the number of
-hole-touching tiles, not with the image. Known pixels are copied from the input unchanged.
+Large images run in crops around the holes (:func:`crop_boxes`): nearby holes form a group; a
+group gets one crop centred on it with about its own size of known context on every side, and a
+group bigger than a tile is covered by the hole-touching tiles of a grid. Overlapping predictions
+are blended with feathered weights (highest at a crop's centre, small but positive at its edges),
+so memory is bounded by the tile size and time grows with the holes, not with the image. Known
+pixels are copied from the input unchanged.
 
 With ``samples > 1`` the model's dropout stays active (Monte Carlo dropout, Gal and Ghahramani
 2016): the result is the mean of the samples and each hole pixel gets a standard deviation.
@@ -35,7 +37,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["DEFAULT_HOLE_DEPTH", "Cancelled", "InpaintResult", "auto_tile", "hole_levels", "inpaint", "model_pixels",
+__all__ = ["DEFAULT_HOLE_DEPTH", "Cancelled", "InpaintResult", "auto_tile", "crop_boxes", "hole_levels", "inpaint", "model_pixels",
            "tile_origins"]
 
 # Images up to this many pixels run in one pass with tile="auto".
@@ -115,16 +117,15 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
     depth = cv2.distanceTransform(holes, cv2.DIST_L2, 5)
     count, labels = cv2.connectedComponents(holes, connectivity=8)
     deepest = np.zeros(count, np.float32)
-    np.maximum.at(deepest, labels.ravel(), depth.ravel())
+    inside = np.flatnonzero(holes)  # only hole pixels: a photo is mostly known
+    np.maximum.at(deepest, labels.ravel()[inside], depth.ravel()[inside])
     factors = np.ones(count, np.int32)
     big = deepest > hole_depth
     factors[big] = 2 ** np.ceil(np.log2(deepest[big] / hole_depth)).astype(np.int32)
     if max_factor is not None:
         factors = np.minimum(factors, max(1, max_factor))
     factors[0] = 0  # label 0 is the known part
-    levels = factors[labels]
-    levels[known] = 0
-    return levels
+    return factors[labels]
 
 
 def _feather(height: int, width: int, overlap: int) -> np.ndarray:
@@ -242,7 +243,7 @@ class _Level:
 def _levels(known: np.ndarray, levels: np.ndarray, tile: int | str | None) -> Iterator[_Level]:
     """The scale levels of ``levels`` (see :func:`hole_levels`), finest first."""
     height, width = known.shape
-    for factor in sorted({float(f) for f in np.unique(levels)} - {0.0}):
+    for factor in sorted({float(f) for f in np.unique(levels[levels > 0])}):
         mine = levels == factor
         if factor == 1:
             yield _Level(factor, known, mine, mine, _resolve_tile(tile, height, width))
@@ -257,11 +258,64 @@ def _levels(known: np.ndarray, levels: np.ndarray, tile: int | str | None) -> It
         yield _Level(factor, small_known, small_targets, mine, _resolve_tile(tile, size[1], size[0]))
 
 
-def _tile_boxes(targets: np.ndarray, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
-    """Origins of the tiles that touch a target pixel."""
+Box = tuple[int, int, int, int]  # (y, x, height, width) of a crop through the model
+
+# Target pixels are grouped on a grid of cells this many pixels wide.
+GROUP_CELL = 16
+
+
+def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int) -> list[Box]:
+    """Crops ``(y, x, h, w)`` that cover every target pixel, each at most ``tile`` on a side.
+
+    Target pixels within about ``tile // 4`` of each other form a group. A group that fits in a tile
+    with ``tile // 8`` pixels of context on every side gets one crop centred on it, with about the
+    group's own size of context around it (the model sees known pixels on all sides, and a small hole
+    costs a small crop). A bigger group is covered by those tiles of a grid over it (sharing
+    ``overlap`` pixels) that touch a target. Sides are multiples of ``align`` where the image allows.
+    """
     height, width = targets.shape
-    return [(y, x) for y in tile_origins(height, tile, overlap, align) for x in tile_origins(width, tile, overlap, align)
-            if targets[y : y + tile, x : x + tile].any()]
+    cell = GROUP_CELL
+    gh, gw = -(-height // cell), -(-width // cell)
+    padded = np.zeros((gh * cell, gw * cell), bool)
+    padded[:height, :width] = targets
+    coarse = padded.reshape(gh, cell, gw, cell).any(axis=(1, 3))
+    reach = max(1, tile // 4 // cell)
+    grouped = cv2.dilate(coarse.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    count, labels = cv2.connectedComponents(grouped, connectivity=8)
+    cy, cx = np.nonzero(coarse)
+    group = labels[cy, cx]
+    context = max(1, tile // 8)
+    step = max(1, min(align, cell))
+    boxes: list[Box] = []
+    for g in range(1, count):
+        sel = group == g
+        cy0, cy1, cx0, cx1 = cy[sel].min() * cell, (cy[sel].max() + 1) * cell, cx[sel].min() * cell, (cx[sel].max() + 1) * cell
+        ys, xs = np.nonzero(targets[cy0:cy1, cx0:cx1])  # the exact extent inside the cells
+        y0, y1 = int(cy0 + ys.min()), int(cy0 + ys.max() + 1)
+        x0, x1 = int(cx0 + xs.min()), int(cx0 + xs.max() + 1)
+        extent = max(y1 - y0, x1 - x0)
+        if extent + 2 * context <= tile:
+            margin = max(context, extent)
+            (y, h), (x, w) = (_centred(y0, y1, margin, tile, align, step, height),
+                              _centred(x0, x1, margin, tile, align, step, width))
+            boxes.append((y, x, h, w))
+            continue
+        sy0, sy1 = max(0, y0 - context), min(height, y1 + context)
+        sx0, sx1 = max(0, x0 - context), min(width, x1 + context)
+        th, tw = min(tile, sy1 - sy0), min(tile, sx1 - sx0)
+        for y in tile_origins(sy1 - sy0, tile, overlap, align):
+            for x in tile_origins(sx1 - sx0, tile, overlap, align):
+                if targets[sy0 + y : sy0 + y + th, sx0 + x : sx0 + x + tw].any():
+                    boxes.append((sy0 + y, sx0 + x, th, tw))
+    return sorted(set(boxes))
+
+
+def _centred(lo: int, hi: int, margin: int, tile: int, align: int, step: int, length: int) -> tuple[int, int]:
+    """Start and size along one axis of a crop around ``[lo, hi)`` with ``margin`` pixels each side."""
+    size = min(-(-(hi - lo + 2 * margin) // align) * align, tile, length)
+    start = int(round((lo + hi - size) / 2 / step)) * step
+    start = min(max(start, hi - size, 0), lo, length - size)  # inside the image, holding [lo, hi)
+    return start, size
 
 
 def model_pixels(known: np.ndarray, *, tile: int | str | None = "auto", scale: str | float = "auto",
@@ -276,9 +330,9 @@ def model_pixels(known: np.ndarray, *, tile: int | str | None = "auto", scale: s
         if level.tile is None or (level.tile >= h and level.tile >= w):
             total += h * w
         else:
-            boxes = _tile_boxes(level.targets, level.tile, level.tile // 4 if overlap is None else overlap,
-                                min(multiple, level.tile))
-            total += sum((min(y + level.tile, h) - y) * (min(x + level.tile, w) - x) for y, x in boxes)
+            boxes = crop_boxes(level.targets, level.tile, level.tile // 4 if overlap is None else overlap,
+                           min(multiple, level.tile))
+            total += sum(bh * bw for _, _, bh, bw in boxes)
     return total
 
 
@@ -293,26 +347,24 @@ def _multiscale(model: nn.Module, image: np.ndarray, known: np.ndarray, levels: 
     for level in _levels(known, levels, tile):
         mine = level.mine
         if level.factor == 1:
-            res = _inpaint(model, image, known, mine, level.tile, overlap, samples, batch, flip, device, progress,
-                           should_stop)
-            out[mine] = res.image[mine]
-            if std is not None:
-                std[mine] = res.std[mine]
-        else:
-            size = level.known.shape[::-1]
-            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
-            res = _inpaint(model, small, level.known, level.targets, level.tile, overlap, samples, batch, flip, device,
-                           progress, should_stop)
-            # only the bounding box of this level's holes is upsampled
-            ys, xs = np.nonzero(mine)
-            box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
-            y0, y1, x0, x1 = box
-            big = _upsample_box(res.image.astype(np.float32), (height, width), box)
-            sub = mine[y0:y1, x0:x1]
-            out[y0:y1, x0:x1][sub] = np.clip(np.rint(big[sub]), 0, 255).astype(np.uint8)
-            if std is not None:
-                std[y0:y1, x0:x1][sub] = np.maximum(_upsample_box(res.std, (height, width), box)[sub], 0)
-        tiles += res.tiles
+            tiles += _inpaint(model, image, known, mine, level.tile, overlap, samples, batch, flip, device, progress,
+                              should_stop, out, std)
+            continue
+        size = level.known.shape[::-1]
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        small_out = small.copy()
+        small_std = np.zeros(small.shape, np.float32) if std is not None else None
+        tiles += _inpaint(model, small, level.known, level.targets, level.tile, overlap, samples, batch, flip, device,
+                          progress, should_stop, small_out, small_std)
+        # only the bounding box of this level's holes is upsampled
+        ys, xs = np.nonzero(mine)
+        box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+        y0, y1, x0, x1 = box
+        big = _upsample_box(small_out.astype(np.float32), (height, width), box)
+        sub = mine[y0:y1, x0:x1]
+        out[y0:y1, x0:x1][sub] = np.clip(np.rint(big[sub]), 0, 255).astype(np.uint8)
+        if std is not None:
+            std[y0:y1, x0:x1][sub] = np.maximum(_upsample_box(small_std, (height, width), box)[sub], 0)
     return InpaintResult(out, std, tiles, samples)
 
 
@@ -335,14 +387,13 @@ def _upsample_box(small: np.ndarray, full: tuple[int, int], box: tuple[int, int,
 
 def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np.ndarray, tile: int | None,
              overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
-             progress: bool, should_stop: Callable[[], bool] | None = None) -> InpaintResult:
-    """Fill the ``targets`` pixels (a subset of the holes) at this resolution; other pixels keep
-    the input's values. Only tiles touching a target run."""
+             progress: bool, should_stop: Callable[[], bool] | None, out: np.ndarray, std: np.ndarray | None) -> int:
+    """Write the prediction of the ``targets`` pixels (a subset of the holes) at this resolution into
+    ``out`` (and their standard deviation into ``std``); other pixels are left alone. Only tiles
+    touching a target run; returns how many ran."""
     height, width = known.shape
-    out = image.copy()
-    std = np.zeros(image.shape, np.float32) if samples > 1 else None
     if not targets.any():
-        return InpaintResult(out, std, 0, samples)
+        return 0
     if should_stop is not None and should_stop():
         raise Cancelled
     if tile is None or (tile >= height and tile >= width):
@@ -350,25 +401,25 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np
         out[targets] = _to_uint8(pred[targets])
         if std is not None:
             std[targets] = np.sqrt(var[targets])
-        return InpaintResult(out, std, 1, samples)
+        return 1
 
     overlap = tile // 4 if overlap is None else overlap
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
     align = min(getattr(model, "multiple", 1), tile)
-    boxes = _tile_boxes(targets, tile, overlap, align)
-    # Accumulators cover only the bounding box of the targets' tiles, so memory follows the holes.
-    top = min(y for y, _ in boxes)
-    left = min(x for _, x in boxes)
-    bottom = max(min(y + tile, height) for y, _ in boxes)
-    right = max(min(x + tile, width) for _, x in boxes)
+    boxes = crop_boxes(targets, tile, overlap, align)
+    # Accumulators cover only the bounding box of the crops, so memory follows the holes.
+    top = min(y for y, _, _, _ in boxes)
+    left = min(x for _, x, _, _ in boxes)
+    bottom = max(y + h for y, _, h, _ in boxes)
+    right = max(x + w for _, x, _, w in boxes)
     acc = np.zeros((bottom - top, right - left, image.shape[2]), np.float32)
     acc_var = np.zeros(acc.shape, np.float32) if samples > 1 else None
     weight = np.zeros((bottom - top, right - left), np.float32)
-    for y, x in tqdm(boxes, desc="tiles", unit="tile", disable=not progress, leave=False):
+    for y, x, box_h, box_w in tqdm(boxes, desc="tiles", unit="tile", disable=not progress, leave=False):
         if should_stop is not None and should_stop():
             raise Cancelled
-        y1, x1 = min(y + tile, height), min(x + tile, width)
+        y1, x1 = y + box_h, x + box_w
         pred, var = _predict(model, image[y:y1, x:x1], known[y:y1, x:x1], samples, batch, device, flip)
         w = _feather(y1 - y, x1 - x, overlap)
         region = (slice(y - top, y1 - top), slice(x - left, x1 - left))
@@ -377,11 +428,10 @@ def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np
         if acc_var is not None:
             acc_var[region] += var * w[..., None]
     sub = targets[top:bottom, left:right]
-    out_sub = out[top:bottom, left:right]
-    out_sub[sub] = _to_uint8(acc[sub] / weight[sub][:, None])
+    out[top:bottom, left:right][sub] = _to_uint8(acc[sub] / weight[sub][:, None])
     if std is not None:
         std[top:bottom, left:right][sub] = np.sqrt(acc_var[sub] / weight[sub][:, None])
-    return InpaintResult(out, std, len(boxes), samples)
+    return len(boxes)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

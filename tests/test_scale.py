@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pconv import PConvUNet, load_model, save_model
-from pconv.inpaint import DEFAULT_HOLE_DEPTH, MIN_LEVEL_SIDE, hole_levels, inpaint
+from pconv.inpaint import DEFAULT_HOLE_DEPTH, MIN_LEVEL_SIDE, crop_boxes, hole_levels, inpaint
 from pconv.io import DEFAULT_WEIGHTS, hole_depth_of
 
 
@@ -51,6 +51,45 @@ def test_one_hole_over_most_of_the_image_is_capped_at_a_usable_resolution():
     image = np.full((256, 256, 3), 90, np.uint8)
     out = inpaint(model, image, known, hole_depth=4).image
     assert np.array_equal(out[known], image[known])
+
+
+def _covered(targets: np.ndarray, boxes: list[tuple[int, int, int, int]], tile: int) -> None:
+    """Every target pixel lies in a crop; every crop lies in the image and is at most a tile wide."""
+    cover = np.zeros(targets.shape, bool)
+    for y, x, h, w in boxes:
+        assert 0 <= y and 0 <= x and y + h <= targets.shape[0] and x + w <= targets.shape[1]
+        assert 0 < h <= tile and 0 < w <= tile
+        cover[y : y + h, x : x + w] = True
+    assert cover[targets].all()
+
+
+def test_a_small_hole_gets_one_crop_centred_on_it_with_context_on_every_side():
+    targets = ~_known(1000, 1500, (400, 448, 700, 748))
+    boxes = crop_boxes(targets, tile=512, overlap=128, align=128)
+    assert boxes == [(288, 592, 256, 256)]  # 48 px + 2 x 64 -> 256; centred on a 16-px step
+    _covered(targets, boxes, 512)
+    y, x, h, w = boxes[0]
+    assert min(400 - y, y + h - 448, 700 - x, x + w - 748) >= 90
+
+
+def test_crops_at_the_border_stay_inside_the_image_and_nearby_holes_share_one():
+    targets = ~_known(600, 900, (0, 30, 0, 30), (590, 600, 880, 900), (300, 320, 400, 420), (300, 320, 470, 490))
+    boxes = crop_boxes(targets, tile=512, overlap=128, align=128)
+    _covered(targets, boxes, 512)
+    assert len(boxes) == 3  # the two holes 50 px apart share a crop; the corners get one each
+    assert (0, 0) in [(y, x) for y, x, _, _ in boxes]
+    assert any(y + h == 600 and x + w == 900 for y, x, h, w in boxes)
+
+
+def test_a_hole_bigger_than_a_tile_is_covered_by_a_grid_of_crops():
+    targets = ~_known(1200, 1200, (100, 1100, 100, 1100))
+    targets[300:900, 300:900] = False  # an island of known pixels: tiles over it alone do not run
+    boxes = crop_boxes(targets, tile=256, overlap=64, align=32)
+    _covered(targets, boxes, 256)
+    assert all(targets[y : y + h, x : x + w].any() for y, x, h, w in boxes)
+    assert all((h, w) == (256, 256) for _, _, h, w in boxes) and len(boxes) < 36
+    # a whole-image hole too: the crops tile the image
+    _covered(np.ones((300, 300), bool), crop_boxes(np.ones((300, 300), bool), 128, 32, 32), 128)
 
 
 def _tiny() -> PConvUNet:
