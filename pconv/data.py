@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
-from pconv.masks import IMAGE_SUFFIXES, RATIO_BINS, MaskFolder, generate, ratio_mask
+from pconv.masks import IMAGE_SUFFIXES, RATIO_BINS, MaskFolder, generate, image_files, ratio_mask
 
 __all__ = [
     "EpochSampler",
@@ -59,7 +59,7 @@ def find_images(root: str | Path, what: str = "image") -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(root)
     if not files:
         raise ValueError(f"no {what}s ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     return files

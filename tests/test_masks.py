@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from pconv.masks import (
+    CONTACT_SHEET,
     KINDS,
     RATIO_BINS,
     MaskFolder,
@@ -14,6 +15,8 @@ from pconv.masks import (
     box_mask,
     free_form_mask,
     generate,
+    image_files,
+    mask_files,
     parse_kind,
     parse_ratio,
     random_strokes,
@@ -219,3 +222,19 @@ def test_band_kind_draws_bottom_rows_within_the_ratio():
         rows = int((~known).all(axis=1).sum())
         assert (~known)[-rows:].all() and known[: 50 - rows].all() and 0.1 < rows / 50 <= 0.3
     assert not np.array_equal(generate(50, 30, rng(1), "band"), generate(50, 30, rng(2), "band"))
+
+
+def test_image_files_follow_symlinked_folders_once_and_skip_other_files(tmp_path):
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.JPG", "notes.txt"):
+        (real / name).write_bytes(b"x")
+    (real / "folder.png").mkdir()  # a folder with an image suffix is not a file
+    root = tmp_path / "set"
+    root.mkdir()
+    (root / "linked").symlink_to(real, target_is_directory=True)
+    (real / "sub" / "loop").symlink_to(root, target_is_directory=True)  # a cycle
+    assert image_files(root) == [root / "linked" / "a.png", root / "linked" / "sub" / "b.JPG"]
+    write_mask(real / CONTACT_SHEET, np.ones((4, 4), bool))
+    assert len(image_files(root)) == 3
+    assert mask_files(root) == [root / "linked" / "a.png", root / "linked" / "sub" / "b.JPG"]  # no sheet

@@ -7,13 +7,14 @@ otherwise luminance > 127 is a hole. In memory masks are bool arrays, True = kno
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["CONTACT_SHEET", "IMAGE_SUFFIXES", "MaskFolder", "mask_files", "mask_from_image", "read_mask",
+__all__ = ["CONTACT_SHEET", "IMAGE_SUFFIXES", "MaskFolder", "image_files", "mask_files", "mask_from_image", "read_mask",
            "write_mask"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -21,10 +22,27 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 CONTACT_SHEET = "contact_sheet.png"
 
 
+def image_files(root: str | Path) -> list[Path]:
+    """The image files under ``root``, recursively and sorted.
+
+    Symlinked folders are followed (a data set is often a folder of links to others), each real
+    folder once, so a link cycle cannot loop.
+    """
+    found, seen = [], set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(folder, n) for n in names
+                  if Path(n).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, n))]
+    return sorted(found)
+
+
 def mask_files(root: str | Path) -> list[Path]:
     """The mask images under ``root`` (recursively, sorted), without contact sheets."""
-    return sorted(p for p in Path(root).rglob("*")
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.name != CONTACT_SHEET and p.is_file())
+    return [p for p in image_files(root) if p.name != CONTACT_SHEET]
 
 
 def write_mask(path: str | Path, known: np.ndarray) -> None:
