@@ -108,14 +108,18 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
     for its connected hole (8-connectivity) from the hole's depth.
 
     A hole of depth ``d`` (largest distance from one of its pixels to a known pixel) gets
-    ``2**ceil(log2(d / hole_depth))``, at least 1 and at most ``max_factor``.
+    ``2**ceil(log2(d / hole_depth))``, at least 1 and at most ``max_factor``. In a hole deeper than
+    ``hole_depth``, only its body (the pixels covered by a disk of radius ``hole_depth`` that fits
+    in the hole) and the small bits beside it (within ``hole_depth`` of the body, such as a box's
+    corners) take that factor; thin offshoots, such as a stroke that touches a big hole, keep
+    full resolution, where the model fills them well.
     """
     holes = (~known).astype(np.uint8)
     levels = np.zeros(known.shape, np.int32)
     if not holes.any():
         return levels
     depth = cv2.distanceTransform(holes, cv2.DIST_L2, 5)
-    count, labels = cv2.connectedComponents(holes, connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=8)
     deepest = np.zeros(count, np.float32)
     inside = np.flatnonzero(holes)  # only hole pixels: a photo is mostly known
     np.maximum.at(deepest, labels.ravel()[inside], depth.ravel()[inside])
@@ -125,7 +129,27 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
     if max_factor is not None:
         factors = np.minimum(factors, max(1, max_factor))
     factors[0] = 0  # label 0 is the known part
-    return factors[labels]
+    levels = factors[labels]
+    for g in np.flatnonzero(factors > 1):
+        x, y, w, h = stats[g, :4]
+        window = (slice(y, y + h), slice(x, x + w))
+        levels[window][_offshoots(labels[window] == g, depth[window], hole_depth)] = 1
+    return levels
+
+
+def _offshoots(hole: np.ndarray, depth: np.ndarray, hole_depth: float) -> np.ndarray:
+    """The thin parts of one deep hole: its pixels outside the opening by a disk of radius
+    ``hole_depth``, in pieces reaching farther than ``hole_depth`` from that opening."""
+    centres = (hole & (depth > hole_depth)).astype(np.uint8)
+    body = hole & (cv2.distanceTransform(1 - centres, cv2.DIST_L2, 5) <= hole_depth)
+    rest = hole & ~body
+    if not rest.any():
+        return rest
+    reach = cv2.distanceTransform((~body).astype(np.uint8), cv2.DIST_L2, 5)
+    count, pieces = cv2.connectedComponents(rest.astype(np.uint8), connectivity=8)
+    farthest = np.zeros(count, np.float32)
+    np.maximum.at(farthest, pieces[rest], reach[rest])
+    return rest & (farthest > hole_depth)[pieces]
 
 
 def _feather(height: int, width: int, overlap: int) -> np.ndarray:

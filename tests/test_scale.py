@@ -33,11 +33,16 @@ def test_levels_follow_each_holes_depth():
     assert set(np.unique(hole_levels(known, hole_depth=10, max_factor=4)[~known])) == {1, 2, 4}
 
 
-def test_touching_holes_share_a_level_and_border_holes_count_their_depth_inside_the_image():
-    # an L of two touching rectangles is one hole; the deeper part sets the level of both
+def test_a_thin_stroke_touching_a_big_hole_keeps_full_resolution_and_border_holes_count_their_depth():
+    # an L: a 10-px bar (depth 5) touching a 90x50 rectangle (depth 25) is one hole; the
+    # rectangle runs coarse, the bar away from it at full resolution
     known = _known(200, 200, (50, 60, 20, 150), (60, 150, 100, 150))
     levels = hole_levels(known, hole_depth=5)
-    assert len(np.unique(levels[~known])) == 1 and levels[55, 25] == 8  # depth 25 -> 8
+    assert set(np.unique(levels[60:150, 100:150])) == {8}  # depth 25 / 5 -> 8
+    assert set(np.unique(levels[50:60, 20:90])) == {1}
+    # a box's corners, which no disk of the hole depth reaches, still go with the box
+    box = _known(300, 300, (50, 250, 50, 250))
+    assert set(np.unique(hole_levels(box, hole_depth=10)[~box])) == {16}
     # a hole at the border: the image edge is not a known pixel, so its depth is the full width
     edge = _known(100, 100, (0, 100, 0, 10))
     assert set(np.unique(hole_levels(edge, hole_depth=4)[~edge])) == {4}  # depth 10 (from x=0 to 10) / 4 -> 4
