@@ -39,7 +39,8 @@ def test_parameter_count_at_depth_8_is_the_papers():
 
 def _full_width_reference(model: PConvUNet, image, mask):
     """The network written plainly: masks as wide as the features, concatenated in the decoder,
-    no re-zeroing after BatchNorm (each partial convolution multiplies by its mask)."""
+    no re-zeroing after BatchNorm (each partial convolution multiplies its input by its mask, which
+    also drops what a smooth upsampling mode blurs into the holes; what it blurs out of them is 0)."""
 
     def run(block, h, m):
         block.conv.return_mask = True
@@ -60,15 +61,16 @@ def _full_width_reference(model: PConvUNet, image, mask):
         h, m = run(block, h, m.expand(-1, h.shape[1], -1, -1))
     for j, block in enumerate(model.decoder):
         sh, sm = skips[-1 - j]
-        up_h = F.interpolate(h, scale_factor=2)
         up_m = F.interpolate(m, scale_factor=2)
+        up_h = F.interpolate(h * m, scale_factor=2, mode=model.config.upsample_mode)  # holes hold 0
         full_mask = torch.cat([up_m.expand(-1, up_h.shape[1], -1, -1), sm.expand(-1, sh.shape[1], -1, -1)], 1)
         h, m = run(block, torch.cat([up_h, sh], 1), full_mask)
     return h
 
 
-def test_matches_full_width_mask_formulation():
-    model = small().eval()
+@pytest.mark.parametrize("upsample_mode", ["nearest", "bilinear"])
+def test_matches_full_width_mask_formulation(upsample_mode):
+    model = small(upsample_mode=upsample_mode).eval()
     torch.manual_seed(1)
     for module in model.modules():  # non-trivial BatchNorm statistics
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -76,9 +78,11 @@ def test_matches_full_width_mask_formulation():
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
-    x = torch.rand(2, 3, 32, 32)
-    mask = random_mask(2, 32, 32, p=0.5)
-    mask[:, :, 4:20, 4:20] = 0
+    x = torch.rand(2, 3, 64, 64)
+    mask = random_mask(2, 64, 64, p=0.5)
+    mask[0, :, 4:40, 4:40] = 0
+    mask[1] = 0
+    mask[1, :, :4, :4] = 1  # a hole so big that the bottleneck and the decoder's masks still hold holes
     with torch.no_grad():
         torch.testing.assert_close(model(x, mask), _full_width_reference(model, x, mask), rtol=1e-4, atol=1e-5)
 

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pconv import UNet3Plus, UNet3PlusConfig, load_model, save_model
 from pconv.inpaint import inpaint
@@ -37,6 +38,71 @@ def test_values_inside_the_holes_are_ignored(conv):
     mask[..., 6:14, 4:20] = 0
     other = torch.where(mask.bool(), image, torch.rand_like(image) * 100)
     assert torch.equal(model(image, mask), model(other, mask))
+
+
+def _full_width_reference(model: UNet3Plus, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """UNet3+ written plainly: every partial convolution gets a mask as wide as its input (the
+    branches' masks concatenated before fusing), instead of the model's one-channel coverage."""
+
+    def run(block, h, m):
+        block.conv.return_mask = True
+        try:
+            out, new_m = block.conv(h, m.expand(-1, h.shape[1], -1, -1))
+        finally:
+            block.conv.return_mask = False
+        new_m = new_m[:, :1]
+        return torch.relu(block.bn(out) * new_m), new_m
+
+    h, m = image, mask
+    enc = []
+    for i, level in enumerate(model.encoder):
+        if i > 0:
+            h, m = F.max_pool2d(h, 2), F.max_pool2d(m, 2)
+        h, m = run(level.second, *run(level.first, h, m))
+        enc.append((h, m))
+    depth = model.config.depth
+    dec = {depth - 1: enc[-1]}
+    for d in reversed(range(depth - 1)):
+        parts, masks = [], []
+        for s, branch in enumerate(model.branches[d]):
+            sh, sm = enc[s] if s <= d else dec[s]
+            if s < d:
+                sh, sm = F.max_pool2d(sh, 2 ** (d - s)), F.max_pool2d(sm, 2 ** (d - s))
+            elif s > d:
+                sm = F.interpolate(sm, scale_factor=2 ** (s - d), mode="nearest")
+                sh = F.interpolate(sh, scale_factor=2 ** (s - d), mode="bilinear", align_corners=False)
+            out, om = run(branch, sh, sm)
+            parts.append(out)
+            masks.append(om.expand(-1, out.shape[1], -1, -1))
+        fused = torch.cat(parts, 1)
+        block = model.fuse[d]
+        block.conv.return_mask = True
+        try:
+            out, fm = block.conv(fused, torch.cat(masks, 1))
+        finally:
+            block.conv.return_mask = False
+        dec[d] = (torch.relu(block.bn(out) * fm[:, :1]), fm[:, :1])
+    return model.heads[0](dec[0][0])
+
+
+def test_matches_full_width_mask_formulation():
+    torch.manual_seed(0)
+    model = UNet3Plus(depth=4, base_width=4, filters=4).eval()
+    for module in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    image = torch.rand(2, 3, 64, 64)
+    mask = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    mask[0, :, 4:40, 6:40] = 0
+    mask[1] = 0
+    mask[1, :, :4, :4] = 1  # a hole so big that the deep levels' upsampled masks still hold holes
+    with torch.no_grad():
+        ours, ref = model(image, mask), _full_width_reference(model, image, mask)
+    assert ours.abs().mean() > 0.01
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_monte_carlo_samples_differ_only_when_sampling():
