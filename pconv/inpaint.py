@@ -12,7 +12,9 @@ With ``samples > 1`` the model's dropout stays active (Monte Carlo dropout, Gal 
 
 With ``flip=True`` every prediction is the mean of the model's output for the image and for its
 mirror image, mirrored back (test-time augmentation): twice the time, less of the model's
-pixel-level noise.
+pixel-level noise. With Monte Carlo samples too, every mirrored pass counts as one more sample
+(``2 * samples`` in all): the standard deviation stays that of a single pass, where averaging
+each pair first would shrink it by about ``sqrt(2)``, and the standard error uses all of them.
 
 Resolution (``scale="auto"``, the default): a model fills holes well only up to the hole depth
 (the largest distance from a hole pixel to a known one) it met in training, at the scale it was
@@ -63,7 +65,8 @@ class InpaintResult:
             (the mean over Monte Carlo samples).
         std: ``(H, W, C)`` float32 per-pixel standard deviation over the samples, in [0, 1]
             units (0 at known pixels), or ``None`` for a single pass.
-        samples: Monte Carlo samples behind ``image`` and ``std`` (1 for a single pass).
+        samples: Monte Carlo samples behind ``image`` and ``std`` (1 for a single pass; with
+            ``flip``, twice the samples asked for: the mirrored passes count).
         tiles: how many tiles (or 1 for a single pass) went through the model.
     """
 
@@ -182,10 +185,14 @@ def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: in
     done = 0
     while done < samples:
         n = min(batch, samples - done)
-        pred = _forward(model, x.expand(n, -1, -1, -1), m, flip).double()  # (n, C, h, w)
-        total += pred.sum(0)
-        total_sq += pred.square().sum(0)
+        xs = x.expand(n, -1, -1, -1)
+        # with flip, each mirrored pass is a sample of its own: the spread stays that of one pass
+        for pred in (model(xs, m), model(xs.flip(-1), m.flip(-1)).flip(-1)) if flip else (model(xs, m),):
+            pred = pred.clamp(0, 1).double()  # (n, C, h, w)
+            total += pred.sum(0)
+            total_sq += pred.square().sum(0)
         done += n
+    samples *= 2 if flip else 1
     mean = total / samples
     var = (total_sq / samples - mean.square()).clamp_(min=0) * samples / (samples - 1)
     return mean.float().permute(1, 2, 0).cpu().numpy(), var.float().permute(1, 2, 0).cpu().numpy()
@@ -389,7 +396,7 @@ def _multiscale(model: nn.Module, image: np.ndarray, known: np.ndarray, levels: 
         out[y0:y1, x0:x1][sub] = np.clip(np.rint(big[sub]), 0, 255).astype(np.uint8)
         if std is not None:
             std[y0:y1, x0:x1][sub] = np.maximum(_upsample_box(small_std, (height, width), box)[sub], 0)
-    return InpaintResult(out, std, tiles, samples)
+    return InpaintResult(out, std, tiles, samples * 2 if flip and samples > 1 else samples)
 
 
 def _resolve_tile(tile: int | str | None, height: int, width: int) -> int | None:

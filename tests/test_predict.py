@@ -374,3 +374,30 @@ def test_every_hole_pixel_gets_a_prediction_from_the_tiles(tile, overlap):
         result = inpaint(_Half(), image, known, tile=tile, overlap=overlap, scale=1)
     assert (result.image[~known] == 128).all() and np.array_equal(result.image[known], image[known])
     assert result.tiles > 6
+
+
+class _Spread(torch.nn.Module):
+    """A stand-in for a dropout model: sample ``b`` of a batch of ``n`` predicts ``b / (n - 1)``
+    everywhere, so every pixel's samples are exactly ``0, 1/(n-1), ..., 1`` in every tile."""
+
+    multiple = 4
+    mc_dropout = False
+    config = type("Config", (), {"dropout": 0.5})()
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n = image.shape[0]
+        return (torch.arange(n, dtype=image.dtype) / (n - 1)).view(n, 1, 1, 1).expand_as(image).clone()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_monte_carlo_mean_and_spread_are_exact_across_tiles_and_with_flip(flip):
+    image = _photo(150, 230, seed=3)
+    known = _holes(150, 230, (0, 150, 100, 104), (10, 140, 5, 225))
+    known[::7, ::5] = True
+    result = inpaint(_Spread(), image, known, tile=48, overlap=12, samples=5, batch=5, flip=flip, scale=1)
+    values = np.linspace(0, 1, 5).repeat(2 if flip else 1)  # mirrored passes are samples of their own
+    assert result.tiles > 6 and result.samples == values.size
+    assert (result.image[~known] == 128).all() and np.array_equal(result.image[known], image[known])
+    np.testing.assert_allclose(result.std[~known], values.std(ddof=1), rtol=1e-5)
+    assert (result.std[known] == 0).all()
+    np.testing.assert_allclose(result.stderr[~known], values.std(ddof=1) / np.sqrt(values.size), rtol=1e-5)
