@@ -48,6 +48,8 @@ AUTO_TILE = 512
 # The hole depth (pixels) a model handles when its file does not say: the 90th percentile of the
 # deepest hole of random-stroke masks at 256 px, what the first released models trained on.
 DEFAULT_HOLE_DEPTH = 18.0
+# Parts of a deep hole thinner than this fraction of the hole depth (half-width) are offshoots.
+THIN = 0.25
 # Coarse levels keep at least this many pixels on the image's shorter side.
 MIN_LEVEL_SIDE = 64
 
@@ -111,11 +113,12 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
     for its connected hole (8-connectivity) from the hole's depth.
 
     A hole of depth ``d`` (largest distance from one of its pixels to a known pixel) gets
-    ``2**ceil(log2(d / hole_depth))``, at least 1 and at most ``max_factor``. In a hole deeper than
-    ``hole_depth``, only its body (the pixels covered by a disk of radius ``hole_depth`` that fits
-    in the hole) and the small bits beside it (within ``hole_depth`` of the body, such as a box's
-    corners) take that factor; thin offshoots, such as a stroke that touches a big hole, keep
-    full resolution, where the model fills them well.
+    ``2**ceil(log2(d / hole_depth))``, at least 1 and at most ``max_factor``. A deep hole's thin
+    offshoots keep full resolution, where the model fills them well: a stroke touching a big hole
+    is filled sharp instead of with the big hole's blurred, upsampled fill. Thin means outside the
+    hole's opening by a disk of radius ``hole_depth / 4`` (:data:`THIN`) and reaching farther than
+    ``hole_depth`` from it; the rest of the hole, thick parts and the small bits beside them (a
+    box's corners), takes the hole's factor.
     """
     holes = (~known).astype(np.uint8)
     levels = np.zeros(known.shape, np.int32)
@@ -141,10 +144,10 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
 
 
 def _offshoots(hole: np.ndarray, depth: np.ndarray, hole_depth: float) -> np.ndarray:
-    """The thin parts of one deep hole: its pixels outside the opening by a disk of radius
-    ``hole_depth``, in pieces reaching farther than ``hole_depth`` from that opening."""
-    centres = (hole & (depth > hole_depth)).astype(np.uint8)
-    body = hole & (cv2.distanceTransform(1 - centres, cv2.DIST_L2, 5) <= hole_depth)
+    """The thin offshoots of one deep hole (see :func:`hole_levels`)."""
+    radius = THIN * hole_depth
+    centres = (hole & (depth > radius)).astype(np.uint8)
+    body = hole & (cv2.distanceTransform(1 - centres, cv2.DIST_L2, 5) <= radius)
     rest = hole & ~body
     if not rest.any():
         return rest

@@ -34,12 +34,15 @@ def test_levels_follow_each_holes_depth():
 
 
 def test_a_thin_stroke_touching_a_big_hole_keeps_full_resolution_and_border_holes_count_their_depth():
-    # an L: a 10-px bar (depth 5) touching a 90x50 rectangle (depth 25) is one hole; the
+    # an L: a 4-px bar (depth 2) touching a 146x100 rectangle (depth 50) is one hole; the
     # rectangle runs coarse, the bar away from it at full resolution
-    known = _known(200, 200, (50, 60, 20, 150), (60, 150, 100, 150))
-    levels = hole_levels(known, hole_depth=5)
-    assert set(np.unique(levels[60:150, 100:150])) == {8}  # depth 25 / 5 -> 8
-    assert set(np.unique(levels[50:60, 20:90])) == {1}
+    known = _known(300, 300, (50, 54, 20, 150), (54, 200, 100, 200))
+    levels = hole_levels(known, hole_depth=20)
+    assert set(np.unique(levels[56:200, 100:200])) == {4}  # depth 50 / 20 -> 4
+    assert set(np.unique(levels[50:54, 20:90])) == {1}
+    # a thick offshoot (a 30-px bar, more than a quarter of the hole depth wide) goes with the hole
+    thick = _known(300, 300, (40, 70, 20, 150), (54, 200, 100, 200))
+    assert set(np.unique(hole_levels(thick, hole_depth=20)[~thick])) == {4}
     # a box's corners, which no disk of the hole depth reaches, still go with the box
     box = _known(300, 300, (50, 250, 50, 250))
     assert set(np.unique(hole_levels(box, hole_depth=10)[~box])) == {16}
