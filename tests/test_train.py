@@ -357,14 +357,39 @@ def test_load_image_applies_exif_orientation_and_converts_modes(tmp_path):
         load_image(tmp_path / "bad.png")
 
 
+# train.py under torchrun, keeping each rank's model (the module DDP wraps) after training.
+_RANK_WEIGHTS = """
+import os, sys
+import torch
+import pconv.training.loop as loop
+from pconv.training.config import config_from_args
+
+wrapped = []
+
+
+class Recording(loop.DistributedDataParallel):
+    def __init__(self, module, *args, **kwargs):
+        super().__init__(module, *args, **kwargs)
+        wrapped.append(module)
+
+
+loop.DistributedDataParallel = Recording
+loop.train(config_from_args(sys.argv[2:]))
+params = {k: v.detach().clone() for k, v in wrapped[0].named_parameters()}
+torch.save(params, os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
 @pytest.mark.slow
-def test_two_process_gloo_run_trains(folders, tmp_path):
+def test_two_process_gloo_run_trains_and_keeps_the_ranks_weights_equal(folders, tmp_path):
     train, val = folders
     out = tmp_path / "ddp"
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANK_WEIGHTS)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "train.py"), *_args(train, val, out, "--stage", "pretrain", "--steps", "2",
-                                          "--sample-every", "0", "--device", "cpu")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+           str(script), str(tmp_path), *_args(train, val, out, "--stage", "pretrain", "--steps", "2",
+                                              "--sample-every", "0", "--device", "cpu")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
@@ -372,6 +397,13 @@ def test_two_process_gloo_run_trains(folders, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2]  # one log, from rank 0
     assert load_model(out / "model.safetensors").config.base_width == 4
+    # the ranks start from different seeds, yet train one model: every weight equal, bit for bit
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    released = load_file(out / "model.safetensors")
+    assert all(torch.equal(rank0[k], released[k].to(rank0[k].dtype)) for k in rank0 if k in released)
 
 
 def test_sixteen_bit_and_float_images_are_scaled_not_clipped(tmp_path):
