@@ -1,6 +1,6 @@
 """onnxruntime against PyTorch on the CPU: one 512x512 inpainting pass of the released model.
 
-Exports the model (``pconv.export.export_onnx``), checks the two agree on a held-out photo
+Exports the model (``pconv.onnx_model.export_onnx``), checks the two agree on a held-out photo
 (max absolute difference of the predictions, in [0, 1] units), then times both, interleaved.
 
     python benchmarks/bench_onnx.py [--weights FILE] [--size 512] [--repeats 5]
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import time_interleaved  # noqa: E402
 from pconv import load_model  # noqa: E402
 from pconv.data import center_crop, load_image  # noqa: E402
-from pconv.export import OnnxModel, export_onnx  # noqa: E402
+from pconv.onnx_model import OnnxModel, export_onnx  # noqa: E402
 from pconv.io import DEFAULT_WEIGHTS  # noqa: E402
 from pconv.masks import generate  # noqa: E402
 

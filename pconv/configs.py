@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["LossWeights", "PConvUNetConfig", "UNet3PlusConfig"]
+__all__ = ["OPSET", "LossWeights", "PConvUNetConfig", "UNet3PlusConfig"]
+
+# The ONNX opset that pconv.onnx_model.export_onnx (python -m pconv.export) writes by default.
+OPSET = 18
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ def _load(weights: Path | None, device: torch.device, onnx: Path | None = None) 
         if not onnx.is_file():
             raise UsageError(f"ONNX file not found: {onnx}")
         try:
-            from pconv.export import OnnxModel
+            from pconv.onnx_model import OnnxModel
 
             return OnnxModel(onnx)
         except ImportError:

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 # every console script of setup.py, plus the mask exporter
-COMMANDS = ["pconv.train", "pconv.predict", "pconv.evaluate", "pconv.serve", "pconv.sweep", "pconv.masks.__main__"]
+COMMANDS = ["pconv.train", "pconv.predict", "pconv.evaluate", "pconv.serve", "pconv.sweep", "pconv.masks.__main__",
+            "pconv.export"]
 
 PROBE = """
 import contextlib, io, sys

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pconv import PConvUNet, save_model
-from pconv.export import OnnxModel, export_onnx
+from pconv.onnx_model import OnnxModel, export_onnx
 from pconv.inpaint import inpaint
 from pconv.masks import generate, write_mask
 from pconv.predict import main as predict_main
