@@ -257,8 +257,15 @@ class PartialConv2d(_PartialConvMixin, nn.Conv2d):
         return_mask: ``forward`` returns ``(output, mask)`` instead of ``output``.
 
     Example:
+        >>> import torch
         >>> conv = PartialConv2d(3, 16, 3, padding=1, return_mask=True)
-        >>> out, new_mask = conv(image, mask)  # mask (N, 1, H, W): 1 = known, 0 = hole
+        >>> image, mask = torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32)
+        >>> mask[..., 8:16, 8:16] = 0  # (N, 1, H, W): 1 = known, 0 = hole
+        >>> out, new_mask = conv(image, mask)
+        >>> out.shape, new_mask.shape
+        (torch.Size([1, 16, 32, 32]), torch.Size([1, 1, 32, 32]))
+        >>> new_mask[0, 0, 8, 8].item(), new_mask[0, 0, 12, 12].item()  # the hole shrinks by a pixel
+        (1.0, 0.0)
     """
 
     _spatial_dims = 2

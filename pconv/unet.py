@@ -64,9 +64,15 @@ class PConvUNet(nn.Module):
         config: the architecture; keyword arguments build one if ``config`` is ``None``.
 
     Example:
-        >>> model = PConvUNet(depth=7)
-        >>> pred = model(image, mask)        # image (N, 3, H, W), mask (N, 1, H, W), 1 = known
+        >>> import torch
+        >>> model = PConvUNet(depth=7).eval()
+        >>> image, mask = torch.rand(1, 3, 256, 256), torch.ones(1, 1, 256, 256)
+        >>> mask[..., 96:160, 96:160] = 0  # (N, 1, H, W): 1 = known, 0 = hole
+        >>> with torch.no_grad():
+        ...     pred = model(image, mask)
         >>> filled = mask * image + (1 - mask) * pred
+        >>> filled.shape
+        torch.Size([1, 3, 256, 256])
     """
 
     def __init__(self, config: PConvUNetConfig | None = None, **kwargs: object) -> None:
