@@ -38,6 +38,7 @@ import json
 import math
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,17 @@ def _suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:
 
 def _study(space: SearchSpace, out: Path, storage: str | None, name: str, seed: int, heartbeat: int) -> Any:
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna import storages
 
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    db = RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                    failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+    with warnings.catch_warnings():  # heartbeats are marked experimental; they are what resumes killed trials
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+        else:
+            retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
+        db = storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat, **retry)
     return optuna.create_study(study_name=name, storage=db, direction=space.direction, load_if_exists=True,
                                sampler=optuna.samplers.TPESampler(seed=seed),
                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
@@ -221,7 +227,9 @@ def _plots(study: Any, out: Path, complete: int) -> None:
         plots["importances.png"] = vis.plot_param_importances
     for name, plot in plots.items():
         try:
-            ax = plot(study)
+            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = plot(study)
         except (ValueError, RuntimeError):  # e.g. one parameter: no parallel coordinates to draw
             continue
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure

@@ -1,10 +1,12 @@
-"""Shared fixtures."""
+"""Shared fixtures and the synthetic test photo (``from conftest import synthetic_photo``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -13,3 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 def test_photos() -> list[Path]:
     """The held-out real photos the project ships (never trained on)."""
     return sorted((REPO / "data" / "photos" / "test").glob("*.jpg"))
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0, noise: float = 8.0) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image of smooth colour waves (a phase per seed) with Gaussian noise:
+    structure for a model to continue into holes, different for every seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([np.sin(x / 7 + rng.uniform(0, 6)), np.cos(y / 5), np.sin((x + y) / 11)], -1) * 100 + 128
+    return (img + rng.normal(0, noise, img.shape) if noise else img).clip(0, 255).astype(np.uint8)
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, closing it again (warnings are errors in this suite)."""
+    with Image.open(path) as image:
+        return image.size

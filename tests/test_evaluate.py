@@ -17,12 +17,7 @@ from pconv.evaluate import BASELINES, bin_of, evaluate, generated_cases, main, s
 from pconv.masks import RATIO_BINS, write_mask
 from pconv.metrics import score
 
-
-def _photo(height: int, width: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    img = np.stack([np.sin(x / 6 + seed), np.cos(y / 4), np.sin((x - y) / 9)], -1) * 90 + 128
-    return (img + rng.normal(0, 6, img.shape)).clip(0, 255).astype(np.uint8)
+from conftest import image_size, synthetic_photo
 
 
 def test_metrics_agree_with_scikit_image_and_the_hole_formula():
@@ -46,7 +41,7 @@ def test_a_perfect_result_scores_infinite_psnr_and_unit_ssim():
 
 
 def test_perfect_method_and_baselines_through_evaluate():
-    cases = generated_cases([("a", _photo(48, 48, 0)), ("b", _photo(48, 48, 1))], per_bin=2, seed=0)
+    cases = generated_cases([("a", synthetic_photo(48, 48, 0)), ("b", synthetic_photo(48, 48, 1))], per_bin=2, seed=0)
     methods = {"oracle": lambda image, known: image.copy(), "telea": BASELINES["telea"]}
     keep = {cases[3].name: {}}
     records = evaluate(cases, methods, progress=False, keep=keep)
@@ -61,7 +56,7 @@ def test_perfect_method_and_baselines_through_evaluate():
 
 
 def test_generated_cases_fall_in_their_bins():
-    cases = generated_cases([("a", _photo(64, 64, 0))], per_bin=3, seed=5)
+    cases = generated_cases([("a", synthetic_photo(64, 64, 0))], per_bin=3, seed=5)
     assert [c.bin for c in cases] == [b for b in RATIO_BINS for _ in range(3)]
     for case in cases:
         low, high = RATIO_BINS[case.bin]
@@ -71,7 +66,7 @@ def test_generated_cases_fall_in_their_bins():
 
 
 def test_solid_suite_cases_fall_in_their_bins_and_differ_from_strokes():
-    images = [("a", _photo(64, 64, 0))]
+    images = [("a", synthetic_photo(64, 64, 0))]
     solid = generated_cases(images, per_bin=2, seed=5, kind="solid")
     strokes = generated_cases(images, per_bin=2, seed=5)
     for s, k in zip(solid, strokes):
@@ -86,7 +81,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     images = root / "images"
     images.mkdir()
     for i in range(2):
-        Image.fromarray(_photo(40, 52, i)).save(images / f"p{i}.png")
+        Image.fromarray(synthetic_photo(40, 52, i)).save(images / f"p{i}.png")
     torch.manual_seed(0)
     save_model(PConvUNet(depth=3, base_width=4), root / "tiny.safetensors")
     return images, root / "tiny.safetensors"
@@ -108,7 +103,7 @@ def test_report_files_are_written(setup, tmp_path, capsys):
     assert "| telea |" in report and "## SSIM" in report and "seconds per image" in report
     with open(out / "cases.csv") as f:
         assert len(list(csv.DictReader(f))) == 6 * 3
-    assert Image.open(out / "examples.png").size[0] > 5 * 100  # holes, three methods, ground truth
+    assert image_size(out / "examples.png")[0] > 5 * 100  # holes, three methods, ground truth
     assert "report:" in capsys.readouterr().out
 
 
@@ -152,6 +147,6 @@ def test_images_from_several_folders(tmp_path):
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        Image.fromarray(_photo(20, 30, 1)).save(tmp_path / name / f"{name}.png")
+        Image.fromarray(synthetic_photo(20, 30, 1)).save(tmp_path / name / f"{name}.png")
     images = _load_images([tmp_path / "a", tmp_path / "b"], 16)
     assert [n for n, _ in images] == ["a", "b"] and images[0][1].shape == (16, 16, 3)

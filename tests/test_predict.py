@@ -16,6 +16,8 @@ from pconv.inpaint import inpaint, tile_origins
 from pconv.masks import write_mask
 from pconv.predict import main
 
+from conftest import image_size, synthetic_photo
+
 
 def _model(depth: int = 3, dropout: float = 0.0, seed: int = 0) -> PConvUNet:
     torch.manual_seed(seed)
@@ -26,13 +28,6 @@ def _model(depth: int = 3, dropout: float = 0.0, seed: int = 0) -> PConvUNet:
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     return model.eval()
-
-
-def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    img = np.stack([np.sin(x / 7 + rng.uniform(0, 6)), np.cos(y / 5), np.sin((x + y) / 11)], -1) * 100 + 128
-    return (img + rng.normal(0, 8, img.shape)).clip(0, 255).astype(np.uint8)
 
 
 def _holes(height: int, width: int, *boxes: tuple[int, int, int, int]) -> np.ndarray:
@@ -53,7 +48,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture()
 def pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
-    image = _photo(40, 56)
+    image = synthetic_photo(40, 56)
     known = _holes(40, 56, (10, 22, 12, 30))
     Image.fromarray(image).save(tmp_path / "photo.png")
     write_mask(tmp_path / "holes.png", known)
@@ -73,13 +68,13 @@ def test_result_keeps_known_pixels_and_fills_holes_with_the_model(weights, pair,
         pred = model(x, torch.from_numpy(known)[None, None].float())[0].clamp(0, 1).permute(1, 2, 0).numpy()
     expected = np.rint(pred * 255).astype(np.uint8)
     assert np.abs(result[~known].astype(int) - expected[~known]).max() <= 1
-    assert Image.open(tmp_path / "cmp.png").size == (3 * 56 + 16, 40)
+    assert image_size(tmp_path / "cmp.png") == (3 * 56 + 16, 40)
     assert "wrote" in capsys.readouterr().out
 
 
 def test_tiled_equals_untiled_where_a_single_tile_sees_the_whole_receptive_field():
     model = _model(depth=2)
-    image = _photo(64, 160, seed=3)
+    image = synthetic_photo(64, 160, seed=3)
     known = _holes(64, 160, (20, 40, 70, 86))  # only inside the tile starting at x=48, far from its edges
     whole = inpaint(model, image, known, tile=None, scale=1)
     tiled = inpaint(model, image, known, tile=64, overlap=16, scale=1)
@@ -91,7 +86,7 @@ def test_tiled_equals_untiled_where_a_single_tile_sees_the_whole_receptive_field
 
 def test_tiles_run_only_where_holes_are_and_cover_every_hole():
     model = _model(depth=2)
-    image = _photo(200, 260, seed=4)
+    image = synthetic_photo(200, 260, seed=4)
     corner = inpaint(model, image, _holes(200, 260, (5, 15, 5, 15)), tile=64, overlap=16)
     assert corner.tiles == 1
     # a hole across tile seams: every hole pixel gets a (non-zero-weight) prediction
@@ -112,7 +107,7 @@ class _Ramp(torch.nn.Module):
 
 
 def test_flip_averages_the_prediction_with_that_of_the_mirror_image(weights, pair, tmp_path):
-    image = _photo(40, 56)
+    image = synthetic_photo(40, 56)
     known = _holes(40, 56, (10, 22, 12, 30), (30, 38, 40, 50))
     ramp = inpaint(_Ramp(), image, known, tile=None, flip=True)
     assert np.all(ramp.image[~known] == 128) and np.array_equal(ramp.image[known], image[known])
@@ -144,7 +139,7 @@ def test_folder_mode_keeps_going_past_bad_pairs(weights, tmp_path, capsys):
     images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     images.mkdir(), masks.mkdir()
     for name in ("a", "b", "c"):
-        Image.fromarray(_photo(32, 40)).save(images / f"{name}.jpg")
+        Image.fromarray(synthetic_photo(32, 40)).save(images / f"{name}.jpg")
     write_mask(masks / "a.png", _holes(32, 40, (4, 12, 4, 20)))
     write_mask(masks / "c.png", _holes(16, 16, (2, 5, 2, 5)))  # wrong size
     rc = main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(out),
@@ -164,7 +159,7 @@ def test_uncertainty_from_monte_carlo_dropout(weights, pair, tmp_path):
     std = np.load(tmp_path / "std.npy")
     assert std.shape == (*known.shape, 3) and np.all(std[known] == 0) and std[~known].mean() > 0
     assert np.allclose(np.load(tmp_path / "std_stderr.npy"), std / np.sqrt(6))
-    assert Image.open(unc).size == (56, 40)
+    assert image_size(unc) == (56, 40)
     mean = np.asarray(Image.open(out)).astype(int)
     low, high = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("lo", "hi"))
     assert np.array_equal(mean[known], image[known]) and np.array_equal(low[known], image[known])
@@ -173,7 +168,7 @@ def test_uncertainty_from_monte_carlo_dropout(weights, pair, tmp_path):
 
 def test_sampling_is_random_only_when_asked():
     model = _model(dropout=0.3)
-    image, known = _photo(32, 32), _holes(32, 32, (8, 20, 8, 20))
+    image, known = synthetic_photo(32, 32), _holes(32, 32, (8, 20, 8, 20))
     once = [inpaint(model, image, known).image for _ in range(2)]
     assert np.array_equal(*once) and model.mc_dropout is False
     a, b = (inpaint(model, image, known, samples=3, batch=2) for _ in range(2))
@@ -183,13 +178,13 @@ def test_sampling_is_random_only_when_asked():
 def test_grayscale_and_alpha_images_round_trip(weights, tmp_path):
     known = _holes(24, 24, (5, 12, 5, 12))
     write_mask(tmp_path / "m.png", known)
-    gray = _photo(24, 24)[..., 0]
+    gray = synthetic_photo(24, 24)[..., 0]
     Image.fromarray(gray).save(tmp_path / "g.png")
     assert main(["--image", str(tmp_path / "g.png"), "--mask", str(tmp_path / "m.png"), "--out",
                  str(tmp_path / "g_out.png"), "--weights", str(weights["plain"])]) == 0
-    out = Image.open(tmp_path / "g_out.png")
-    assert out.mode == "L" and np.array_equal(np.asarray(out)[known], gray[known])
-    rgba = np.dstack([_photo(24, 24), np.full((24, 24), 200, np.uint8)])
+    with Image.open(tmp_path / "g_out.png") as out:
+        assert out.mode == "L" and np.array_equal(np.asarray(out)[known], gray[known])
+    rgba = np.dstack([synthetic_photo(24, 24), np.full((24, 24), 200, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     assert main(["--image", str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"), "--out",
                  str(tmp_path / "a_out.png"), "--weights", str(weights["plain"])]) == 0
@@ -304,8 +299,8 @@ def test_folder_mode_refuses_two_images_that_would_write_the_same_file(weights, 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
-    Image.fromarray(_photo(16, 16)).save(images / "a.png")
-    Image.fromarray(_photo(16, 16)).save(images / "a.jpg")
+    Image.fromarray(synthetic_photo(16, 16)).save(images / "a.png")
+    Image.fromarray(synthetic_photo(16, 16)).save(images / "a.jpg")
     write_mask(masks / "a.png", _holes(16, 16, (4, 8, 4, 8)))
     assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(tmp_path / "out"),
                  "--weights", str(weights["plain"])]) == 2
@@ -314,7 +309,7 @@ def test_folder_mode_refuses_two_images_that_would_write_the_same_file(weights, 
 
 
 def test_almost_no_known_context_warns(weights, tmp_path, capsys):
-    Image.fromarray(_photo(40, 40)).save(tmp_path / "p.png")
+    Image.fromarray(synthetic_photo(40, 40)).save(tmp_path / "p.png")
     known = np.zeros((40, 40), bool)
     known[20, 20] = True  # one known pixel
     write_mask(tmp_path / "m.png", known)
@@ -344,7 +339,7 @@ def test_a_decompression_bomb_is_a_failed_pair_in_folder_mode(weights, tmp_path,
     ihdr = b"IHDR" + (20000).to_bytes(4, "big") * 2 + data[24:29]  # claims 400 megapixels
     (images / "bomb.png").write_bytes(data[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + data[33:])
     write_mask(masks / "bomb.png", _holes(16, 16, (4, 8, 4, 8)))
-    Image.fromarray(_photo(16, 16)).save(images / "fine.png")
+    Image.fromarray(synthetic_photo(16, 16)).save(images / "fine.png")
     write_mask(masks / "fine.png", _holes(16, 16, (4, 8, 4, 8)))
     assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(tmp_path / "out"),
                  "--weights", str(weights["plain"])]) == 1
@@ -366,7 +361,7 @@ class _Half(torch.nn.Module):
 def test_every_hole_pixel_gets_a_prediction_from_the_tiles(tile, overlap):
     import warnings
 
-    image = _photo(150, 230, seed=2)
+    image = synthetic_photo(150, 230, seed=2)
     known = _holes(150, 230, (0, 150, 100, 104), (10, 140, 5, 225), (149, 150, 0, 230))
     known[::7, ::5] = True  # a sieve: holes in every tile, touching every tile edge
     with warnings.catch_warnings():
@@ -391,7 +386,7 @@ class _Spread(torch.nn.Module):
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_monte_carlo_mean_and_spread_are_exact_across_tiles_and_with_flip(flip):
-    image = _photo(150, 230, seed=3)
+    image = synthetic_photo(150, 230, seed=3)
     known = _holes(150, 230, (0, 150, 100, 104), (10, 140, 5, 225))
     known[::7, ::5] = True
     result = inpaint(_Spread(), image, known, tile=48, overlap=12, samples=5, batch=5, flip=flip, scale=1)

@@ -28,6 +28,8 @@ from PIL import Image
 from pconv import PConvUNet
 from pconv.serve import create_app
 
+from conftest import synthetic_photo
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
@@ -35,12 +37,6 @@ def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _photo(height: int, width: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    img = np.stack([np.sin(x / 9), np.cos(y / 7), np.sin((x + y) / 13)], -1) * 100 + 128
-    return img.astype(np.uint8)
 
 
 def _free_port() -> int:
@@ -88,7 +84,7 @@ def test_health_reports_the_model(server):
 
 
 def test_inpaint_returns_a_png_that_keeps_known_pixels(server):
-    image = _photo(48, 64)
+    image = synthetic_photo(48, 64, noise=0)
     holes = np.zeros((48, 64), np.uint8)
     holes[10:30, 20:40] = 255
     r = _post(server, _png(image), _png(holes))
@@ -117,7 +113,7 @@ def test_page_is_served(server):
     ],
 )
 def test_bad_requests_are_answered_with_the_reason(server, case, status, message):
-    image, mask = _png(_photo(48, 64)), _png(np.zeros((48, 64), np.uint8))
+    image, mask = _png(synthetic_photo(48, 64, noise=0)), _png(np.zeros((48, 64), np.uint8))
     if case == "not an image":
         image = b"hello, not an image"
     elif case == "mask size":
@@ -127,9 +123,9 @@ def test_bad_requests_are_answered_with_the_reason(server, case, status, message
     elif case == "too large":
         image = np.random.default_rng(0).bytes(3 * 2**20 // 2)
     elif case == "too many pixels":
-        image = _png(_photo(400, 400))
+        image = _png(synthetic_photo(400, 400, noise=0))
     elif case == "too much work":  # 0.07 MP, all of it through the model at full resolution
-        image = _png(_photo(240, 300))
+        image = _png(synthetic_photo(240, 300, noise=0))
         mask = _png(np.tile(np.array([[255, 0, 0, 0]], np.uint8), (240, 75)))  # thin stripes: full resolution
     elif case == "decompression bomb":  # a tiny PNG header claiming 400 megapixels
         image = _png(np.zeros((1, 1), np.uint8))
@@ -140,14 +136,14 @@ def test_bad_requests_are_answered_with_the_reason(server, case, status, message
 
 
 def test_empty_mask_returns_the_image_with_a_warning(server):
-    image = _photo(20, 24)
+    image = synthetic_photo(20, 24, noise=0)
     r = _post(server, _png(image), _png(np.zeros((20, 24), np.uint8)))
     assert r.status_code == 200 and "no holes" in r.headers["x-pconv-warning"]
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), image)
 
 
 def test_a_burst_of_concurrent_requests_is_all_answered(server):
-    image = _png(_photo(64, 64))
+    image = _png(synthetic_photo(64, 64, noise=0))
     holes = np.zeros((64, 64), np.uint8)
     holes[20:40, 8:50] = 255
     with ThreadPoolExecutor(12) as pool:
@@ -168,7 +164,7 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    image = _photo(120, 160)
+    image = synthetic_photo(120, 160, noise=0)
     Image.fromarray(image).save(tmp_path / "photo.png")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -182,13 +178,18 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
         driver.find_element(By.ID, "imageInput").send_keys(str(tmp_path / "photo.png"))
         canvas = driver.find_element(By.ID, "maskCanvas")
         WebDriverWait(driver, 10).until(lambda d: canvas.is_displayed() and canvas.size["width"] > 0)
-        driver.find_element(By.ID, "brushSize").send_keys("")  # default brush
+        driver.execute_script("const b = document.getElementById('brushSize'); b.value = 80;"
+                              "b.dispatchEvent(new Event('input', {bubbles: true}));")
+        pixels_per_css_px = driver.execute_script(
+            "const c = document.getElementById('maskCanvas'); return c.width / c.getBoundingClientRect().width;")
         w, h = canvas.size["width"], canvas.size["height"]
         (ActionChains(driver).move_to_element_with_offset(canvas, int(-w * 0.25), int(-h * 0.1)).click_and_hold()
          .move_by_offset(int(w * 0.2), int(h * 0.05)).move_by_offset(int(w * 0.2), int(h * 0.05)).release().perform())
         driver.find_element(By.ID, "inpaint").click()
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.result") == "ready")
-        driver.save_screenshot(str(tmp_path / "page.png"))
+        shown = driver.execute_script(
+            "const i = document.getElementById('resultImg'), r = i.getBoundingClientRect();"
+            "return [i.complete, i.naturalWidth, i.naturalHeight, r.width > 0 && r.height > 0];")
         result_b64 = driver.execute_async_script(
             "const done = arguments[0];"
             "fetch(document.getElementById('resultImg').src).then(r => r.arrayBuffer()).then(b => {"
@@ -203,7 +204,11 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
     changed = np.any(result != image, axis=-1)
     assert not changed[~painted].any()  # untouched outside the stroke
     assert changed[painted].mean() > 0.5  # filled under it
-    assert (tmp_path / "page.png").stat().st_size > 10_000
+    assert shown == [True, 160, 120, True]  # the result is on the page, at the image's size
+    # the brush size chosen on the page is the painted stroke's thickness (in image pixels)
+    columns = painted.sum(axis=0)
+    thickness = np.median(columns[columns > 0])
+    assert abs(thickness - 80 * pixels_per_css_px) <= max(3, 0.3 * 80 * pixels_per_css_px), thickness
 
 
 class _Slow(PConvUNet):
@@ -236,7 +241,7 @@ def test_under_load_the_queue_is_bounded_health_stays_fast_and_the_server_recove
     delay = 1.5  # per model pass: health answering in under half of it never waited on the model
     model = _Slow(delay)
     app = create_app(model, max_queue=2, max_work_mp=1.0)
-    image, mask = _png(_photo(64, 64)), _stripes(64, 64)
+    image, mask = _png(synthetic_photo(64, 64, noise=0)), _stripes(64, 64)
     with _running(app) as url:
         before = _rss_mb()
         with ThreadPoolExecutor(10) as pool:
@@ -266,7 +271,7 @@ def test_work_stops_when_the_client_disconnects():
     holes[::4] = 255  # every row of tiles has holes: 64 tiles of 32 px
     with _running(app) as url:
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{url}/api/inpaint", files={"image": ("i.png", _png(_photo(256, 256))),
+            httpx.post(f"{url}/api/inpaint", files={"image": ("i.png", _png(synthetic_photo(256, 256, noise=0))),
                                                    "mask": ("m.png", _png(holes))}, timeout=0.5)
         time.sleep(1.0)
         calls = model.calls
@@ -281,17 +286,17 @@ def test_shutdown_cancels_running_work():
     holes[::4] = 255
     with _running(app) as url:
         with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(_post, url, _png(_photo(256, 256)), _png(holes))
+            future = pool.submit(_post, url, _png(synthetic_photo(256, 256, noise=0)), _png(holes))
             time.sleep(0.5)
             app.state.cancel_all.set()  # what SIGTERM does
             start = time.perf_counter()
             r = future.result()
         assert r.status_code == 503 and time.perf_counter() - start < 1.0
-        assert _post(url, _png(_photo(32, 32)), _png(np.zeros((32, 32), np.uint8))).status_code == 503
+        assert _post(url, _png(synthetic_photo(32, 32, noise=0)), _png(np.zeros((32, 32), np.uint8))).status_code == 503
 
 
 def test_requests_from_other_origins_are_refused_unless_allowed(server):
-    image, mask = _png(_photo(16, 16)), _png(np.zeros((16, 16), np.uint8))
+    image, mask = _png(synthetic_photo(16, 16, noise=0)), _png(np.zeros((16, 16), np.uint8))
     files = {"image": ("i.png", image), "mask": ("m.png", mask)}
     evil = httpx.post(f"{server}/api/inpaint", files=files, headers={"Origin": "https://evil.example"})
     assert evil.status_code == 403 and "--allow-origin" in evil.json()["detail"]
@@ -310,20 +315,21 @@ def test_sigterm_stops_the_server_within_seconds(tmp_path):
     torch.manual_seed(0)
     save_model(PConvUNet(depth=3, base_width=4), tmp_path / "tiny.safetensors")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pconv.serve", "--weights", str(tmp_path / "tiny.safetensors"),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not start: " + proc.stderr.read())
-        start = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        assert time.perf_counter() - start < 5
-    finally:
-        proc.kill()
+    with subprocess.Popen([sys.executable, "-m", "pconv.serve", "--weights", str(tmp_path / "tiny.safetensors"),
+                           "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                proc.kill()
+                pytest.fail("the server did not start: " + proc.communicate()[1])
+            start = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+            assert time.perf_counter() - start < 5
+        finally:
+            proc.kill()

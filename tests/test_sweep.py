@@ -84,17 +84,17 @@ def test_a_killed_sweep_resumes(data, tmp_path):
     space = _space(data, tmp_path / "space.json", 3, {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, steps=30)
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "pconv.sweep", str(space), "--out", str(out), "--heartbeat", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        for _ in range(1200):  # wait until the second trial is under way, then kill everything
-            if (out / "trial_0001" / "log.csv").is_file():
-                break
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True) as proc:
+        try:
+            for _ in range(1200):  # wait until the second trial is under way, then kill everything
+                if (out / "trial_0001" / "log.csv").is_file():
+                    break
+                time.sleep(0.1)
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(2.5)  # past the heartbeat's grace period: the killed trial counts as failed
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -24,25 +24,24 @@ from pconv.train import main
 from pconv.training import config_from_args, lr_at
 from pconv.training import train as run_training
 
+from conftest import image_size, synthetic_photo
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _photo(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> None:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0 : size[1], 0 : size[0]]
-    img = np.stack([np.sin(x / (4 + seed) + rng.uniform(0, 6)), np.cos(y / 6), np.sin((x + y) / 8)], -1) * 110 + 128
+def _save(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img.astype(np.uint8)).save(path)
+    Image.fromarray(image).save(path)
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("data")
     for i in range(5):
-        _photo(root / "train" / ("a" if i < 3 else "b") / f"img{i}.png", i)
+        _save(root / "train" / ("a" if i < 3 else "b") / f"img{i}.png", synthetic_photo(40, 48, i, noise=0))
     (root / "train" / "b" / "broken.jpg").write_bytes(b"this is not a jpeg")
     for i in range(2):
-        _photo(root / "val" / f"v{i}.png", 10 + i)
+        _save(root / "val" / f"v{i}.png", synthetic_photo(40, 48, 10 + i, noise=0))
     return root / "train", root / "val"
 
 
@@ -74,7 +73,7 @@ def test_end_to_end_two_stages_writes_every_output(folders, tmp_path, capsys):
     assert [int(r["step"]) for r in val_rows] == [2, 3, 5] and float(val_rows[0]["ssim"]) > 0
     grids = sorted((out / "samples").glob("*.png"))
     assert [g.name for g in grids] == ["step_0000002.png", "step_0000005.png"]
-    assert Image.open(grids[0]).size == (4 * 32, 2 * 32)  # 4 columns, one row per validation image
+    assert image_size(grids[0]) == (4 * 32, 2 * 32)  # 4 columns, one row per validation image
 
     model = load_model(out / "model.safetensors")
     assert isinstance(model, PConvUNet) and model.config.base_width == 4
@@ -480,18 +479,18 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes(folders, tmp_path)
     args = _args(train, None, out, "--stage", "pretrain", "--steps", "100000", "--sample-every", "0",
                  "--checkpoint-every", "100000")
     args[args.index("--workers") + 1] = "1"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        for _ in range(600):
-            if (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 3:
-                break
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            for _ in range(600):
+                if (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 3:
+                    break
+                time.sleep(0.1)
+            os.killpg(proc.pid, signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err[-2000:]
     assert "stopped: saved" in err
     steps = torch.load(out / "last.pt", weights_only=True)["state"]["batches"]

@@ -79,12 +79,16 @@ class RunLogs:
             self.wandb.log({"samples": wandb.Image(grid, caption="holes | output | composite | truth")}, step=step)
 
     def close(self) -> None:
+        """Close every file and logger; calling it again does nothing."""
         for f, _ in self.files.values():
             f.close()  # type: ignore[attr-defined]
+        self.files.clear()
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
         if self.wandb is not None:
             self.wandb.finish()
+            self.wandb = None
 
 
 def _start_wandb(project: str, out: Path, config: dict | None, run_id: str | None, group: str | None):

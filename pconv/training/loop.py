@@ -337,25 +337,28 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
             torch.manual_seed(r.seed + world.rank + 7919 * state.batches)
     run = _Run(cfg, world, device, amp_dtype, model, wrapped, loss_fn, batches, val_loader, fixed, plan, state, logs,
                out, StopRequest(), time.perf_counter() - state.seconds, set(state.skipped), on_validate)
-    with run.stop.installed():
-        try:
-            while state.stage_index < len(plan):
-                train_stage(run, plan[state.stage_index], ckpt if ckpt is not None and ckpt["state"].stage_index
-                            == state.stage_index else None)
-                ckpt = None
-        except _Stopped:
-            raise
-        except KeyboardInterrupt:
-            if world.main:
-                print(f"\ninterrupted at once: not saved; {out / 'last.pt'} holds the last checkpoint "
-                      f"(continue with --resume --out {out})", file=sys.stderr)
-            raise
+    try:
+        with run.stop.installed():
+            try:
+                while state.stage_index < len(plan):
+                    train_stage(run, plan[state.stage_index], ckpt if ckpt is not None and ckpt["state"].stage_index
+                                == state.stage_index else None)
+                    ckpt = None
+            except _Stopped:
+                raise
+            except KeyboardInterrupt:
+                if world.main:
+                    print(f"\ninterrupted at once: not saved; {out / 'last.pt'} holds the last checkpoint "
+                          f"(continue with --resume --out {out})", file=sys.stderr)
+                raise
 
-    summary = {"steps": state.batches, "seconds": time.perf_counter() - run.start_time,
-               "skipped": len(run.seen_skipped), "best_psnr": state.best if val_files else None}
-    if world.main:
-        summary.update(_release(run, model_cls, model_cfg, masks))
-        logs.close()
+        summary = {"steps": state.batches, "seconds": time.perf_counter() - run.start_time,
+                   "skipped": len(run.seen_skipped), "best_psnr": state.best if val_files else None}
+        if world.main:
+            summary.update(_release(run, model_cls, model_cfg, masks))
+    finally:  # also when stopped, interrupted, pruned by a sweep or failed: no log file left open
+        if logs is not None:
+            logs.close()
     if world.world_size > 1:
         dist.barrier()
     return summary
