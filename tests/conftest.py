@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,3 +31,16 @@ def image_size(path) -> tuple[int, int]:
     """``(width, height)`` of an image file, closing it again (warnings are errors in this suite)."""
     with Image.open(path) as image:
         return image.size
+
+
+@torch.no_grad()
+def randomise_batchnorm(model: torch.nn.Module, spread: float = 0.5) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters (from torch's RNG), so a
+    comparison through the network would notice BatchNorm used wrongly."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-spread, spread)
+            module.running_var.uniform_(1 - spread, 1 + 2 * spread)
+            module.weight.uniform_(1 - spread, 1 + spread)
+            module.bias.uniform_(-spread, spread)
+    return model

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from pconv import PConvUNet, PConvUNetConfig
 
+from conftest import randomise_batchnorm
+
 
 def small(**kw) -> PConvUNet:
     torch.manual_seed(0)
@@ -72,12 +74,7 @@ def _full_width_reference(model: PConvUNet, image, mask):
 def test_matches_full_width_mask_formulation(upsample_mode):
     model = small(upsample_mode=upsample_mode).eval()
     torch.manual_seed(1)
-    for module in model.modules():  # non-trivial BatchNorm statistics
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
+    randomise_batchnorm(model)
     x = torch.rand(2, 3, 64, 64)
     mask = random_mask(2, 64, 64, p=0.5)
     mask[0, :, 4:40, 4:40] = 0

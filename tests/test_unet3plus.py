@@ -14,6 +14,8 @@ from pconv.inpaint import inpaint
 from pconv.masks import band_mask
 from pconv.train import main as train_main
 
+from conftest import randomise_batchnorm
+
 
 @pytest.mark.parametrize("conv", ["partial", "plain"])
 @pytest.mark.parametrize("depth", [2, 3, 5])
@@ -88,12 +90,7 @@ def _full_width_reference(model: UNet3Plus, image: torch.Tensor, mask: torch.Ten
 def test_matches_full_width_mask_formulation():
     torch.manual_seed(0)
     model = UNet3Plus(depth=4, base_width=4, filters=4).eval()
-    for module in model.modules():  # non-trivial BatchNorm statistics
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
+    randomise_batchnorm(model)
     image = torch.rand(2, 3, 64, 64)
     mask = (torch.rand(2, 1, 64, 64) > 0.5).float()
     mask[0, :, 4:40, 6:40] = 0
