@@ -20,7 +20,8 @@ Resolution (``scale="auto"``, the default): a model fills holes well only up to 
 (the largest distance from a hole pixel to a known one) it met in training, at the scale it was
 trained at; a 24 MP photo with a hole the size of a face is far beyond it. Each connected hole
 gets a working scale from its depth, ``2**ceil(log2(depth / hole_depth))`` (1 for holes the
-model knows); each scale level runs on the image downscaled by that factor (area averaging; a
+model knows; a deep hole's thin offshoots, such as strokes touching it, keep 1: see
+:func:`hole_levels`); each scale level runs on the image downscaled by that factor (area averaging; a
 low-resolution pixel is known only when all its pixels are), tiled as above, and its fill is
 upsampled and pasted into that level's holes only. Small holes in big photos run at full
 resolution; big holes run coarse, where the model sees across them and where far fewer pixels
