@@ -47,3 +47,22 @@ def test_clear_errors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a pconv release file"):
         load_model(tmp_path / "other.safetensors")
+
+
+def test_written_files_get_the_usual_permissions_not_the_writers_owner_only_ones(tmp_path):
+    import os
+    import stat
+
+    from pconv.files import atomic_write
+
+    saved = os.umask(0o022)
+    try:
+        save_model(PConvUNet(depth=3, base_width=4), tmp_path / "m.safetensors")  # safetensors makes 0600 files
+        assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
+        target = tmp_path / "kept.txt"
+        target.write_text("old")
+        target.chmod(0o640)
+        atomic_write(target, lambda tmp: os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)))
+        assert stat.S_IMODE(target.stat().st_mode) == 0o640  # a replaced file keeps its mode
+    finally:
+        os.umask(saved)
