@@ -186,7 +186,7 @@ def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: in
         return _forward(model, x, m, flip)[0].permute(1, 2, 0).cpu().numpy(), None
     total = torch.zeros_like(x[0], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
-    done = 0
+    done = passes = 0
     while done < samples:
         n = min(batch, samples - done)
         xs = x.expand(n, -1, -1, -1)
@@ -195,10 +195,10 @@ def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: in
             pred = pred.clamp(0, 1).double()  # (n, C, h, w)
             total += pred.sum(0)
             total_sq += pred.square().sum(0)
+            passes += n
         done += n
-    samples *= 2 if flip else 1
-    mean = total / samples
-    var = (total_sq / samples - mean.square()).clamp_(min=0) * samples / (samples - 1)
+    mean = total / passes
+    var = (total_sq / passes - mean.square()).clamp_(min=0) * passes / (passes - 1)
     return mean.float().permute(1, 2, 0).cpu().numpy(), var.float().permute(1, 2, 0).cpu().numpy()
 
 

@@ -5,14 +5,10 @@ Open the page, drop a photo, paint the holes, press Inpaint. Programs use the AP
     curl -F image=@photo.jpg -F mask=@holes.png http://127.0.0.1:8000/api/inpaint -o filled.png
     curl http://127.0.0.1:8000/api/health
 
-Under load it stays responsive: one request runs on the model at a time and at most
-``--max-queue`` more wait (others get 503 with ``Retry-After``); uploads stay compressed while
-they wait and are decoded only when their turn comes; a request whose work (pixels through the
-model, known from the mask before the image is decoded) is over ``--max-work-mp`` is answered
-422 before any model work; work stops when its client disconnects; ``/api/health`` never waits
-for the model; SIGTERM or Ctrl-C stops running work at its next tile and the server within
-seconds. Requests from web pages of other origins are refused (403) unless ``--allow-origin``
-names them. Nothing is written to disk.
+Under load it stays responsive (a bounded queue, a work budget known before decoding, work that
+stops when its client leaves: see :mod:`pconv.webapp`, whose limits ``--max-queue``,
+``--max-work-mp``, ``--max-upload-mb``, ``--max-megapixels`` and ``--allow-origin`` set); SIGTERM
+or Ctrl-C stops running work at its next tile and the server within seconds.
 """
 
 from __future__ import annotations

@@ -24,10 +24,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
+from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
 from pconv.masks import mask_from_image
 from pconv.predict import decode_input, to_output_image
 
-if TYPE_CHECKING:  # PyTorch loads with the model
+if TYPE_CHECKING:
     import torch
 
 __all__ = ["RETRY_AFTER_S", "create_app"]
@@ -55,8 +56,6 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
         allow_origins: web origins (``https://host:port``) besides the server's own whose pages may
             post work; ``"*"`` allows any.
     """
-    from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
-
     app = FastAPI(title="pconv", docs_url="/api/docs", openapi_url="/api/openapi.json")
     model = model.to(device).eval()
     app.state.cancel_all = threading.Event()  # set on shutdown: running work stops at its next tile
