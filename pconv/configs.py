@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["OPSET", "LossWeights", "PConvUNetConfig", "UNet3PlusConfig"]
+__all__ = ["BASE_FILLS", "OPSET", "LossWeights", "PConvUNetConfig", "UNet3PlusConfig"]
 
+# Base fills a PConv U-Net can predict a correction of (PConvUNetConfig.base_fill).
+BASE_FILLS = ("none", "pushpull")
 # The ONNX opset that pconv.onnx_model.export_onnx (python -m pconv.export) writes by default.
 OPSET = 18
 
@@ -30,6 +32,13 @@ class PConvUNetConfig:
         upsample_mode: ``F.interpolate`` mode for decoder features (masks always nearest).
         dropout: dropout probability after each hidden block (0 disables; used for Monte
             Carlo uncertainty).
+        base_fill: ``"pushpull"``: the network predicts a correction that is added to the
+            push-pull fill of its input (:func:`pconv.fill.push_pull`), and its last layer starts
+            at zero, so an untrained model returns exactly that fill; ``"none"``: the paper's
+            direct prediction.
+        fill_input: with a base fill, also give the fill to the first layer as extra input
+            channels marked known (the network then sees no holes below its first layer).
+        fill_smooth: 3x3 smoothing passes of the base fill inside the holes.
     """
 
     in_channels: int = 3
@@ -39,10 +48,21 @@ class PConvUNetConfig:
     max_width: int = 512
     upsample_mode: str = "nearest"
     dropout: float = 0.0
+    base_fill: str = "none"
+    fill_input: bool = False
+    fill_smooth: int = 20
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
             raise ValueError("in_channels and out_channels must be at least 1")
+        if self.base_fill not in BASE_FILLS:
+            raise ValueError(f"base_fill must be one of {', '.join(BASE_FILLS)}, got {self.base_fill!r}")
+        if self.base_fill != "none" and (self.out_channels or self.in_channels) != self.in_channels:
+            raise ValueError("a base fill needs out_channels equal to in_channels (the fill has the input's channels)")
+        if self.fill_input and self.base_fill == "none":
+            raise ValueError("fill_input needs a base fill")
+        if self.fill_smooth < 0:
+            raise ValueError(f"fill_smooth must be at least 0, got {self.fill_smooth}")
         if not 2 <= self.depth <= 10:
             raise ValueError(f"depth must be between 2 and 10, got {self.depth}")
         if not 0.0 <= self.dropout < 1.0:
@@ -114,6 +134,7 @@ class LossWeights:
     perceptual: float = 0.05
     style: float = 120.0
     tv: float = 0.1
+    ssim: float = 0.0  # not in the paper: 1 - SSIM of the composite, the metric the evaluation reports
 
     @property
     def needs_vgg(self) -> bool:

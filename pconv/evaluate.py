@@ -7,7 +7,9 @@ The protocol of Liu et al. 2018, Table 1: metrics on the composited result (know
 the ground truth) over the whole image (L1 in % of the full range, PSNR, SSIM), plus PSNR inside
 the hole alone, grouped by hole-to-image ratio bins (0.01, 0.1], (0.1, 0.2], ... (0.5, 0.6].
 Baselines run on exactly the same images and masks: OpenCV Telea and Navier-Stokes
-(radius 3) and scikit-image biharmonic.
+(radius 3), scikit-image biharmonic, the push-pull fill (:mod:`pconv.fill`, the residual
+model's starting point) and, optionally, PatchMatch (the paper's comparison; ``pip install
+PyPatchMatch``, seconds per image, so not among the defaults).
 
 Writes ``report.md`` (a table per metric), ``results.csv`` (method x bin x metric),
 ``cases.csv`` (every image, mask and method), ``metrics.png`` (each metric against hole ratio,
@@ -52,10 +54,30 @@ def _biharmonic(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8)
 
 
+def _pushpull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    import torch
+
+    from pconv.fill import push_pull
+
+    x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
+    m = torch.from_numpy(known)[None, None].float()
+    with torch.no_grad():
+        filled = push_pull(x, m)[0].permute(1, 2, 0).numpy()
+    return np.where(known[..., None], image, np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8))
+
+
+def _patchmatch(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    from patchmatch import patch_match  # PyPatchMatch: optional (checked by the command line), seconds per image
+
+    return patch_match.inpaint(image, (~known).astype(np.uint8) * 255, patch_size=3)  # the radius its examples use
+
+
 BASELINES: dict[str, Method] = {
     "telea": _opencv(cv2.INPAINT_TELEA),
     "ns": _opencv(cv2.INPAINT_NS),
     "biharmonic": _biharmonic,
+    "pushpull": _pushpull,
+    "patchmatch": _patchmatch,
 }
 
 
@@ -287,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invert-masks", action="store_true", help="mask files use white = known")
     p.add_argument("--size", type=int, default=512, help="centre-crop and resize images to this square (default 512)")
     p.add_argument("--native", action="store_true", help="evaluate at each image's own size instead of --size")
-    p.add_argument("--baselines", default="telea,ns,biharmonic",
+    p.add_argument("--baselines", default="telea,ns,biharmonic,pushpull",
                    help=f"comma-separated, from {', '.join(BASELINES)}; 'none' for the model alone")
     p.add_argument("--examples", type=int, default=6, help="cases shown in examples.png (default 6, one per bin)")
     p.add_argument("--flip", action="store_true",
@@ -308,6 +330,11 @@ def _main(argv: Sequence[str] | None) -> int:
     unknown = [b for b in chosen if b not in BASELINES]
     if unknown:
         raise UsageError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    if "patchmatch" in chosen:
+        import importlib.util
+
+        if importlib.util.find_spec("patchmatch") is None:
+            raise UsageError("the patchmatch baseline needs PyPatchMatch: pip install PyPatchMatch")
     if args.per_bin < 1 or args.size < 16:
         raise UsageError("--per-bin must be at least 1 and --size at least 16")
     try:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pconv.configs import PConvUNetConfig
+from pconv.fill import push_pull
 from pconv.partialconv import PartialConv2d
 
 __all__ = ["PConvUNet", "PConvUNetConfig", "prepare_inputs"]
@@ -60,6 +61,10 @@ class _Block(nn.Module):
 class PConvUNet(nn.Module):
     """U-Net of partial convolutions that predicts the image inside the holes.
 
+    With ``base_fill="pushpull"`` the network's output is a correction added to the push-pull
+    fill of its input (:func:`pconv.fill.push_pull`, computed inside ``forward``, so every tool
+    and export gets it); the last layer starts at zero, so an untrained model is that fill.
+
     Args:
         config: the architecture; keyword arguments build one if ``config`` is ``None``.
 
@@ -85,14 +90,15 @@ class PConvUNet(nn.Module):
         cin = config.in_channels
         cout = config.out_channels or cin
         widths, kernels = config.widths, config.kernels
+        net_in = 2 * cin if config.fill_input else cin  # with the fill as extra input channels
         self.encoder = nn.ModuleList()
-        prev = cin
+        prev = net_in
         for i, (w, k) in enumerate(zip(widths, kernels)):
             self.encoder.append(_Block(prev, w, k, 2, bn=i > 0, act=nn.ReLU()))
             prev = w
         # Decoder level i joins the upsampled deeper features with the skip of encoder level i-1
         # (level 0 is the input image), from the deepest level up.
-        skips = [cin, *widths[:-1]]
+        skips = [net_in, *widths[:-1]]
         self.decoder = nn.ModuleList()
         for i in reversed(range(config.depth)):
             last = i == 0
@@ -100,6 +106,8 @@ class PConvUNet(nn.Module):
             act = None if last else nn.LeakyReLU(0.2)
             self.decoder.append(_Block(prev + skips[i], target, 3, 1, bn=not last, act=act))
             prev = target
+        if config.base_fill != "none":
+            self.start_at_fill()
         self._freeze_encoder_bn = False
         self.mc_dropout = False  # set by Monte Carlo sampling: dropout stays on in eval mode
 
@@ -117,8 +125,9 @@ class PConvUNet(nn.Module):
             mask: ``(N|1, 1, H, W)`` float or bool, 1 = known, 0 = hole.
 
         Returns:
-            The raw prediction ``(N, C_out, H, W)`` for every pixel; composite it with the
-            known pixels for the final result.
+            The raw prediction ``(N, C_out, H, W)`` for every pixel (with a base fill: the
+            fill plus the network's correction); composite it with the known pixels for the
+            final result.
         """
         height, width = image.shape[-2:]
         image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
@@ -126,6 +135,12 @@ class PConvUNet(nn.Module):
         drop = p > 0 and (self.training or self.mc_dropout)
 
         h, m = image.masked_fill(mask == 0, 0), mask  # select: NaN or Inf in a hole stays out
+        fill = None
+        if self.config.base_fill == "pushpull":  # on the unpadded input: padding is no context
+            fill = push_pull(image[..., :height, :width], mask[..., :height, :width], smooth=self.config.fill_smooth)
+            if self.config.fill_input:
+                padded = F.pad(fill, (0, image.shape[-1] - width, 0, image.shape[-2] - height), mode="replicate")
+                h, m = torch.cat([h, padded], dim=1), (m + 1) / 2  # the fill's channels are known
         skips: list[tuple[Tensor, Tensor]] = []
         for block in self.encoder:
             skips.append((h, m))
@@ -143,7 +158,19 @@ class PConvUNet(nn.Module):
             h, m = block(torch.cat([up_h, skip_h], dim=1), coverage)
             if drop and j < len(self.decoder) - 1:
                 h = F.dropout(h, p, training=True)
-        return h[..., :height, :width]
+        out = h[..., :height, :width]
+        return out if fill is None else out + fill
+
+    def start_at_fill(self) -> PConvUNet:
+        """Zero the last layer, so the model returns exactly its base fill; how a residual model
+        starts, also from the weights of a model that predicted the image directly."""
+        if self.config.base_fill == "none":
+            raise ValueError("start_at_fill needs a model with a base fill")
+        last = self.decoder[-1].conv
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+        return self
 
     def freeze_encoder_bn(self, frozen: bool = True) -> PConvUNet:
         """Second training stage: encoder BatchNorm uses and keeps its running statistics.

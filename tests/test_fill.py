@@ -1,0 +1,183 @@
+"""The push-pull fill: values against hand-worked cases, the properties of an average, batching,
+odd sizes, NaN in holes, gradients; and the residual PConv U-Net that starts from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pconv import PConvUNet, PConvUNetConfig
+from pconv.fill import push_pull
+
+
+def random_mask(n, h, w, p=0.4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, h, w, generator=g) > p).float()
+
+
+def test_hand_worked_2x2():
+    """One hole in a 2x2 image: level 1 is the mean of the three known pixels, upsampled into the hole."""
+    image = torch.tensor([[[[0.2, 9.0], [0.4, 0.9]]]])
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
+    out = push_pull(image, mask, smooth=0)
+    torch.testing.assert_close(out, torch.tensor([[[[0.2, 0.5], [0.4, 0.9]]]]))
+
+
+def test_hand_worked_row_takes_the_nearest_level_and_smooths():
+    """[0, 0, ?, 1]: level 1 holds [0, 1]; bilinear upsampling puts 0.25*0 + 0.75*1 in the hole;
+    one smoothing pass then gives the mean of the 3x3 neighbourhood (replicated edges)."""
+    image = torch.tensor([[[[0.0, 0.0, 7.0, 1.0]]]])
+    mask = torch.tensor([[[[1.0, 1.0, 0.0, 1.0]]]])
+    torch.testing.assert_close(push_pull(image, mask, smooth=0), torch.tensor([[[[0.0, 0.0, 0.75, 1.0]]]]))
+    torch.testing.assert_close(push_pull(image, mask, smooth=1),
+                               torch.tensor([[[[0.0, 0.0, (0.0 + 0.75 + 1.0) / 3, 1.0]]]]))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 3), (37, 53), (64, 64)])
+def test_known_pixels_unchanged_and_holes_within_the_known_range(size):
+    """Every step is an average of known values, so the fill stays inside their range."""
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, *size)
+    mask = random_mask(2, *size)
+    mask[..., 0, 0] = 1  # at least one known pixel
+    out = push_pull(image, mask)
+    known = mask.bool().expand_as(image)
+    assert torch.equal(out[known], image[known])
+    for i in range(2):
+        for c in range(3):
+            values = image[i, c][mask[i, 0].bool()]
+            assert out[i, c].min() >= values.min() - 1e-6 and out[i, c].max() <= values.max() + 1e-6
+
+
+def test_constant_image_is_filled_exactly():
+    image = torch.full((1, 3, 50, 70), 0.3)
+    mask = random_mask(1, 50, 70, p=0.8)
+    mask[..., 10:40, 20:60] = 0
+    assert torch.allclose(push_pull(image, mask), image, atol=1e-6)
+
+
+def test_smoothing_converges_to_the_harmonic_fill():
+    """A linear ramp is harmonic: Jacobi smoothing from the pyramid fill converges to it."""
+    ramp = torch.linspace(0, 1, 48).view(1, 1, 1, 48).expand(1, 1, 48, 48).clone()
+    mask = torch.ones(1, 1, 48, 48)
+    mask[..., 12:36, 12:36] = 0
+    rough = (push_pull(ramp, mask, smooth=0) - ramp).abs().max()
+    smooth = (push_pull(ramp, mask, smooth=2000) - ramp).abs().max()
+    assert smooth < 2e-3 < rough
+
+
+def test_batch_items_are_independent_and_the_mask_broadcasts():
+    torch.manual_seed(1)
+    image = torch.rand(3, 2, 33, 21)
+    mask = random_mask(1, 33, 21)
+    batched = push_pull(image, mask)
+    for i in range(3):
+        torch.testing.assert_close(batched[i : i + 1], push_pull(image[i : i + 1], mask))
+
+
+def test_hole_values_are_ignored_even_nan():
+    torch.manual_seed(2)
+    image = torch.rand(1, 3, 20, 20)
+    mask = random_mask(1, 20, 20)
+    poisoned = image.masked_fill(mask == 0, float("nan"))
+    torch.testing.assert_close(push_pull(poisoned, mask), push_pull(image, mask))
+
+
+def test_no_known_pixel_gives_zeros_and_deep_holes_take_the_image_mean():
+    assert torch.equal(push_pull(torch.rand(1, 3, 8, 8), torch.zeros(1, 1, 8, 8)), torch.zeros(1, 3, 8, 8))
+    image = torch.rand(1, 1, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 0, :] = 1  # only the top row is known; two levels cannot reach the bottom
+    out = push_pull(image, mask, levels=2, smooth=0)
+    assert out[0, 0, -1, -1] == pytest.approx(image[0, 0, 0].mean().item(), abs=1e-6)
+
+
+def test_gradients_reach_the_known_pixels():
+    image = torch.rand(1, 3, 16, 16, requires_grad=True)
+    mask = random_mask(1, 16, 16)
+    push_pull(image, mask)[..., mask[0, 0] == 0].sum().backward()
+    assert image.grad[..., mask[0, 0] == 1].abs().sum() > 0
+    assert torch.all(image.grad[..., mask[0, 0] == 0] == 0)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="expected image"):
+        push_pull(torch.rand(3, 8, 8), torch.ones(1, 8, 8))
+    with pytest.raises(ValueError, match="at least 0"):
+        push_pull(torch.rand(1, 3, 8, 8), torch.ones(1, 1, 8, 8), smooth=-1)
+
+
+# ----------------------------------------------------------------------------- the residual model
+
+
+def residual(**kw) -> PConvUNet:
+    torch.manual_seed(0)
+    return PConvUNet(PConvUNetConfig(**{"depth": 4, "base_width": 8, "max_width": 32, "base_fill": "pushpull", **kw}))
+
+
+@pytest.mark.parametrize("fill_input", [False, True])
+@pytest.mark.parametrize("size", [(16, 16), (37, 50)])
+def test_untrained_residual_model_is_exactly_the_fill(fill_input, size):
+    model = residual(fill_input=fill_input).eval()
+    image, mask = torch.rand(2, 3, *size), random_mask(2, *size)
+    assert torch.equal(model(image, mask), push_pull(image, mask))
+
+
+@pytest.mark.parametrize("fill_input", [False, True])
+def test_residual_model_learns_a_correction(fill_input):
+    """Zero last layer: only it gets a gradient at first; after a step the output leaves the fill."""
+    model = residual(fill_input=fill_input).train()
+    image, mask = torch.rand(2, 3, 32, 32), random_mask(2, 32, 32)
+    loss = (model(image, mask) - image).abs().mean()
+    loss.backward()
+    last = model.decoder[-1].conv
+    assert last.weight.grad.abs().sum() > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.eval()
+    assert not torch.allclose(model(image, mask), push_pull(image, mask))
+
+
+def test_start_at_fill_turns_direct_weights_into_a_residual_start():
+    direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32)).eval()
+    model = residual()
+    model.load_state_dict(direct.state_dict())  # same parameters: the fill is not a layer
+    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    assert not torch.equal(model.eval()(image, mask), push_pull(image, mask))
+    assert torch.equal(model.start_at_fill()(image, mask), push_pull(image, mask))
+    with pytest.raises(ValueError, match="base fill"):
+        direct.start_at_fill()
+
+
+def test_residual_config_is_checked_and_saved(tmp_path):
+    from pconv.io import load_model, save_model
+
+    with pytest.raises(ValueError, match="base_fill"):
+        PConvUNetConfig(base_fill="telea")
+    with pytest.raises(ValueError, match="fill_input needs"):
+        PConvUNetConfig(fill_input=True)
+    model = residual(fill_input=True, fill_smooth=5)
+    save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.config == model.config
+    image, mask = torch.rand(1, 3, 24, 24), random_mask(1, 24, 24)
+    assert torch.equal(loaded(image, mask), push_pull(image, mask, smooth=5))
+
+
+def test_release_files_without_the_option_still_load():
+    """The released file predates base_fill: it loads as a direct model."""
+    from pconv.io import DEFAULT_WEIGHTS, load_model
+
+    assert load_model(DEFAULT_WEIGHTS).config.base_fill == "none"
+
+
+def test_inpaint_with_an_untrained_residual_model_equals_the_fill_baseline():
+    """Through the whole inference path (uint8 in and out, working scales, crops)."""
+    from pconv.evaluate import BASELINES
+    from pconv.inpaint import inpaint
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    known = rng.random((64, 80)) > 0.3
+    got = inpaint(residual().eval(), image, known, scale=1).image
+    assert np.abs(got.astype(int) - BASELINES["pushpull"](image, known).astype(int)).max() <= 1
