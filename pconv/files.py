@@ -1,11 +1,18 @@
 """One way to write a file: atomically, so a reader never sees a partial file.
 
 The content goes to a hidden temporary file beside the target, which then replaces the target in
-one step (``os.replace``). On any failure the temporary file is removed and the target is left as
-it was; a full disk or a read-only folder becomes an ``OSError`` that says which file and why.
-The file gets the permissions of the file it replaces, or those of any newly created file (some
-writers, safetensors among them, create owner-only files, which others on a shared machine
-could not read).
+one step (``os.replace``). The temporary file is created exclusively under an unpredictable name
+(``tempfile.mkstemp``: ``O_CREAT | O_EXCL``, never through a symbolic link) and written through
+the descriptor that created it, so another user who can write to the folder cannot redirect the
+content by planting a link, and two processes writing the same target never share a temporary
+file: each replaces the target with its own complete file, the last one winning. Its name ends
+in ``.tmp``, which no tool reads as an image.
+
+On any failure the temporary file is removed and the target is left as it was; a full disk or a
+read-only folder becomes an ``OSError`` that names the target, the reason and, when the disk is
+nearly full, the free space. The file gets the permissions of the regular file it replaces, or
+those of any newly created file (``mkstemp`` and some writers, safetensors among them, create
+owner-only files, which others on a shared machine could not read).
 """
 
 from __future__ import annotations
@@ -13,38 +20,111 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_write"]
+__all__ = ["TMP_SUFFIX", "Writer", "atomic_write", "atomic_write_bytes", "atomic_write_many", "check_writable"]
+
+# Temporary files are named ``.<target name>.<random>.tmp``.
+TMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` to fill a temporary file, then move it to ``path`` atomically.
+Writer = Callable[[BinaryIO], None]
+
+
+def atomic_write(path: str | Path, write: Writer) -> None:
+    """Call ``write(file)`` to fill a temporary file opened for binary writing, then move it to
+    ``path`` atomically.
 
     Raises:
-        OSError: the file could not be written (the message names it, the reason and, when the
-            disk is nearly full, the free space); nothing is left behind.
+        OSError: the file could not be written (the message names ``path``, the reason and, when
+            the disk is nearly full, the free space); nothing is left behind.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    atomic_write_many([(Path(path), write)])
+
+
+def atomic_write_many(writes: list[tuple[Path, Writer]]) -> None:
+    """Several files written as one: every temporary file is filled first, and only when all of
+    them are complete do they replace their targets. When any write fails, no target changes
+    (a full disk while writing the third file leaves the first two as they were).
+
+    Raises:
+        OSError: as :func:`atomic_write`, naming the target that failed.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, write in writes:
+            staged.append((_stage(path, write), path))
+        for tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise _failure(path, err) from err
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)  # only those not moved into place are still there
+
+
+def _stage(path: Path, write: Writer) -> str:
+    """A complete temporary file beside ``path`` with the content and mode it should have."""
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        # torch.save reports a full disk as a RuntimeError from its zip writer
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
-        try:
-            free = shutil.disk_usage(path.parent).free
-        except OSError:
-            free = None
-        if free is not None and free < 64 * 2**20:
-            reason += f"; only {free / 2**20:.0f} MiB free on that disk"
-        raise OSError(f"could not write {path}: {reason}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fchmod(f.fileno(), _mode_for(path))
+        return tmp
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise _failure(path, err) from err
+
+
+def _failure(path: Path, err: Exception) -> OSError:
+    """One line naming the target (never the temporary file), the reason and a nearly full disk."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        reason += f"; only {free / 2**20:.0f} MiB free on that disk"
+    return OSError(f"could not write {path}: {reason}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | str) -> None:
+    """:func:`atomic_write` of ``data`` (text is written as UTF-8)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    atomic_write(path, lambda f: f.write(payload))
+
+
+def check_writable(folder: str | Path) -> None:
+    """Create ``folder`` if needed and make sure a file can be created in it, before long work
+    whose results would go there.
+
+    Raises:
+        OSError: one line naming the folder and the reason.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write to {folder}: {err.strerror or err}") from err
+
+
+def _mode_for(path: Path) -> int:
+    """The mode of the regular file at ``path`` (not following a link), else a new file's."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return _new_file_mode()
+    return stat.S_IMODE(info.st_mode) if stat.S_ISREG(info.st_mode) else _new_file_mode()
 
 
 def _new_file_mode() -> int:

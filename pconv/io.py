@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from pconv.files import atomic_write
+from pconv.files import atomic_write_bytes
 from pconv.inpaint import DEFAULT_HOLE_DEPTH
 from pconv.unet import PConvUNet, PConvUNetConfig
 from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
@@ -61,7 +61,7 @@ def save_model(model: nn.Module, path: str | Path, *, dtype: torch.dtype | None 
         "config": json.dumps(model.config.to_dict()),  # type: ignore[attr-defined]
         **(extra or {}),
     }
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return sha256_of(path)
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
-from pconv.files import atomic_write
+from pconv.files import Writer, atomic_write_many
 from pconv.masks import IMAGE_SUFFIXES, read_mask
 
 # PyTorch loads only once the command line is parsed, so --help and usage errors come at once.
@@ -89,15 +89,26 @@ def decode_input(img: Image.Image, channels: int) -> _Input:
     return _Input(pixels.reshape(*pixels.shape[:2], channels), alpha, mode)
 
 
-def _atomic_save(img: Image.Image, path: Path, fmt: str) -> None:
-    """Write ``img`` to ``path`` without ever leaving a partial file there."""
+def _encoder(img: Image.Image, path: Path) -> tuple[Path, Writer]:
+    """``(path, writer)``: writes ``img`` in the format ``path``'s extension names."""
+    fmt = _output_format(path)
     options = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
+    return path, lambda f: img.save(f, format=fmt, **options)
+
+
+def _write_all(writes: list[tuple[Path, Writer]]) -> None:
+    """Write every output or none (a failure leaves no partial or half-updated set of files)."""
     try:
-        atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **options))
+        atomic_write_many(writes)
     except OSError as err:
         raise UsageError(str(err)) from None
+
+
+def _copy_into(source: Path, f: BinaryIO) -> None:
+    with open(source, "rb") as src:
+        shutil.copyfileobj(src, f)
 
 
 def to_output_image(pixels: np.ndarray, source: _Input) -> Image.Image:
@@ -123,24 +134,22 @@ def compare_image(source: np.ndarray, known: np.ndarray, result: np.ndarray) -> 
     return sheet
 
 
-def write_uncertainty(result: InpaintResult, known: np.ndarray, path: Path) -> float:
+def uncertainty_outputs(result: InpaintResult, known: np.ndarray, path: Path) -> tuple[list[tuple[Path, Writer]], float]:
     """The Monte Carlo standard deviation as a colour-mapped image (mean over channels, 0 to its
     maximum, inferno) and raw values: ``<path>.npy`` (std, ``(H, W)`` or ``(H, W, C)``) and
-    ``<path>_stderr.npy`` (standard error of the mean). Returns the colour scale's top."""
+    ``<path>_stderr.npy`` (standard error of the mean). Returns their writers and the colour
+    scale's top."""
     assert result.std is not None and result.stderr is not None
     std = result.std.mean(-1)
     top = float(std.max())
     scaled = np.zeros(std.shape, np.uint8) if top == 0 else np.rint(std / top * 255).astype(np.uint8)
     colour = cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[..., ::-1]
     colour[known] = (colour[known] * 0.35).astype(np.uint8)  # dim known pixels (std 0 there)
-    _atomic_save(Image.fromarray(np.ascontiguousarray(colour)), path, _output_format(path))
+    writes = [_encoder(Image.fromarray(np.ascontiguousarray(colour)), path)]
     for suffix, values in ((".npy", result.std), ("_stderr.npy", result.stderr)):
         array = values.squeeze(-1) if values.shape[-1] == 1 else values
-        try:
-            atomic_write(path.with_name(path.stem + suffix), lambda tmp: np.save(tmp, array))
-        except OSError as err:
-            raise UsageError(str(err)) from None
-    return top
+        writes.append((path.with_name(path.stem + suffix), lambda f, a=array: np.save(f, a)))
+    return writes, top
 
 
 def _read_known(path: Path, size: tuple[int, int], invert: bool, resize: bool) -> np.ndarray:
@@ -159,13 +168,35 @@ def _read_known(path: Path, size: tuple[int, int], invert: bool, resize: bool) -
     return known
 
 
+def _check_outputs(image_path: Path, mask_path: Path, out_path: Path, args: argparse.Namespace) -> None:
+    """Every output has a known format and its own file, and none is the mask (the result may
+    replace the input image, on purpose)."""
+    outputs = {"--out": out_path}
+    if args.compare is not None:
+        outputs["--compare"] = args.compare
+    if args.uncertainty is not None:
+        u = args.uncertainty
+        outputs.update({"--uncertainty": u, "--uncertainty (.npy)": u.with_name(u.stem + ".npy"),
+                        "--uncertainty (_stderr.npy)": u.with_name(u.stem + "_stderr.npy")})
+    for name, path in zip(("--interval LOW", "--interval HIGH"), args.interval or ()):
+        outputs[name] = path
+    for name, path in outputs.items():
+        if not name.endswith(".npy)"):
+            _output_format(path)
+    seen: dict[Path, str] = {mask_path.resolve(): "the mask"}
+    for name, path in outputs.items():
+        real = path.resolve()
+        if real == image_path.resolve() and name != "--out":
+            raise UsageError(f"{name} {path} is the input image: choose another file")
+        if real in seen:
+            raise UsageError(f"{name} {path} is also {seen[real]}: each output needs a file of its own")
+        seen[real] = f"{name}"
+
+
 def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out_path: Path, args: argparse.Namespace,
                  device: torch.device, channels: int) -> tuple[InpaintResult | None, str]:
     """Inpaint one pair of files and write the outputs; returns the result and a one-line report."""
-    fmt = _output_format(out_path)
-    for extra in (args.compare, args.uncertainty, *(args.interval or ())):
-        if extra is not None:
-            _output_format(extra)
+    _check_outputs(image_path, mask_path, out_path, args)
     source = read_input(image_path, channels)
     height, width = source.pixels.shape[:2]
     known = _read_known(mask_path, (width, height), args.invert_mask, args.resize_mask)
@@ -173,12 +204,9 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
         if out_path.exists() and out_path.resolve() == image_path.resolve():
             return None, f"warning: mask {mask_path} has no holes; {out_path} is the input and stays as it is"
         if out_path.suffix.lower() == image_path.suffix.lower():
-            try:
-                atomic_write(out_path, lambda tmp: shutil.copyfile(image_path, tmp))
-            except OSError as err:
-                raise UsageError(str(err)) from None
+            _write_all([(out_path, lambda f: _copy_into(image_path, f))])
         else:
-            _atomic_save(to_output_image(source.pixels, source), out_path, fmt)
+            _write_all([_encoder(to_output_image(source.pixels, source), out_path)])
         return None, f"warning: mask {mask_path} has no holes; wrote the input unchanged to {out_path}"
     if not known.any():
         raise UsageError(f"mask {mask_path} covers the whole image: there is nothing to inpaint from")
@@ -192,24 +220,26 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
                          progress=args.image is not None)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    _atomic_save(to_output_image(result.image, source), out_path, fmt)
+    writes = [_encoder(to_output_image(result.image, source), out_path)]
     report = f"wrote {out_path} ({result.tiles} tile{'s' if result.tiles != 1 else ''}, {np.count_nonzero(~known)} hole pixels)"
     if known_share < MIN_KNOWN_SHARE:
         tqdm.write(f"warning: only {known_share:.2%} of {image_path.name} is known: the fill has almost nothing to go "
                    "on and is a guess", file=sys.stderr)
     if args.compare is not None:
-        _atomic_save(Image.fromarray(compare_image(source.pixels, known, result.image).squeeze()), args.compare,
-                     _output_format(args.compare))
+        writes.append(_encoder(Image.fromarray(compare_image(source.pixels, known, result.image).squeeze()),
+                               args.compare))
         report += f"; comparison {args.compare}"
     if args.uncertainty is not None:
-        top = write_uncertainty(result, known, args.uncertainty)
+        more, top = uncertainty_outputs(result, known, args.uncertainty)
+        writes += more
         hole_std = float(result.std[~known].mean())
         report += (f"; uncertainty {args.uncertainty} (+ .npy, _stderr.npy; colour scale 0 to std {top:.4f}, "
                    f"mean std in the holes {hole_std:.4f})")
     if args.interval is not None:
         for path, pixels in zip(args.interval, result.interval()):
-            _atomic_save(to_output_image(pixels, source), path, _output_format(path))
+            writes.append(_encoder(to_output_image(pixels, source), path))
         report += f"; 95% interval {args.interval[0]} .. {args.interval[1]}"
+    _write_all(writes)
     return result, report
 
 

@@ -424,7 +424,7 @@ def test_checkpoint_on_a_full_disk_is_one_clear_line_and_leaves_no_partial_file(
     out = tmp_path / "run"
 
     def full_disk(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"PK\x03\x04 partial")
+        f.write(b"PK\x03\x04 partial")
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0\nmore detail")
 
     monkeypatch.setattr(torch, "save", full_disk)

@@ -75,7 +75,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
         "torch_rng": torch_rng, "cuda_rng": cuda_rng,
     }
     try:
-        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as err:
         raise UsageError(f"{err}; the previous {path.name} (if any) is intact") from None
 

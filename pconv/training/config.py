@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pconv.cli import UsageError, prog_name
-from pconv.configs import LossWeights, PConvUNetConfig, UNet3PlusConfig
+from pconv.configs import BASE_FILLS, LossWeights, PConvUNetConfig, UNet3PlusConfig
 from pconv.masks import DEFAULT_MIX, KINDS, MIXES, parse_kind, parse_ratio
 
 __all__ = ["RESUMABLE", "STAGES", "DataConfig", "LossConfig", "ModelChoice", "RunConfig", "ScheduleConfig",
@@ -66,6 +66,9 @@ class ModelChoice:
     conv: str = opt("partial", "unet3plus: partial convolutions, or plain ones with the mask as an input channel",
                     choices=("partial", "plain"))
     deep_weight: float = opt(0.25, "unet3plus: weight of the deep-supervision outputs' L1 terms")
+    base_fill: str = opt("none", "pconv_unet: pushpull = predict a correction of the push-pull fill (an untrained "
+                         "model is that fill); none = predict the image, as in the paper", choices=BASE_FILLS)
+    fill_input: bool = opt(False, "pconv_unet with a base fill: also give the fill to the network as input channels")
 
     def build(self, size: int) -> PConvUNetConfig | UNet3PlusConfig:
         """The architecture's configuration dataclass for crops of ``size`` pixels."""
@@ -73,7 +76,8 @@ class ModelChoice:
             return UNet3PlusConfig(depth=self.depth or 4, base_width=self.base_width, conv=self.conv,
                                    dropout=self.dropout)
         depth = self.depth if self.depth is not None else max(2, min(8, int(math.log2(size)) - 1))
-        return PConvUNetConfig(depth=depth, base_width=self.base_width, dropout=self.dropout)
+        return PConvUNetConfig(depth=depth, base_width=self.base_width, dropout=self.dropout,
+                               base_fill=self.base_fill, fill_input=self.fill_input)
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ def check(cfg: TrainConfig) -> None:
         raise UsageError(str(err)) from None
     if d.masks is not None and d.mask_ratio is not None:
         raise UsageError("--mask-ratio applies to generated masks, not to --masks DIR")
+    if cfg.model.arch != "pconv_unet" and (cfg.model.base_fill != "none" or cfg.model.fill_input):
+        raise UsageError("--base-fill and --fill-input apply to --arch pconv_unet")
     try:
         cfg.model_config()
     except ValueError as err:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from pconv.cli import UsageError, resolve_device
 from pconv.data import EpochSampler, InpaintingDataset, MaskSource, UnreadableData, collate, find_images
-from pconv.files import atomic_write
+from pconv.files import atomic_write_bytes
 from pconv.io import ARCHITECTURES, load_model, save_model
 from pconv.losses import InpaintingLoss, composite, hole_valid_losses
 from pconv.masks import parse_ratio
@@ -290,10 +290,13 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     model_cls, _ = ARCHITECTURES[cfg.model.arch]
     model = model_cls(model_cfg)
     if cfg.schedule.init is not None and ckpt is None:
+        weights, init_config = _initial_weights(cfg.schedule.init)
         try:
-            model.load_state_dict(_initial_weights(cfg.schedule.init))
+            model.load_state_dict(weights)
         except RuntimeError as err:
             raise UsageError(f"--init {cfg.schedule.init} does not fit this architecture: {str(err).splitlines()[0]}") from None
+        if getattr(model_cfg, "base_fill", "none") != "none" and init_config.get("base_fill", "none") == "none":
+            model.start_at_fill()  # a direct model's weights, corrections from zero: the run starts at the fill
     model.to(device)
     if r.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -306,7 +309,7 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     if world.main:
         resolved = {**cfg.to_flat(), "model": model_cfg.to_dict(), "stages": [dataclasses.asdict(s) for s in plan],
                     "world_size": world.world_size, "train_images": len(train_files), "val_images": len(val_files)}
-        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(resolved, indent=2) + "\n"))
+        atomic_write_bytes(out / "config.json", json.dumps(resolved, indent=2) + "\n")
     logs = RunLogs(out, _global_step(plan, state) if ckpt is not None else None, wandb=r.wandb,
                    wandb_config=cfg.to_flat(), run_id=state.run_id, wandb_group=r.wandb_group) if world.main else None
 
@@ -554,16 +557,19 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
-def _initial_weights(path: str) -> dict[str, torch.Tensor]:
-    """Model weights from a release file or a training checkpoint (for ``--init``)."""
+def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Model weights and their model configuration from a release file or a training checkpoint
+    (for ``--init``)."""
     if path.endswith(".safetensors"):
         try:
-            return load_model(path).state_dict()
+            model = load_model(path)
         except (FileNotFoundError, ValueError) as err:
             raise UsageError(str(err)) from None
+        return model.state_dict(), model.config.to_dict()
     if not Path(path).is_file():
         raise UsageError(f"initial weights not found: {path}")
-    return load_checkpoint(path)["model"]
+    ckpt = load_checkpoint(path)
+    return ckpt["model"], ckpt.get("model_config") or {}
 
 
 def _vgg(cfg: TrainConfig, device: torch.device, world: World) -> VGG16Features | None:
