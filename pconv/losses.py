@@ -2,6 +2,9 @@
 
     L = L_valid + 6 L_hole + 0.05 L_perceptual + 120 (L_style_out + L_style_comp) + 0.1 L_tv
 
+plus, optionally (weight 0 by default, not in the paper), ``1 - SSIM`` of the composite: the
+structural similarity the evaluation reports, which the L1 terms alone do not raise.
+
 Each term is a plain function; :class:`InpaintingLoss` holds the weights and the VGG16
 extractor and returns every term for logging. Masks: 1 = known, 0 = hole.
 """
@@ -22,6 +25,7 @@ __all__ = [
     "gram_matrix",
     "hole_valid_losses",
     "perceptual_loss",
+    "ssim",
     "style_loss",
     "total_variation_loss",
 ]
@@ -74,6 +78,28 @@ def total_variation_loss(comp: Tensor, mask: Tensor) -> Tensor:
     return (tv_h + tv_v) / comp.numel()
 
 
+def ssim(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
+    """Mean structural similarity of two ``(N, C, H, W)`` batches, computed as scikit-image's
+    ``structural_similarity`` does by default (7x7 uniform window, sample covariance, the border
+    of half a window left out, channels averaged), so the loss optimises the reported metric."""
+    win = 7
+    if min(x.shape[-2:]) < win:
+        raise ValueError(f"SSIM needs images of at least {win}x{win} pixels, got {tuple(x.shape[-2:])}")
+    x, y = x.float(), y.float()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        def mean(t: Tensor) -> Tensor:
+            return F.avg_pool2d(t, win, stride=1)
+
+        cov = win * win / (win * win - 1)  # sample covariance
+        mx, my = mean(x), mean(y)
+        vx = cov * (mean(x * x) - mx * mx)
+        vy = cov * (mean(y * y) - my * my)
+        vxy = cov * (mean(x * y) - mx * my)
+        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+        s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        return s.mean()
+
+
 class InpaintingLoss(nn.Module):
     """The paper's total loss; ``forward`` returns a dict of every term and ``"total"``.
 
@@ -100,6 +126,7 @@ class InpaintingLoss(nn.Module):
         comp = composite(output, gt, mask)
         hole, valid = hole_valid_losses(output, gt, mask)
         terms = {"valid": valid, "hole": hole, "tv": total_variation_loss(comp, mask)}
+        terms["ssim"] = 1 - ssim(comp, gt) if w.ssim else torch.zeros((), device=output.device)
         if self.vgg is not None and w.needs_vgg:
             n = output.shape[0]
             feats = self.vgg(torch.cat([output, comp, gt], dim=0))  # one pass for all three
@@ -118,5 +145,6 @@ class InpaintingLoss(nn.Module):
             + w.perceptual * terms["perceptual"]
             + w.style * (terms["style_out"] + terms["style_comp"])
             + w.tv * terms["tv"]
+            + w.ssim * terms["ssim"]
         )
         return terms
