@@ -332,17 +332,22 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--uncertainty and --interval need --samples N with N >= 2")
 
 
+def _listed(path: Path) -> bool:
+    """An image file folder mode works on: not hidden (a killed writer's temporary file is)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
 def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path | None]]:
     """Images of --image-dir with the mask of the same stem in --mask-dir (or ``None``)."""
     for folder, what in ((args.image_dir, "image"), (args.mask_dir, "mask")):
         if not folder.is_dir():
             raise UsageError(f"{what} folder not found: {folder}")
-    images = sorted(p for p in args.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = sorted(p for p in args.image_dir.iterdir() if _listed(p))
     if not images:
         raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.image_dir}")
     masks: dict[str, Path] = {}
     for p in sorted(args.mask_dir.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+        if _listed(p):
             masks.setdefault(p.stem, p)
     seen: dict[str, Path] = {}
     for img in images:

@@ -427,3 +427,56 @@ def test_overlapping_tiles_are_feathered_into_each_other_without_steps():
     # a linear ramp over the 32-px overlap moves at most ~2 x 0.8 x 255 / 32 levels per pixel;
     # a plain average would jump by 0.4 x 255 at each overlap's edge
     assert np.abs(np.diff(band, axis=1)).max() <= 15
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--out", "{mask}"], "--out {mask} is also the mask"),
+    (["--compare", "{out}"], "--compare {out} is also --out"),
+    (["--compare", "{image}"], "--compare {image} is the input image"),
+])
+def test_outputs_that_would_overwrite_the_mask_or_each_other_are_refused(weights, pair, tmp_path, capsys, flags,
+                                                                         message):
+    image_path, mask_path, _, _ = pair
+    out = tmp_path / "filled.png"
+    names = {"mask": mask_path, "out": out, "image": image_path}
+    args = {"--image": str(image_path), "--mask": str(mask_path), "--out": str(out), "--weights": str(weights["plain"])}
+    args[flags[0]] = flags[1].format(**names)
+    before = {p: p.read_bytes() for p in (image_path, mask_path)}
+    assert main([v for kv in args.items() for v in kv]) == 2
+    assert message.format(**names) in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and not out.exists()
+
+
+def test_a_failed_comparison_leaves_no_main_output(weights, pair, tmp_path, capsys, monkeypatch):
+    """Disk full while writing --compare: the command fails and writes nothing at all."""
+    import errno
+
+    from PIL import Image as PILImage
+
+    image_path, mask_path, _, _ = pair
+    out, cmp = tmp_path / "filled.png", tmp_path / "cmp.jpg"
+    real_save = PILImage.Image.save
+
+    def save(self, fp, format=None, **kwargs):
+        if format == "JPEG":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, format=format, **kwargs)
+
+    monkeypatch.setattr(PILImage.Image, "save", save)
+    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out), "--compare", str(cmp),
+                 "--weights", str(weights["plain"])]) == 2
+    assert f"could not write {cmp}: No space left on device" in capsys.readouterr().err
+    assert not out.exists() and not cmp.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_folder_mode_skips_hidden_files_such_as_a_killed_writers_temporary_file(weights, tmp_path, capsys):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    Image.fromarray(synthetic_photo(32, 40)).save(images / "a.png")
+    Image.fromarray(synthetic_photo(32, 40)).save(images / ".a.png.k3x9_q.tmp.png")  # hidden, image suffix
+    write_mask(masks / "a.png", _holes(32, 40, (4, 12, 4, 20)))
+    write_mask(masks / ".a.png", _holes(32, 40, (4, 12, 4, 20)))
+    assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(out),
+                 "--weights", str(weights["plain"])]) == 0
+    assert "inpainted 1 of 1" in capsys.readouterr().out
