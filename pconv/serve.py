@@ -41,10 +41,17 @@ def _main(argv: Sequence[str] | None) -> int:
                    help="megapixels through the model per request, known before decoding (default 16)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
                    help="also accept requests from web pages at this origin (repeatable; * for any)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also accept requests that reach the server by this host name (repeatable; * for any). "
+                        "By default only the --host address, and localhost names when it is a loopback address, "
+                        "which keeps pages on other sites out (DNS rebinding)")
     p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     args = p.parse_args(argv)
     if args.max_queue < 0 or args.max_work_mp <= 0:
         raise UsageError("--max-queue must be at least 0 and --max-work-mp positive")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    hosts = allowed_hosts(args.host, args.allow_host)
     from pconv.io import DEFAULT_WEIGHTS, load_model
 
     weights = args.weights or DEFAULT_WEIGHTS
@@ -57,11 +64,11 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError(str(err)) from None
     import uvicorn
 
-    from pconv.webapp import create_app
+    from pconv.webapp import create_app, server_config
 
     app = create_app(model, device=device, weights_name=weights.name, max_upload_mb=args.max_upload_mb,
                      max_megapixels=args.max_megapixels, scale=args.scale, max_queue=args.max_queue,
-                     max_work_mp=args.max_work_mp, allow_origins=args.allow_origin)
+                     max_work_mp=args.max_work_mp, allow_origins=args.allow_origin, allowed_hosts=hosts)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
@@ -69,8 +76,31 @@ def _main(argv: Sequence[str] | None) -> int:
             super().handle_exit(sig, frame)
 
     print(f"serving {weights.name} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
-    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)).run()
+    if hosts is None:
+        print("note: any Host name is accepted (--host binds every interface and no --allow-host names the server); "
+              "a page on another site whose name resolves to this machine can use it", file=sys.stderr)
+    Server(server_config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)).run()
     return 0
+
+
+def allowed_hosts(bind: str, extra: Sequence[str]) -> list[str] | None:
+    """The Host names a server bound to ``bind`` accepts: that address, this machine's loopback
+    names when it is a loopback address, and ``extra``; ``None`` (any) for ``*`` or for a
+    wildcard bind with no ``extra`` (its names cannot be known)."""
+    import ipaddress
+
+    if "*" in extra:
+        return None
+    try:
+        address = ipaddress.ip_address(bind.strip("[]"))
+    except ValueError:
+        address = None
+    if address is not None and address.is_unspecified:
+        return list(extra) or None
+    hosts = [bind, *extra]
+    if bind == "localhost" or (address is not None and address.is_loopback):
+        hosts += ["127.0.0.1", "localhost", "::1"]
+    return hosts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

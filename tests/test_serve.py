@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,8 @@ import uvicorn
 from PIL import Image
 
 from pconv import PConvUNet
-from pconv.serve import create_app
+from pconv.serve import allowed_hosts, create_app
+from pconv.webapp import server_config
 
 from conftest import synthetic_photo
 
@@ -46,9 +48,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _running(app) -> Iterator[str]:
+def _running(app, **options) -> Iterator[str]:
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(server_config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(200):
@@ -133,6 +135,123 @@ def test_bad_requests_are_answered_with_the_reason(server, case, status, message
         image = image[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + image[33:]
     r = _post(server, image, mask)
     assert r.status_code == status and message in r.json()["detail"]
+    assert not re.search("0x[0-9a-f]{6}", r.json()["detail"])  # no memory address of the server's buffers
+
+
+def test_a_16_bit_upload_is_answered_like_predict_answers_it(server):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((48, 64), 40000, np.uint16)).save(buffer, format="PNG")
+    r = _post(server, buffer.getvalue(), _png(np.zeros((48, 64), np.uint8)))
+    assert r.status_code == 400 and "more than 8 bits per pixel" in r.json()["detail"]
+
+
+def test_api_documentation_loads_nothing_from_other_sites(server):
+    assert httpx.get(f"{server}/api/docs").status_code == 404  # FastAPI's page pulls scripts from a CDN
+    assert httpx.get(f"{server}/api/openapi.json").json()["paths"]["/api/inpaint"]
+    page = httpx.get(server).text
+    assert "src=\"http" not in page and "href=\"http" not in page
+
+
+def _raw_request(url: str, head: bytes, chunks: Iterator[bytes] = iter(())) -> bytes:
+    """Send ``head`` and then ``chunks`` (stopping when the server stops reading) and return the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        try:
+            s.sendall(head)
+            for chunk in chunks:
+                s.sendall(chunk)
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        answer = b""
+        try:
+            while data := s.recv(65536):
+                answer += data
+        except OSError:
+            pass
+        return answer
+
+
+def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_streams(server):
+    """No Content-Length: the limit (1 MB) is enforced on the bytes as they arrive, so a 64 MB
+    chunked upload is answered 413 after about the limit, never parsed or spooled to disk in full."""
+    sent = [0]
+
+    def chunks() -> Iterator[bytes]:
+        part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="i.png"\r\n\r\n'
+        yield b"%x\r\n" % len(part) + part + b"\r\n"
+        block = b"x" * 65536
+        for _ in range(1024):
+            sent[0] += len(block)
+            yield b"%x\r\n" % len(block) + block + b"\r\n"
+        yield b"0\r\n\r\n"
+
+    host = server.removeprefix("http://")
+    head = (f"POST /api/inpaint HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n\r\n").encode()
+    answer = _raw_request(server, head, chunks())
+    assert answer.startswith(b"HTTP/1.1 413") and b"over the limit of 1 MB" in answer
+    assert sent[0] < 32 * 2**20  # cut off long before the end (socket buffers hold a few MB)
+
+
+def test_the_guard_stops_reading_at_the_limit():
+    """At the ASGI level: the app behind the guard never sees more than the limit."""
+    import asyncio
+
+    from pconv.webapp import _Guard
+
+    seen, pulled, sent = [0], [0], []
+
+    async def receive():
+        pulled[0] += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        while (message := await receive())["type"] == "http.request":
+            seen[0] += len(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    guard = _Guard(app, limit=10_500, max_upload_mb=0.01, allow_origins=(), allowed_hosts=None)
+    scope = {"type": "http", "method": "POST", "headers": [], "path": "/api/inpaint"}
+    asyncio.run(guard(scope, receive, send))
+    assert seen[0] <= 10_500 and pulled[0] == 11
+    assert sent[0]["status"] == 413 and len([m for m in sent if m["type"] == "http.response.start"]) == 1
+
+
+def test_requests_naming_another_host_are_refused_dns_rebinding():
+    """A page on attacker.example that resolves to 127.0.0.1 sends its own Host and Origin."""
+    app = create_app(PConvUNet(depth=3, base_width=4), allowed_hosts=allowed_hosts("127.0.0.1", []))
+    with _running(app) as url:
+        evil = {"Host": "attacker.example", "Origin": "http://attacker.example"}
+        assert httpx.get(f"{url}/api/health", headers=evil).status_code == 400
+        files = {"image": ("i.png", _png(synthetic_photo(16, 16))), "mask": ("m.png", _png(np.zeros((16, 16), np.uint8)))}
+        r = httpx.post(f"{url}/api/inpaint", files=files, headers=evil)
+        assert r.status_code == 400 and "--allow-host" in r.json()["detail"]
+        port = url.rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+            assert httpx.get(f"{url}/api/health", headers={"Host": host}).status_code == 200, host
+
+
+def test_allowed_hosts_follow_the_bound_address():
+    assert set(allowed_hosts("127.0.0.1", [])) == {"127.0.0.1", "localhost", "::1"}
+    assert set(allowed_hosts("192.168.1.5", ["pc.lan"])) == {"192.168.1.5", "pc.lan"}
+    assert allowed_hosts("0.0.0.0", []) is None and allowed_hosts("0.0.0.0", ["pc.lan"]) == ["pc.lan"]
+    assert allowed_hosts("127.0.0.1", ["*"]) is None
+
+
+def test_connections_that_never_finish_their_headers_are_closed():
+    app = create_app(PConvUNet(depth=3, base_width=4))
+    with _running(app, header_timeout=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        start = time.perf_counter()
+        with socket.create_connection((host, int(port)), timeout=10) as slow, \
+                socket.create_connection((host, int(port)), timeout=10) as silent:
+            slow.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            assert slow.recv(100) == b"" and silent.recv(100) == b""  # closed by the server
+        assert time.perf_counter() - start < 5
+        assert httpx.get(f"{url}/api/health").status_code == 200  # a whole request still works
 
 
 def test_empty_mask_returns_the_image_with_a_warning(server):
