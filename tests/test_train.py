@@ -535,3 +535,53 @@ def test_one_step_compiled(folders, tmp_path):
     assert main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0",
                       "--compile")) == 0
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def _pickle_with_code(path: Path) -> None:
+    """A torch.save file whose unpickling would call a function (weights_only refuses it)."""
+    import collections
+
+    class Runs:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    torch.save({"version": 1, "model": collections.OrderedDict(w=Runs())}, path)
+
+
+@pytest.mark.parametrize("flag", ["--init", "--vgg-weights"])
+def test_a_pickle_with_code_is_refused_in_one_line(folders, tmp_path, capsys, flag):
+    train, _ = folders
+    _pickle_with_code(tmp_path / "evil.pt")
+    extra = [flag, str(tmp_path / "evil.pt")]
+    if flag == "--vgg-weights":
+        extra += ["--loss-perceptual", "0.05"]
+    else:
+        extra += ["--stage", "finetune"]
+    assert main(_args(train, None, tmp_path / "run", "--steps", "1", *extra)) == 2
+    out, err = capsys.readouterr()
+    err = err.strip()
+    assert "could run code when loaded: refused" in err and len(err.splitlines()) == 1 and "this ran" not in out
+
+
+def test_an_unwritable_out_is_one_line(folders, tmp_path, capsys):
+    train, _ = folders
+    (tmp_path / "file").write_text("not a folder")
+    assert main(_args(train, None, tmp_path / "file" / "run", "--steps", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"train.py: error: cannot write to {tmp_path / 'file' / 'run'}: Not a directory"
+
+
+def test_a_run_that_saved_no_weights_does_not_block_a_fresh_start(folders, tmp_path, capsys):
+    """Failed before its first step, or killed during its first checkpoint: only its config and logs."""
+    train, _ = folders
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "log.csv").write_text("step\n")
+    (out / ".last.pt.x7k2.tmp").write_bytes(b"PK partial")
+    assert main(_args(train, None, out, "--stage", "pretrain", "--steps", "1", "--sample-every", "0")) == 0
+    assert "stopped before it saved any weights" in capsys.readouterr().err
+    assert (out / "model.safetensors").is_file()
+    (out / "model.safetensors").unlink()
+    (out / "last.pt").write_bytes(b"x")  # weights of a run: still refused without --overwrite
+    assert main(_args(train, None, out, "--steps", "1")) == 2

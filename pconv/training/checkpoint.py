@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,11 @@ def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint, loaded with ``weights_only=True``; its ``state`` as a :class:`TrainState`."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(f"{path} holds Python objects besides weights, which could run code when loaded: refused "
+                         "(only tensors and plain values are read)") from None
     except (OSError, RuntimeError, EOFError) as err:
-        raise UsageError(f"cannot read checkpoint {path}: {err}") from None
+        raise UsageError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
         raise UsageError(f"{path} is not a pconv training checkpoint")
     ckpt["state"] = TrainState.from_dict(ckpt["state"])

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from pconv.cli import UsageError, resolve_device
 from pconv.data import EpochSampler, InpaintingDataset, MaskSource, UnreadableData, collate, find_images
-from pconv.files import atomic_write_bytes
+from pconv.files import atomic_write_bytes, check_writable
 from pconv.io import ARCHITECTURES, load_model, save_model
 from pconv.losses import InpaintingLoss, composite, hole_valid_losses
 from pconv.masks import parse_ratio
@@ -50,8 +50,10 @@ from pconv.vgg import VGG16Features
 
 __all__ = ["Stage", "lr_at", "train", "train_stage", "training_hole_depth", "validate"]
 
-# Files a run writes in --out: a fresh run refuses a folder that holds any of them.
-RUN_FILES = ("last.pt", "best.pt", "model.safetensors", "config.json", "log.csv", "val.csv")
+# Files a run writes in --out: a fresh run refuses a folder that holds weights of another run, and
+# takes over one whose run stopped before it saved any (only its configuration and logs are there).
+WEIGHT_FILES = ("last.pt", "best.pt", "model.safetensors")
+RUN_FILES = (*WEIGHT_FILES, "config.json", "log.csv", "val.csv")
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,10 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     if cfg.schedule.stage == "finetune" and cfg.schedule.init is None and not r.resume:
         raise UsageError("--stage finetune starts from trained weights: give --init FILE (a release file or checkpoint)")
     if not r.resume and world.main:
+        try:
+            check_writable(out)
+        except OSError as err:
+            raise UsageError(str(err)) from None
         _claim_out(out, r.overwrite)
     batches_per_epoch = max(1, len(train_files) // world.world_size // d.batch_size)
     plan = plan_stages(cfg, batches_per_epoch)
@@ -527,7 +533,9 @@ def _claim_out(out: Path, overwrite: bool) -> None:
     found = [name for name in RUN_FILES if (out / name).exists()]
     if not found:
         return
-    if not overwrite:
+    if not any(name in WEIGHT_FILES for name in found):
+        print(f"note: {out} holds a run that stopped before it saved any weights; starting over there", file=sys.stderr)
+    elif not overwrite:
         raise UsageError(f"{out} holds another run ({', '.join(found)}); continue it with --resume, "
                          "start over with --overwrite, or choose another --out")
     for name in found:
@@ -584,5 +592,5 @@ def _vgg(cfg: TrainConfig, device: torch.device, world: World) -> VGG16Features 
         with warnings.catch_warnings():  # random features were asked for, and warned about above
             warnings.simplefilter("ignore")
             return VGG16Features(None if name == "none" else name).to(device)
-    except (RuntimeError, FileNotFoundError, KeyError) as err:
+    except (RuntimeError, FileNotFoundError, KeyError, ValueError) as err:
         raise UsageError(str(err).strip("'\"")) from None
