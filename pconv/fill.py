@@ -38,6 +38,14 @@ def _pull(value: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     return mean, known
 
 
+def _box3(x: Tensor) -> Tensor:
+    """3x3 mean with replicated edges, as two passes of shifted sums (several times faster on a
+    CPU than a 3x3 average pooling of stride 1)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    rows = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
+    return (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]) / 9
+
+
 def push_pull(image: Tensor, mask: Tensor, *, levels: int = DEFAULT_LEVELS, smooth: int = DEFAULT_SMOOTH) -> Tensor:
     """Fill the holes of ``image`` from its known pixels.
 
@@ -80,7 +88,6 @@ def push_pull(image: Tensor, mask: Tensor, *, levels: int = DEFAULT_LEVELS, smoo
     if smooth:
         hole = weight < 1  # the full-resolution weight, after the loop
         for _ in range(smooth):
-            blurred = F.avg_pool2d(F.pad(filled, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-            filled = torch.where(hole, blurred, filled)
+            filled = torch.where(hole, _box3(filled), filled)
         filled = torch.where(hole, filled, image)
     return filled
