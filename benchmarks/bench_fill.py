@@ -16,10 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from common import time_interleaved
 
 from pconv.evaluate import BASELINES, _load_images, evaluate, generated_cases, summarise
-
-from common import time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--per-bin", type=int, default=2)
-    p.add_argument("--images", type=Path, nargs="+",
-                   default=[ROOT / "data" / "photos" / "val", ROOT / "data" / "photos-more" / "val"])
+    p.add_argument(
+        "--images",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "data" / "photos" / "val", ROOT / "data" / "photos-more" / "val"],
+    )
     p.add_argument("--sizes", nargs="+", default=["512x512", "6000x4000"], help="WIDTHxHEIGHT of the timed images")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
@@ -51,10 +54,15 @@ def main(argv: list[str] | None = None) -> None:
         width, height = map(int, size.split("x"))
         image = cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)
         known = four_holes(height, width)
-        times = time_interleaved({name: (lambda n=name: BASELINES[n](image, known)) for name in ("pushpull", "telea")},
-                                 args.repeats, warmup=1)
-        print(f"  {width}x{height} ({width * height / 1e6:.1f} MP, {np.mean(~known):.1%} holes): push-pull "
-              f"{times['pushpull']:.3f} s, Telea {times['telea']:.3f} s, ratio {times['pushpull'] / times['telea']:.2f}x")
+        times = time_interleaved(
+            {name: (lambda n=name: BASELINES[n](image, known)) for name in ("pushpull", "telea")},
+            args.repeats,
+            warmup=1,
+        )
+        print(
+            f"  {width}x{height} ({width * height / 1e6:.1f} MP, {np.mean(~known):.1%} holes): push-pull "
+            f"{times['pushpull']:.3f} s, Telea {times['telea']:.3f} s, ratio {times['pushpull'] / times['telea']:.2f}x"
+        )
 
     images = _load_images(args.images, 512)
     methods = {name: BASELINES[name] for name in ("pushpull", "telea", "ns")}

@@ -63,6 +63,7 @@ def bench_shape(cin: int, cout: int, k: int, stride: int, size: int, batch: int,
             x.grad = None
             conv.zero_grad(set_to_none=True)
             pconv.zero_grad(set_to_none=True)
+
         return run
 
     fns = {
@@ -92,10 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     repeats = args.repeats or (5 if args.quick else 15)
     shapes = [s for s in SHAPES if not args.quick or s[0] in QUICK]
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE", "0") == "1"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {repeats} repeats, "
-          f"THP_MEM_ALLOC_ENABLE={'1' if thp else '0 (set it to 1 on Linux for huge pages)'}")
-    print("ratios PartialConv2d / nn.Conv2d: forward+backward time, and memory alive for backward (inputs, saved tensors, output)")
-    print(f"{'layer':<10} {'in':>5} {'out':>4} {'size':>4} {'conv ms':>8} {'time 1ch':>9} {'time Cch':>9} {'mem 1ch':>8} {'mem Cch':>8}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {repeats} repeats, "
+        f"THP_MEM_ALLOC_ENABLE={'1' if thp else '0 (set it to 1 on Linux for huge pages)'}"
+    )
+    print(
+        "ratios PartialConv2d / nn.Conv2d: forward+backward time, and memory alive for backward (inputs, saved tensors, output)"
+    )
+    print(
+        f"{'layer':<10} {'in':>5} {'out':>4} {'size':>4} {'conv ms':>8} {'time 1ch':>9} {'time Cch':>9} {'mem 1ch':>8} {'mem Cch':>8}"
+    )
     worst = 0.0
     for name, cin, cout, k, stride, size in shapes:
         r = bench_shape(cin, cout, k, stride, size, args.batch, repeats)

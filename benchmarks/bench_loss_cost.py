@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import time_interleaved  # noqa: E402
+
 from pconv import InpaintingLoss, LossWeights, PConvUNet, VGG16Features  # noqa: E402
 from pconv.training.loop import cpu_has_native_bf16  # noqa: E402
 
@@ -40,7 +41,9 @@ def main() -> None:
     mask = mask.repeat_interleave(8, 2).repeat_interleave(8, 3)
 
     def step_fn(use_vgg: bool, amp: bool):
-        loss_fn = InpaintingLoss(vgg if use_vgg else None, LossWeights() if use_vgg else LossWeights(perceptual=0, style=0))
+        loss_fn = InpaintingLoss(
+            vgg if use_vgg else None, LossWeights() if use_vgg else LossWeights(perceptual=0, style=0)
+        )
 
         def step() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
@@ -51,10 +54,17 @@ def main() -> None:
 
         return step
 
-    settings = {"float32": (False, False), "bf16": (False, True), "float32 + VGG": (True, False), "bf16 + VGG": (True, True)}
+    settings = {
+        "float32": (False, False),
+        "bf16": (False, True),
+        "float32 + VGG": (True, False),
+        "bf16 + VGG": (True, True),
+    }
     times = time_interleaved({name: step_fn(*s) for name, s in settings.items()}, args.repeats, warmup=1)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}; "
-          f"PConvUNet(depth={args.depth}, base_width={args.base_width}), batch {args.batch} at {args.size} px")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}; "
+        f"PConvUNet(depth={args.depth}, base_width={args.base_width}), batch {args.batch} at {args.size} px"
+    )
     for name, seconds in times.items():
         print(f"{name:>14}: {seconds:6.2f} s/step  {seconds / times['float32']:5.2f}x float32 without VGG")
 

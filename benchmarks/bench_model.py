@@ -32,7 +32,16 @@ class PlainUNet(nn.Module):
 
         def plain(block):
             conv = block.conv
-            layers = [nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)]
+            layers = [
+                nn.Conv2d(
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    conv.stride,
+                    conv.padding,
+                    bias=conv.bias is not None,
+                )
+            ]
             layers += [m for m in (block.bn, block.act) if m is not None]
             return nn.Sequential(*layers)
 
@@ -56,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, best of {args.repeats}")
-    print(f"{'size':>5} {'depth':>5} {'plain train s':>13} {'train':>7} {'infer':>7} {'memory':>7}   (PConvUNet / plain U-Net)")
+    print(
+        f"{'size':>5} {'depth':>5} {'plain train s':>13} {'train':>7} {'infer':>7} {'memory':>7}   (PConvUNet / plain U-Net)"
+    )
     for size in args.sizes:
         depth = 8 if size >= 512 else 7
         config = PConvUNetConfig(depth=depth)
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                 hole, valid = hole_valid_losses(out, image, mask)
                 (6 * hole + valid).backward()
                 model.zero_grad(set_to_none=True)
+
             return run
 
         def infer(model):
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                 model.eval()
                 with torch.no_grad():
                     model(image, mask)
+
             return run
 
         train = time_interleaved({k: train_step(m) for k, m in models.items()}, args.repeats, warmup=1)

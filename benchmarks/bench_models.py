@@ -45,6 +45,7 @@ def main() -> None:
             model.eval()
             with torch.no_grad():
                 model(image, mask)
+
         return run
 
     def train_step(name: str):
@@ -57,18 +58,23 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
         return run
 
     inference = time_interleaved({n: infer(m) for n, m in models.items()}, args.repeats, warmup=1)
     training = time_interleaved({n: train_step(n) for n in models}, args.repeats, warmup=1)
     base = next(iter(models))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.size}x{args.size}, batch {args.batch}, "
-          f"base width {args.base_width}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.size}x{args.size}, batch {args.batch}, "
+        f"base width {args.base_width}"
+    )
     print(f"{'model':<30} {'parameters':>11} {'infer s':>8} {'ratio':>6} {'train s':>8} {'ratio':>6}")
     for name, model in models.items():
         params = sum(q.numel() for q in model.parameters())
-        print(f"{name:<30} {params:>11,} {inference[name]:>8.3f} {inference[name] / inference[base]:>5.2f}x "
-              f"{training[name]:>8.3f} {training[name] / training[base]:>5.2f}x")
+        print(
+            f"{name:<30} {params:>11,} {inference[name]:>8.3f} {inference[name] / inference[base]:>5.2f}x "
+            f"{training[name]:>8.3f} {training[name] / training[base]:>5.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import time_interleaved  # noqa: E402
+
 from pconv import load_model  # noqa: E402
 from pconv.data import center_crop, load_image  # noqa: E402
-from pconv.onnx_model import OnnxModel, export_onnx  # noqa: E402
 from pconv.io import DEFAULT_WEIGHTS  # noqa: E402
 from pconv.masks import generate  # noqa: E402
+from pconv.onnx_model import OnnxModel, export_onnx  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parents[1] / "data" / "photos" / "test" / "skimage-astronaut.jpg"
 
@@ -40,7 +41,9 @@ def main() -> None:
         onnx_model = OnnxModel(path)
         image = np.asarray(center_crop(load_image(PHOTO), args.size))
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
-        m = torch.from_numpy(generate(args.size, args.size, np.random.default_rng(0), "mixed", (0.2, 0.3)))[None, None].float()
+        m = torch.from_numpy(generate(args.size, args.size, np.random.default_rng(0), "mixed", (0.2, 0.3)))[
+            None, None
+        ].float()
         with torch.no_grad():
             diff = float((model(x, m) - onnx_model(x, m)).abs().max())
 
@@ -48,7 +51,9 @@ def main() -> None:
                 model(x, m)
 
             times = time_interleaved({"pytorch": torch_pass, "onnxruntime": lambda: onnx_model(x, m)}, args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {Path(args.weights).name} at {args.size}x{args.size}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {Path(args.weights).name} at {args.size}x{args.size}"
+    )
     print(f"max |onnxruntime - pytorch| = {diff:.2e}")
     for name, seconds in times.items():
         print(f"{name:>12}: {seconds * 1000:8.1f} ms  ({seconds / times['pytorch']:.2f}x pytorch)")

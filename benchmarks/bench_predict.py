@@ -57,8 +57,19 @@ def child(megapixels: float, weights: str | None) -> None:
     cv2.inpaint(image, holes, 3, cv2.INPAINT_TELEA)
     telea = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"mp": megapixels, "h": image.shape[0], "w": image.shape[1], "seconds": seconds,
-                      "tiles": result.tiles, "peak": peak, "telea": telea}))
+    print(
+        json.dumps(
+            {
+                "mp": megapixels,
+                "h": image.shape[0],
+                "w": image.shape[1],
+                "seconds": seconds,
+                "tiles": result.tiles,
+                "peak": peak,
+                "telea": telea,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -73,12 +84,16 @@ def main() -> None:
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {HOLES} holes of 48x48 px; tile=auto")
-    print(f"{'size':>10} {'pixels':>11} {'tiles':>5} {'seconds':>8} {'s/tile':>7} {'peak RSS':>9} {'Telea s':>8} {'vs Telea':>8}")
+    print(
+        f"{'size':>10} {'pixels':>11} {'tiles':>5} {'seconds':>8} {'s/tile':>7} {'peak RSS':>9} {'Telea s':>8} {'vs Telea':>8}"
+    )
     for mp in args.sizes:
         cmd = [sys.executable, __file__, "--child", str(mp)] + (["--weights", args.weights] if args.weights else [])
         r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-        print(f"{mp:>8.0f}MP {r['w']:>5}x{r['h']:<5} {r['tiles']:>5} {r['seconds']:>8.2f} {r['seconds'] / r['tiles']:>7.2f} "
-              f"{r['peak'] / 2**30:>7.2f}GiB {r['telea']:>8.2f} {r['seconds'] / r['telea']:>7.1f}x")
+        print(
+            f"{mp:>8.0f}MP {r['w']:>5}x{r['h']:<5} {r['tiles']:>5} {r['seconds']:>8.2f} {r['seconds'] / r['tiles']:>7.2f} "
+            f"{r['peak'] / 2**30:>7.2f}GiB {r['telea']:>8.2f} {r['seconds'] / r['telea']:>7.1f}x"
+        )
 
     if args.mc_samples:
         model = _model(args.weights, dropout=0.1)
@@ -94,8 +109,10 @@ def main() -> None:
         inpaint(model, image, known, tile=None, samples=args.mc_samples, batch=10)
         many = time.perf_counter() - start
         assert single.tiles == 1
-        print(f"Monte Carlo dropout at 512x512: {args.mc_samples} samples {many:.1f} s "
-              f"({many / one:.1f}x one pass of {one:.2f} s; target under 120 s)")
+        print(
+            f"Monte Carlo dropout at 512x512: {args.mc_samples} samples {many:.1f} s "
+            f"({many / one:.1f}x one pass of {one:.2f} s; target under 120 s)"
+        )
 
 
 if __name__ == "__main__":

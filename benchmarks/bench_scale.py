@@ -52,8 +52,10 @@ def quality(args: argparse.Namespace) -> None:
         "telea": BASELINES["telea"],
     }
     print(f"weights {Path(args.weights).name} (hole depth {model.hole_depth:.0f} px at its own scale)")
-    for label, images, per_bin in (("512x512", _images(TEST_512, 512), args.per_bin),
-                                   ("native 2-2.8 MP", _images([TEST_NATIVE], None), args.native_per_bin)):
+    for label, images, per_bin in (
+        ("512x512", _images(TEST_512, 512), args.per_bin),
+        ("native 2-2.8 MP", _images([TEST_NATIVE], None), args.native_per_bin),
+    ):
         for kind in ("strokes", "solid"):
             cases = generated_cases(images, per_bin, args.seed, kind)
             summary = summarise(evaluate(cases, methods, progress=False))
@@ -98,21 +100,51 @@ def child(megapixels: float, weights: str, scale: str, repeats: int) -> None:
     holes = (~known).astype(np.uint8) * 255
     telea, _ = _best_of(repeats, lambda: cv2.inpaint(image, holes, 3, cv2.INPAINT_TELEA))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"w": image.shape[1], "h": image.shape[0], "seconds": seconds, "tiles": result.tiles,
-                      "telea": telea, "peak": peak}))
+    print(
+        json.dumps(
+            {
+                "w": image.shape[1],
+                "h": image.shape[0],
+                "seconds": seconds,
+                "tiles": result.tiles,
+                "telea": telea,
+                "peak": peak,
+            }
+        )
+    )
 
 
 def speed(args: argparse.Namespace) -> None:
-    print(f"weights {Path(args.weights).name}; four holes: two 48-px squares, a 300x220 ellipse, a box of "
-          "min(900, height/3) px")
-    print(f"{'size':>6} {'pixels':>11} {'scale':>6} {'tiles':>5} {'seconds':>8} {'Telea s':>8} {'vs Telea':>8} {'peak RSS':>9}")
+    print(
+        f"weights {Path(args.weights).name}; four holes: two 48-px squares, a 300x220 ellipse, a box of "
+        "min(900, height/3) px"
+    )
+    print(
+        f"{'size':>6} {'pixels':>11} {'scale':>6} {'tiles':>5} {'seconds':>8} {'Telea s':>8} {'vs Telea':>8} {'peak RSS':>9}"
+    )
     for mp in args.sizes:
         for scale in ("auto", "1"):
-            cmd = [sys.executable, __file__, "child", "--mp", str(mp), "--scale", scale, "--weights", args.weights,
-                   "--repeats", str(args.repeats)]
-            r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-            print(f"{mp:>4.0f}MP {r['w']:>5}x{r['h']:<5} {scale:>6} {r['tiles']:>5} {r['seconds']:>8.2f} "
-                  f"{r['telea']:>8.2f} {r['seconds'] / r['telea']:>7.1f}x {r['peak'] / 2**30:>7.2f}GiB", flush=True)
+            cmd = [
+                sys.executable,
+                __file__,
+                "child",
+                "--mp",
+                str(mp),
+                "--scale",
+                scale,
+                "--weights",
+                args.weights,
+                "--repeats",
+                str(args.repeats),
+            ]
+            r = json.loads(
+                subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            )
+            print(
+                f"{mp:>4.0f}MP {r['w']:>5}x{r['h']:<5} {scale:>6} {r['tiles']:>5} {r['seconds']:>8.2f} "
+                f"{r['telea']:>8.2f} {r['seconds'] / r['telea']:>7.1f}x {r['peak'] / 2**30:>7.2f}GiB",
+                flush=True,
+            )
 
 
 def main() -> None:

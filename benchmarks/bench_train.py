@@ -30,8 +30,15 @@ PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "train"
 def loader_speed(size: int, batch: int, workers: int, batches: int) -> float:
     """Images per second from a DataLoader like train.py's (after the workers have started)."""
     dataset = InpaintingDataset(find_images(PHOTOS), size, seed=0)
-    loader = DataLoader(dataset, batch, sampler=EpochSampler(len(dataset), 0), num_workers=workers,
-                        collate_fn=collate, worker_init_fn=worker_init, prefetch_factor=4 if workers else None)
+    loader = DataLoader(
+        dataset,
+        batch,
+        sampler=EpochSampler(len(dataset), 0),
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=worker_init,
+        prefetch_factor=4 if workers else None,
+    )
     it = iter(loader)
     next(it)  # workers up
     start = time.perf_counter()
@@ -71,7 +78,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed training steps per size")
     p.add_argument("--workers", type=int, default=DataConfig.workers, help="loader workers (default: train.py's)")
     args = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} loader workers, batch {args.batch}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.workers} loader workers, batch {args.batch}"
+    )
     print(f"{'size':>5} {'step img/s':>11} {'loader img/s':>13} {'loader/step':>12}")
     for size in args.sizes:
         step = step_speed(size, args.batch, args.steps)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ def scale_arg(text: str) -> str | float:
     return value
 
 
-SCALE_HELP = ("working scale: auto (each hole at the scale the model was trained for, from its depth: small holes at "
-              "full resolution, big holes coarse, upsampled), or a downscale factor for every hole (1 = full "
-              "resolution) (default auto)")
+SCALE_HELP = (
+    "working scale: auto (each hole at the scale the model was trained for, from its depth: small holes at "
+    "full resolution, big holes coarse, upsampled), or a downscale factor for every hole (1 = full "
+    "resolution) (default auto)"
+)

@@ -65,8 +65,9 @@ def _fit(mask: Tensor, size: torch.Size) -> Tensor:
     return 1 - pool(holes, tuple(size))
 
 
-def convert(model: nn.Module, *, mask_aware: bool = False,
-            include: Callable[[str, nn.Module], bool] | None = None) -> nn.Module:
+def convert(
+    model: nn.Module, *, mask_aware: bool = False, include: Callable[[str, nn.Module], bool] | None = None
+) -> nn.Module:
     """Replace the model's ``nn.Conv2d``/``nn.Conv3d`` layers by partial ones, in place.
 
     Weights, biases, ``state_dict`` keys, devices and dtypes are kept; layers that are already
@@ -87,10 +88,19 @@ def convert(model: nn.Module, *, mask_aware: bool = False,
             kind = type(child)
             if kind not in table or (include is not None and not include(full, child)):
                 continue
-            new = table[kind](child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
-                              padding=child.padding, dilation=child.dilation, groups=child.groups,
-                              bias=child.bias is not None, padding_mode=child.padding_mode,
-                              device=child.weight.device, dtype=child.weight.dtype)
+            new = table[kind](
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                stride=child.stride,
+                padding=child.padding,
+                dilation=child.dilation,
+                groups=child.groups,
+                bias=child.bias is not None,
+                padding_mode=child.padding_mode,
+                device=child.weight.device,
+                dtype=child.weight.dtype,
+            )
             new.load_state_dict(child.state_dict())
             new.train(child.training)
             setattr(module, child_name, new)

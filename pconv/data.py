@@ -109,8 +109,10 @@ def to_8bit(img: Image.Image) -> Image.Image:
     values = np.asarray(img)
     if img.mode == "F":
         if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-            raise ValueError(f"float image with values in [{values.min():g}, {values.max():g}]; "
-                             "only [0, 1] float images are understood: convert it to 8 or 16 bits")
+            raise ValueError(
+                f"float image with values in [{values.min():g}, {values.max():g}]; "
+                "only [0, 1] float images are understood: convert it to 8 or 16 bits"
+            )
         scaled = values * 255.0
     else:
         if values.min() < 0 or values.max() > 65535:
@@ -120,7 +122,10 @@ def to_8bit(img: Image.Image) -> Image.Image:
 
 
 def random_resized_crop(
-    img: Image.Image, size: int, rng: np.random.Generator, scale: tuple[float, float] = (0.25, 1.0),
+    img: Image.Image,
+    size: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.25, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> Image.Image:
     """A crop covering a random fraction ``scale`` of the area with aspect ``ratio``, resized to ``size``."""
@@ -143,7 +148,9 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
-    return img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side), reducing_gap=2.0)
+    return img.resize(
+        (size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side), reducing_gap=2.0
+    )
 
 
 class MaskSource:
@@ -156,8 +163,14 @@ class MaskSource:
         folder: a folder of mask images (white = hole), augmented on every draw.
     """
 
-    def __init__(self, size: int, kind: str = "strokes", ratio: tuple[float, float] | None = None,
-                 folder: str | Path | None = None, invert: bool = False) -> None:
+    def __init__(
+        self,
+        size: int,
+        kind: str = "strokes",
+        ratio: tuple[float, float] | None = None,
+        folder: str | Path | None = None,
+        invert: bool = False,
+    ) -> None:
         self.size, self.kind, self.ratio = size, kind, ratio
         self.folder = MaskFolder(folder, (size, size), invert=invert) if folder is not None else None
 
@@ -183,8 +196,17 @@ class InpaintingDataset(Dataset):
     indices (epoch 0).
     """
 
-    def __init__(self, files: list[Path], size: int, masks: MaskSource | None = None, *, train: bool = True,
-                 seed: int = 0, crop_scale: tuple[float, float] = (0.25, 1.0), val_masks: int = 1) -> None:
+    def __init__(
+        self,
+        files: list[Path],
+        size: int,
+        masks: MaskSource | None = None,
+        *,
+        train: bool = True,
+        seed: int = 0,
+        crop_scale: tuple[float, float] = (0.25, 1.0),
+        val_masks: int = 1,
+    ) -> None:
         if val_masks < 1:
             raise ValueError(f"val_masks must be at least 1, got {val_masks}")
         self.files = files

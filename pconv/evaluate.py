@@ -145,8 +145,11 @@ def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: boo
     by_stem = {p.stem: p for p in files}
     paired = all(stem in by_stem for stem, _ in images)
     count = max(len(images), len(files))  # cycling uses every image and every mask at least once
-    pairs = [(stem, image, by_stem[stem]) for stem, image in images] if paired else \
-        [(*images[i % len(images)], files[i % len(files)]) for i in range(count)]
+    pairs = (
+        [(stem, image, by_stem[stem]) for stem, image in images]
+        if paired
+        else [(*images[i % len(images)], files[i % len(files)]) for i in range(count)]
+    )
     cases = []
     for stem, image, path in pairs:
         try:
@@ -163,8 +166,12 @@ def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: boo
     return cases
 
 
-def evaluate(cases: list[Case], methods: dict[str, Method], progress: bool = True,
-             keep: dict[str, dict[str, np.ndarray]] | None = None) -> list[dict]:
+def evaluate(
+    cases: list[Case],
+    methods: dict[str, Method],
+    progress: bool = True,
+    keep: dict[str, dict[str, np.ndarray]] | None = None,
+) -> list[dict]:
     """Score every method on every case; one record per (case, method) with metrics and seconds.
 
     For each case name already in ``keep``, the composited result of every method is stored
@@ -184,8 +191,15 @@ def evaluate(cases: list[Case], methods: dict[str, Method], progress: bool = Tru
             comp = np.where(case.known[..., None], case.image, result)
             if keep is not None and case.name in keep:
                 keep[case.name][method] = comp
-            records.append({"case": case.name, "bin": case.bin, "method": method, "seconds": seconds,
-                            **score(comp.astype(np.float64) / 255.0, truth, case.known)})
+            records.append(
+                {
+                    "case": case.name,
+                    "bin": case.bin,
+                    "method": method,
+                    "seconds": seconds,
+                    **score(comp.astype(np.float64) / 255.0, truth, case.known),
+                }
+            )
     return records
 
 
@@ -203,8 +217,14 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def write_report(records: list[dict], cases: list[Case], methods: dict[str, Method], out: Path,
-                 title: str, examples: dict[str, list[np.ndarray]]) -> None:
+def write_report(
+    records: list[dict],
+    cases: list[Case],
+    methods: dict[str, Method],
+    out: Path,
+    title: str,
+    examples: dict[str, list[np.ndarray]],
+) -> None:
     """``report.md``, ``results.csv``, ``cases.csv``, ``metrics.png`` and ``examples.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(records)
@@ -223,14 +243,28 @@ def write_report(records: list[dict], cases: list[Case], methods: dict[str, Meth
                 for metric in (*METRICS, "seconds"):
                     writer.writerow([method, b, metric, f"{stats[metric]:.6g}", stats["cases"]])
 
-    labels = {"l1": "L1 (%) lower is better", "psnr": "PSNR (dB)", "ssim": "SSIM", "hole_psnr": "PSNR inside the hole (dB)",
-              "seconds": "seconds per image"}
-    lines = [f"# {title}", "", f"{len({c.name.split('/')[0] for c in cases})} images, {len(cases)} cases; "
-             "metrics on the composited result; best per column in bold.", ""]
+    labels = {
+        "l1": "L1 (%) lower is better",
+        "psnr": "PSNR (dB)",
+        "ssim": "SSIM",
+        "hole_psnr": "PSNR inside the hole (dB)",
+        "seconds": "seconds per image",
+    }
+    lines = [
+        f"# {title}",
+        "",
+        f"{len({c.name.split('/')[0] for c in cases})} images, {len(cases)} cases; "
+        "metrics on the composited result; best per column in bold.",
+        "",
+    ]
     for metric in (*METRICS, "seconds"):
         higher = METRICS.get(metric, False)
-        lines += [f"## {labels[metric]}", "", "| method | " + " | ".join(b if b != "all" else "all" for b in bins) + " |",
-                  "| --- |" + " ---: |" * len(bins)]
+        lines += [
+            f"## {labels[metric]}",
+            "",
+            "| method | " + " | ".join(b if b != "all" else "all" for b in bins) + " |",
+            "| --- |" + " ---: |" * len(bins),
+        ]
         best = {b: (max if higher else min)(summary[(m, b)][metric] for m in names) for b in bins}
         for method in names:
             cells = []
@@ -241,8 +275,14 @@ def write_report(records: list[dict], cases: list[Case], methods: dict[str, Meth
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     counts = ", ".join(f"{b}: {summary[(names[0], b)]['cases']}" for b in bins if b != "all")
-    lines += [f"Cases per bin: {counts}.", "", "![metrics against hole ratio](metrics.png)", "",
-              "![examples: holes, each method, ground truth](examples.png)", ""]
+    lines += [
+        f"Cases per bin: {counts}.",
+        "",
+        "![metrics against hole ratio](metrics.png)",
+        "",
+        "![examples: holes, each method, ground truth](examples.png)",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(lines))
     _plot(summary, names, [b for b in bins if b in RATIO_BINS], out / "metrics.png", labels)
     if examples:
@@ -271,8 +311,10 @@ def _plot(summary: dict, names: list[str], bins: list[str], path: Path, labels: 
 def _grid(examples: dict[str, list[np.ndarray]], names: list[str]) -> np.ndarray:
     """One row per example: holes (white) | each method | ground truth, labelled at the top."""
     header = ["holes", *names, "ground truth"]
-    rows = [np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
-            for tiles in examples.values()]
+    rows = [
+        np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
+        for tiles in examples.values()
+    ]
     grid = np.concatenate(rows, axis=0)
     cell = grid.shape[1] // len(header)
     bar = np.full((28, grid.shape[1], 3), 255, np.uint8)
@@ -294,27 +336,41 @@ def _example_tiles(case: Case, results: dict[str, np.ndarray], side: int = 192) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m pconv.evaluate"), description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog=prog_name("python -m pconv.evaluate"),
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
-    p.add_argument("--images", type=Path, nargs="+", required=True,
-                   help="folders of ground-truth images (searched recursively)")
+    p.add_argument(
+        "--images", type=Path, nargs="+", required=True, help="folders of ground-truth images (searched recursively)"
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--masks", type=Path, help="folder of masks (white = hole), paired by name or cycled")
     src.add_argument("--bins", action="store_true", help="generate masks for each hole-ratio bin (the default)")
     p.add_argument("--per-bin", type=int, default=20, help="generated cases per bin (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated masks (default 0)")
-    p.add_argument("--mask-kind", default="strokes",
-                   help="generated hole shapes: strokes (default), solid (boxes, ellipses, blobs), any kind of "
-                        "python -m pconv.masks, or a mixture such as strokes=1,solid=1")
+    p.add_argument(
+        "--mask-kind",
+        default="strokes",
+        help="generated hole shapes: strokes (default), solid (boxes, ellipses, blobs), any kind of "
+        "python -m pconv.masks, or a mixture such as strokes=1,solid=1",
+    )
     p.add_argument("--invert-masks", action="store_true", help="mask files use white = known")
     p.add_argument("--size", type=int, default=512, help="centre-crop and resize images to this square (default 512)")
     p.add_argument("--native", action="store_true", help="evaluate at each image's own size instead of --size")
-    p.add_argument("--baselines", default="telea,ns,biharmonic,pushpull",
-                   help=f"comma-separated, from {', '.join(BASELINES)}; 'none' for the model alone")
+    p.add_argument(
+        "--baselines",
+        default="telea,ns,biharmonic,pushpull",
+        help=f"comma-separated, from {', '.join(BASELINES)}; 'none' for the model alone",
+    )
     p.add_argument("--examples", type=int, default=6, help="cases shown in examples.png (default 6, one per bin)")
-    p.add_argument("--flip", action="store_true",
-                   help="also score the model with mirror-image averaging (predict.py --flip), as a second row")
+    p.add_argument(
+        "--flip",
+        action="store_true",
+        help="also score the model with mirror-image averaging (predict.py --flip), as a second row",
+    )
     p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     p.add_argument("--name", help="the model's name in the report (default: the weights file name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -346,8 +402,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if not weights.is_file():
         raise UsageError(f"model file not found: {weights}" + ("" if args.weights else "; pass --weights FILE"))
     images = _load_images(args.images, None if args.native else args.size)
-    cases = folder_cases(images, args.masks, args.invert_masks) if args.masks else \
-        generated_cases(images, args.per_bin, args.seed, args.mask_kind)
+    cases = (
+        folder_cases(images, args.masks, args.invert_masks)
+        if args.masks
+        else generated_cases(images, args.per_bin, args.seed, args.mask_kind)
+    )
     device = resolve_device(args.device)
     try:
         model = load_model(weights, device=device)
@@ -355,10 +414,12 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError(str(err)) from None
     name = args.name or weights.stem
     methods: dict[str, Method] = {
-        name: lambda image, known: inpaint(model, image, known, scale=args.scale, device=device).image}
+        name: lambda image, known: inpaint(model, image, known, scale=args.scale, device=device).image
+    }
     if args.flip:
-        methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flip=True, scale=args.scale,
-                                                                 device=device).image
+        methods[f"{name} + flip"] = lambda image, known: (
+            inpaint(model, image, known, flip=True, scale=args.scale, device=device).image
+        )
     methods.update({b: BASELINES[b] for b in chosen})
     by_bin: dict[str, list[Case]] = {}
     for case in cases:
@@ -376,8 +437,10 @@ def _main(argv: Sequence[str] | None) -> int:
     summary = summarise(records)
     for method in methods:
         s = summary[(method, "all")]
-        print(f"{method:>20}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, L1 {s['l1']:.2f}%, "
-              f"hole PSNR {s['hole_psnr']:.2f} dB, {s['seconds']:.3f} s/image")
+        print(
+            f"{method:>20}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, L1 {s['l1']:.2f}%, "
+            f"hole PSNR {s['hole_psnr']:.2f} dB, {s['seconds']:.3f} s/image"
+        )
     print(f"report: {args.out / 'report.md'}")
     return 0
 

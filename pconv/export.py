@@ -1,7 +1,7 @@
 """Export a model to ONNX (the file format and the runner are in :mod:`pconv.onnx_model`).
 
-    python -m pconv.export --onnx model.onnx [--weights model.safetensors] [--opset 18]
-    python predict.py --onnx model.onnx --image photo.jpg --mask holes.png --out filled.png
+python -m pconv.export --onnx model.onnx [--weights model.safetensors] [--opset 18]
+python predict.py --onnx model.onnx --image photo.jpg --mask holes.png --out filled.png
 """
 
 from __future__ import annotations

@@ -68,8 +68,9 @@ def push_pull(image: Tensor, mask: Tensor, *, levels: int = DEFAULT_LEVELS, smoo
         tensor([[[[0.0000, 0.0000, 0.7500, 1.0000]]]])
     """
     if image.dim() != 4 or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:]:
-        raise ValueError(f"expected image (N, C, H, W) and mask (N, 1, H, W), got {tuple(image.shape)} and "
-                         f"{tuple(mask.shape)}")
+        raise ValueError(
+            f"expected image (N, C, H, W) and mask (N, 1, H, W), got {tuple(image.shape)} and {tuple(mask.shape)}"
+        )
     if levels < 0 or smooth < 0:
         raise ValueError(f"levels and smooth must be at least 0, got {levels} and {smooth}")
     weight = mask.to(image.dtype).expand(image.shape[0], -1, -1, -1).clamp(0, 1)

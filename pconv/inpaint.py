@@ -40,8 +40,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["DEFAULT_HOLE_DEPTH", "Cancelled", "InpaintResult", "auto_tile", "crop_boxes", "hole_levels", "inpaint", "model_pixels",
-           "tile_origins"]
+__all__ = [
+    "DEFAULT_HOLE_DEPTH",
+    "Cancelled",
+    "InpaintResult",
+    "auto_tile",
+    "crop_boxes",
+    "hole_levels",
+    "inpaint",
+    "model_pixels",
+    "tile_origins",
+]
 
 # Images up to this many pixels run in one pass with tile="auto".
 AUTO_SINGLE_PASS_PIXELS = 1024 * 1024
@@ -161,6 +170,7 @@ def _offshoots(hole: np.ndarray, depth: np.ndarray, hole_depth: float) -> np.nda
 
 def _feather(height: int, width: int, overlap: int) -> np.ndarray:
     """Blend weights of a tile: a linear ramp over ``overlap`` pixels at each edge, never 0."""
+
     def ramp(n: int) -> np.ndarray:
         d = np.minimum(np.arange(n), np.arange(n)[::-1]) + 1.0  # distance to the nearer edge
         return np.clip(d / max(overlap, 1), 1e-3, 1.0)
@@ -177,8 +187,9 @@ def _forward(model: nn.Module, x: torch.Tensor, m: torch.Tensor, flip: bool) -> 
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: int, batch: int,
-             device: torch.device, flip: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _predict(
+    model: nn.Module, image: np.ndarray, known: np.ndarray, samples: int, batch: int, device: torch.device, flip: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Prediction ``(h, w, C)`` in [0, 1] (the mean over samples) and its variance ``(h, w, C)`` (or ``None``)."""
     x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)[None].float().div_(255)
     m = torch.from_numpy(np.array(known)).to(device)[None, None].float()
@@ -202,11 +213,22 @@ def _predict(model: nn.Module, image: np.ndarray, known: np.ndarray, samples: in
     return mean.float().permute(1, 2, 0).cpu().numpy(), var.float().permute(1, 2, 0).cpu().numpy()
 
 
-def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int | str | None = "auto",
-            overlap: int | None = None, samples: int = 1, batch: int = 8, flip: bool = False,
-            scale: str | float = "auto", hole_depth: float | None = None,
-            device: torch.device | str = "cpu", progress: bool = False,
-            should_stop: Callable[[], bool] | None = None) -> InpaintResult:
+def inpaint(
+    model: nn.Module,
+    image: np.ndarray,
+    known: np.ndarray,
+    *,
+    tile: int | str | None = "auto",
+    overlap: int | None = None,
+    samples: int = 1,
+    batch: int = 8,
+    flip: bool = False,
+    scale: str | float = "auto",
+    hole_depth: float | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> InpaintResult:
     """Fill the holes of ``image``.
 
     Args:
@@ -232,7 +254,9 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
     if image.ndim != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, C) uint8 image, got {image.dtype} {image.shape}")
     if known.shape != image.shape[:2]:
-        raise ValueError(f"mask {known.shape[1]}x{known.shape[0]} does not match image {image.shape[1]}x{image.shape[0]}")
+        raise ValueError(
+            f"mask {known.shape[1]}x{known.shape[0]} does not match image {image.shape[1]}x{image.shape[0]}"
+        )
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if tile is not None and tile != "auto" and tile < 32:
@@ -249,8 +273,9 @@ def inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, *, tile: int
         model.mc_dropout = True
     try:
         levels = _scale_levels(known, scale, hole_depth)
-        return _multiscale(model, image, known, levels, tile, overlap, samples, batch, flip, device, progress,
-                           should_stop)
+        return _multiscale(
+            model, image, known, levels, tile, overlap, samples, batch, flip, device, progress, should_stop
+        )
     finally:
         if samples > 1:
             model.mc_dropout = mc
@@ -289,7 +314,9 @@ def _levels(known: np.ndarray, levels: np.ndarray, tile: int | str | None) -> It
             raise ValueError("the holes leave no known pixel at the working scale; pass a smaller scale")
         small_targets = cv2.resize(mine.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
         # the upsampling reads the 2 low-resolution pixels around each target pixel
-        small_targets = cv2.dilate(small_targets.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~small_known
+        small_targets = (
+            cv2.dilate(small_targets.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~small_known
+        )
         yield _Level(factor, small_known, small_targets, mine, _resolve_tile(tile, size[1], size[0]))
 
 
@@ -324,15 +351,22 @@ def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int) -> list
     boxes: list[Box] = []
     for g in range(1, count):
         sel = group == g
-        cy0, cy1, cx0, cx1 = cy[sel].min() * cell, (cy[sel].max() + 1) * cell, cx[sel].min() * cell, (cx[sel].max() + 1) * cell
+        cy0, cy1, cx0, cx1 = (
+            cy[sel].min() * cell,
+            (cy[sel].max() + 1) * cell,
+            cx[sel].min() * cell,
+            (cx[sel].max() + 1) * cell,
+        )
         ys, xs = np.nonzero(targets[cy0:cy1, cx0:cx1])  # the exact extent inside the cells
         y0, y1 = int(cy0 + ys.min()), int(cy0 + ys.max() + 1)
         x0, x1 = int(cx0 + xs.min()), int(cx0 + xs.max() + 1)
         extent = max(y1 - y0, x1 - x0)
         if extent + 2 * context <= tile:
             margin = max(context, extent)
-            (y, h), (x, w) = (_centred(y0, y1, margin, tile, align, step, height),
-                              _centred(x0, x1, margin, tile, align, step, width))
+            (y, h), (x, w) = (
+                _centred(y0, y1, margin, tile, align, step, height),
+                _centred(x0, x1, margin, tile, align, step, width),
+            )
             boxes.append((y, x, h, w))
             continue
         sy0, sy1 = max(0, y0 - context), min(height, y1 + context)
@@ -353,8 +387,15 @@ def _centred(lo: int, hi: int, margin: int, tile: int, align: int, step: int, le
     return start, size
 
 
-def model_pixels(known: np.ndarray, *, tile: int | str | None = "auto", scale: str | float = "auto",
-                 hole_depth: float = DEFAULT_HOLE_DEPTH, overlap: int | None = None, multiple: int = 1) -> int:
+def model_pixels(
+    known: np.ndarray,
+    *,
+    tile: int | str | None = "auto",
+    scale: str | float = "auto",
+    hole_depth: float = DEFAULT_HOLE_DEPTH,
+    overlap: int | None = None,
+    multiple: int = 1,
+) -> int:
     """How many pixels :func:`inpaint` would send through the model (per sample, without
     ``flip``): a measure of its work, known before any image is decoded or model run (a server
     refuses requests over a budget with it)."""
@@ -365,15 +406,27 @@ def model_pixels(known: np.ndarray, *, tile: int | str | None = "auto", scale: s
         if level.tile is None or (level.tile >= h and level.tile >= w):
             total += h * w
         else:
-            boxes = crop_boxes(level.targets, level.tile, level.tile // 4 if overlap is None else overlap,
-                           min(multiple, level.tile))
+            boxes = crop_boxes(
+                level.targets, level.tile, level.tile // 4 if overlap is None else overlap, min(multiple, level.tile)
+            )
             total += sum(bh * bw for _, _, bh, bw in boxes)
     return total
 
 
-def _multiscale(model: nn.Module, image: np.ndarray, known: np.ndarray, levels: np.ndarray, tile: int | str | None,
-                overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
-                progress: bool, should_stop: Callable[[], bool] | None) -> InpaintResult:
+def _multiscale(
+    model: nn.Module,
+    image: np.ndarray,
+    known: np.ndarray,
+    levels: np.ndarray,
+    tile: int | str | None,
+    overlap: int | None,
+    samples: int,
+    batch: int,
+    flip: bool,
+    device: torch.device,
+    progress: bool,
+    should_stop: Callable[[], bool] | None,
+) -> InpaintResult:
     """Run every scale level of ``levels`` and paste each level's fill into its own holes."""
     out = image.copy()
     std = np.zeros(image.shape, np.float32) if samples > 1 else None
@@ -382,15 +435,43 @@ def _multiscale(model: nn.Module, image: np.ndarray, known: np.ndarray, levels: 
     for level in _levels(known, levels, tile):
         mine = level.mine
         if level.factor == 1:
-            tiles += _inpaint(model, image, known, mine, level.tile, overlap, samples, batch, flip, device, progress,
-                              should_stop, out, std)
+            tiles += _inpaint(
+                model,
+                image,
+                known,
+                mine,
+                level.tile,
+                overlap,
+                samples,
+                batch,
+                flip,
+                device,
+                progress,
+                should_stop,
+                out,
+                std,
+            )
             continue
         size = level.known.shape[::-1]
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
         small_out = small.copy()
         small_std = np.zeros(small.shape, np.float32) if std is not None else None
-        tiles += _inpaint(model, small, level.known, level.targets, level.tile, overlap, samples, batch, flip, device,
-                          progress, should_stop, small_out, small_std)
+        tiles += _inpaint(
+            model,
+            small,
+            level.known,
+            level.targets,
+            level.tile,
+            overlap,
+            samples,
+            batch,
+            flip,
+            device,
+            progress,
+            should_stop,
+            small_out,
+            small_std,
+        )
         # only the bounding box of this level's holes is upsampled
         ys, xs = np.nonzero(mine)
         box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
@@ -412,17 +493,30 @@ def _upsample_box(small: np.ndarray, full: tuple[int, int], box: tuple[int, int,
     computed without upsampling the whole image: pixel centres map as ``cv2.resize`` maps them."""
     (height, width), (y0, y1, x0, x1) = full, box
     sy, sx = small.shape[0] / height, small.shape[1] / width
-    gx = ((np.arange(x0, x1, dtype=np.float32) + 0.5) * sx - 0.5)
-    gy = ((np.arange(y0, y1, dtype=np.float32) + 0.5) * sy - 0.5)
+    gx = (np.arange(x0, x1, dtype=np.float32) + 0.5) * sx - 0.5
+    gy = (np.arange(y0, y1, dtype=np.float32) + 0.5) * sy - 0.5
     map_x = np.broadcast_to(gx[None, :], (y1 - y0, x1 - x0)).astype(np.float32)
     map_y = np.broadcast_to(gy[:, None], (y1 - y0, x1 - x0)).astype(np.float32)
     up = cv2.remap(np.ascontiguousarray(small), map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     return up.reshape(y1 - y0, x1 - x0, -1)
 
 
-def _inpaint(model: nn.Module, image: np.ndarray, known: np.ndarray, targets: np.ndarray, tile: int | None,
-             overlap: int | None, samples: int, batch: int, flip: bool, device: torch.device,
-             progress: bool, should_stop: Callable[[], bool] | None, out: np.ndarray, std: np.ndarray | None) -> int:
+def _inpaint(
+    model: nn.Module,
+    image: np.ndarray,
+    known: np.ndarray,
+    targets: np.ndarray,
+    tile: int | None,
+    overlap: int | None,
+    samples: int,
+    batch: int,
+    flip: bool,
+    device: torch.device,
+    progress: bool,
+    should_stop: Callable[[], bool] | None,
+    out: np.ndarray,
+    std: np.ndarray | None,
+) -> int:
     """Write the prediction of the ``targets`` pixels (a subset of the holes) at this resolution into
     ``out`` (and their standard deviation into ``std``); other pixels are left alone. Only tiles
     touching a target run; returns how many ran."""

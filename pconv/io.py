@@ -22,8 +22,9 @@ from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
 
 __all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "save_model", "sha256_of"]
 
-# The project's released model (see weights/README.md): the command-line tools' default.
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "pconv-unet-photos-512.safetensors"
+# The project's released model (see weights/README.md): the command-line tools' default. It ships
+# inside the package (an installed wheel has it too); weights/ in the repository links to it.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "pconv-unet-photos-512.safetensors"
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "pconv_unet": (PConvUNet, PConvUNetConfig),
@@ -41,7 +42,9 @@ def _arch_name(model: nn.Module) -> str:
     raise TypeError(f"no release format for {type(model).__name__}")
 
 
-def save_model(model: nn.Module, path: str | Path, *, dtype: torch.dtype | None = None, extra: dict[str, str] | None = None) -> str:
+def save_model(
+    model: nn.Module, path: str | Path, *, dtype: torch.dtype | None = None, extra: dict[str, str] | None = None
+) -> str:
     """Write ``model`` as a release file (atomically) and return its sha256.
 
     Args:
@@ -86,8 +89,9 @@ def hole_depth_of(metadata: dict[str, str]) -> float:
     depth = training.get("hole_depth")
     if isinstance(depth, (int, float)) and not isinstance(depth, bool):
         if not MIN_HOLE_DEPTH <= depth <= MAX_HOLE_DEPTH:
-            raise ValueError(f"the recorded hole depth of {depth:g} pixels is outside {MIN_HOLE_DEPTH:g} to "
-                             f"{MAX_HOLE_DEPTH:g}")
+            raise ValueError(
+                f"the recorded hole depth of {depth:g} pixels is outside {MIN_HOLE_DEPTH:g} to {MAX_HOLE_DEPTH:g}"
+            )
         return float(depth)
     if isinstance(training.get("size"), int) and training["size"] > 0:
         return DEFAULT_HOLE_DEPTH * training["size"] / 256
@@ -108,8 +112,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     except (SafetensorError, OSError, ValueError) as err:
         with open(path, "rb") as f:
             if f.read(2) == b"PK":  # a zip archive: what torch.save writes
-                raise ValueError(f"{path} is a training checkpoint (torch.save), not a release file: pass the "
-                                 "model.safetensors that train.py wrote in the same run folder") from err
+                raise ValueError(
+                    f"{path} is a training checkpoint (torch.save), not a release file: pass the "
+                    "model.safetensors that train.py wrote in the same run folder"
+                ) from err
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
     if metadata.get("format") != _FORMAT or metadata.get("architecture") not in ARCHITECTURES:
         raise ValueError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
@@ -119,12 +125,15 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
         model.hole_depth = hole_depth_of(metadata)
     except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{path} has a bad configuration or weights for {metadata['architecture']}: "
-                         f"{str(err).splitlines()[0]}") from err
+        raise ValueError(
+            f"{path} has a bad configuration or weights for {metadata['architecture']}: {str(err).splitlines()[0]}"
+        ) from err
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
-        raise ValueError(f"{path} has non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}: "
-                         "the training run that wrote it diverged")
+        raise ValueError(
+            f"{path} has non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}: "
+            "the training run that wrote it diverged"
+        )
     return model.to(device).eval()
 
 

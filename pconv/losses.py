@@ -87,6 +87,7 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
         raise ValueError(f"SSIM needs images of at least {win}x{win} pixels, got {tuple(x.shape[-2:])}")
     x, y = x.float(), y.float()
     with torch.autocast(device_type=x.device.type, enabled=False):
+
         def mean(t: Tensor) -> Tensor:
             return F.avg_pool2d(t, win, stride=1)
 
@@ -116,7 +117,9 @@ class InpaintingLoss(nn.Module):
         super().__init__()
         self.weights = weights or LossWeights()
         if self.weights.needs_vgg and vgg is None:
-            raise ValueError("the perceptual and style terms need a VGG16Features; set their weights to 0 to go without")
+            raise ValueError(
+                "the perceptual and style terms need a VGG16Features; set their weights to 0 to go without"
+            )
         self.vgg = vgg
 
     def forward(self, output: Tensor, gt: Tensor, mask: Tensor) -> dict[str, Tensor]:

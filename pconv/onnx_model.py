@@ -38,14 +38,25 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET) -> No
     w = torch.export.Dim("w", min=1, max=1024)
     shapes = {"image": {0: n, 2: multiple * h, 3: multiple * w}, "mask": {0: n, 2: multiple * h, 3: multiple * w}}
     with torch.no_grad():
-        program = torch.onnx.export(model, (x, m), dynamo=True, input_names=["image", "mask"], output_names=["pred"],
-                                    dynamic_shapes=shapes, opset_version=opset, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (x, m),
+            dynamo=True,
+            input_names=["image", "mask"],
+            output_names=["pred"],
+            dynamic_shapes=shapes,
+            opset_version=opset,
+            verbose=False,
+        )
     import onnx
 
     proto = program.model_proto
-    meta = {"pconv.architecture": type(model).__name__, "pconv.config": json.dumps(model.config.to_dict()),
-            "pconv.multiple": str(multiple),
-            "pconv.hole_depth": str(getattr(model, "hole_depth", None) or DEFAULT_HOLE_DEPTH)}
+    meta = {
+        "pconv.architecture": type(model).__name__,
+        "pconv.config": json.dumps(model.config.to_dict()),
+        "pconv.multiple": str(multiple),
+        "pconv.hole_depth": str(getattr(model, "hole_depth", None) or DEFAULT_HOLE_DEPTH),
+    }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -84,6 +95,7 @@ class OnnxModel(nn.Module):
         if pad_h or pad_w:
             image = F.pad(image, (0, pad_w, 0, pad_h))
             mask = F.pad(mask, (0, pad_w, 0, pad_h))
-        out = self.session.run(None, {"image": image.float().contiguous().cpu().numpy(),
-                                      "mask": mask.contiguous().cpu().numpy()})[0]
+        out = self.session.run(
+            None, {"image": image.float().contiguous().cpu().numpy(), "mask": mask.contiguous().cpu().numpy()}
+        )[0]
         return torch.from_numpy(out)[..., :height, :width]

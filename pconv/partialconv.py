@@ -228,8 +228,17 @@ class _PartialConvFunction(torch.autograd.Function):
             xm = _masked(x, mask)
             grad_raw = grad * ratio
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-                grad_raw, xm, weight, None, list(stride), list(padding), list(dilation),
-                False, [0] * len(stride), groups, [need_x, need_w, False],
+                grad_raw,
+                xm,
+                weight,
+                None,
+                list(stride),
+                list(padding),
+                list(dilation),
+                False,
+                [0] * len(stride),
+                groups,
+                [need_x, need_w, False],
             )
             if grad_x is not None and mask is not None:
                 grad_x = grad_x.mul_(mask)

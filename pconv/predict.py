@@ -51,8 +51,10 @@ def _output_format(path: Path) -> str:
     """The Pillow format for ``path``'s extension; a clear error before any work when unsupported."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
-        raise UsageError(f"cannot write {path}: unsupported extension {path.suffix or '(none)'!r}; "
-                         "use .png, .jpg, .tif, .bmp or .webp")
+        raise UsageError(
+            f"cannot write {path}: unsupported extension {path.suffix or '(none)'!r}; "
+            "use .png, .jpg, .tif, .bmp or .webp"
+        )
     return fmt
 
 
@@ -65,8 +67,10 @@ def read_input(path: Path, channels: int) -> _Input:
             img.load()
             return decode_input(img, channels)
     except Image.DecompressionBombError as err:
-        raise UsageError(f"cannot read image {path}: {err} (Pillow's guard against decompression bombs; "
-                         "a real photo this large must be split or downscaled first)") from None
+        raise UsageError(
+            f"cannot read image {path}: {err} (Pillow's guard against decompression bombs; "
+            "a real photo this large must be split or downscaled first)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UsageError(f"cannot read image {path}: {err}") from None
 
@@ -76,8 +80,10 @@ def decode_input(img: Image.Image, channels: int) -> _Input:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         # the output is 8-bit: known pixels could not stay as they are, so say so instead
-        raise ValueError(f"{img.mode} ({'float' if img.mode == 'F' else 'more than 8 bits per pixel'}) images are "
-                         "not supported: the result is written with 8 bits per channel; convert the image to 8 bits first")
+        raise ValueError(
+            f"{img.mode} ({'float' if img.mode == 'F' else 'more than 8 bits per pixel'}) images are "
+            "not supported: the result is written with 8 bits per channel; convert the image to 8 bits first"
+        )
     alpha = img.getchannel("A") if "A" in img.getbands() else None
     if channels == 1:
         mode = "L"
@@ -134,7 +140,9 @@ def compare_image(source: np.ndarray, known: np.ndarray, result: np.ndarray) -> 
     return sheet
 
 
-def uncertainty_outputs(result: InpaintResult, known: np.ndarray, path: Path) -> tuple[list[tuple[Path, Writer]], float]:
+def uncertainty_outputs(
+    result: InpaintResult, known: np.ndarray, path: Path
+) -> tuple[list[tuple[Path, Writer]], float]:
     """The Monte Carlo standard deviation as a colour-mapped image (mean over channels, 0 to its
     maximum, inferno) and raw values: ``<path>.npy`` (std, ``(H, W)`` or ``(H, W, C)``) and
     ``<path>_stderr.npy`` (standard error of the mean). Returns their writers and the colour
@@ -162,8 +170,9 @@ def _read_known(path: Path, size: tuple[int, int], invert: bool, resize: bool) -
     h, w = known.shape
     if (w, h) != size:
         if not resize:
-            raise UsageError(f"mask {path} is {w}x{h} but the image is {size[0]}x{size[1]}; "
-                             "pass --resize-mask to scale it")
+            raise UsageError(
+                f"mask {path} is {w}x{h} but the image is {size[0]}x{size[1]}; pass --resize-mask to scale it"
+            )
         known = cv2.resize(known.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     return known
 
@@ -176,8 +185,13 @@ def _check_outputs(image_path: Path, mask_path: Path, out_path: Path, args: argp
         outputs["--compare"] = args.compare
     if args.uncertainty is not None:
         u = args.uncertainty
-        outputs.update({"--uncertainty": u, "--uncertainty (.npy)": u.with_name(u.stem + ".npy"),
-                        "--uncertainty (_stderr.npy)": u.with_name(u.stem + "_stderr.npy")})
+        outputs.update(
+            {
+                "--uncertainty": u,
+                "--uncertainty (.npy)": u.with_name(u.stem + ".npy"),
+                "--uncertainty (_stderr.npy)": u.with_name(u.stem + "_stderr.npy"),
+            }
+        )
     for name, path in zip(("--interval LOW", "--interval HIGH"), args.interval or ()):
         outputs[name] = path
     for name, path in outputs.items():
@@ -193,8 +207,15 @@ def _check_outputs(image_path: Path, mask_path: Path, out_path: Path, args: argp
         seen[real] = f"{name}"
 
 
-def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out_path: Path, args: argparse.Namespace,
-                 device: torch.device, channels: int) -> tuple[InpaintResult | None, str]:
+def inpaint_file(
+    model: nn.Module | None,
+    image_path: Path,
+    mask_path: Path,
+    out_path: Path,
+    args: argparse.Namespace,
+    device: torch.device,
+    channels: int,
+) -> tuple[InpaintResult | None, str]:
     """Inpaint one pair of files and write the outputs; returns the result and a one-line report."""
     _check_outputs(image_path, mask_path, out_path, args)
     source = read_input(image_path, channels)
@@ -215,26 +236,43 @@ def inpaint_file(model: nn.Module | None, image_path: Path, mask_path: Path, out
     from pconv.inpaint import inpaint
 
     try:
-        result = inpaint(model, source.pixels, known, tile=args.tile, overlap=args.overlap, samples=args.samples,
-                         batch=args.batch_size, flip=args.flip, scale=args.scale, device=device,
-                         progress=args.image is not None)
+        result = inpaint(
+            model,
+            source.pixels,
+            known,
+            tile=args.tile,
+            overlap=args.overlap,
+            samples=args.samples,
+            batch=args.batch_size,
+            flip=args.flip,
+            scale=args.scale,
+            device=device,
+            progress=args.image is not None,
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     writes = [_encoder(to_output_image(result.image, source), out_path)]
-    report = f"wrote {out_path} ({result.tiles} tile{'s' if result.tiles != 1 else ''}, {np.count_nonzero(~known)} hole pixels)"
+    tiles = f"{result.tiles} tile{'s' if result.tiles != 1 else ''}"
+    report = f"wrote {out_path} ({tiles}, {np.count_nonzero(~known)} hole pixels)"
     if known_share < MIN_KNOWN_SHARE:
-        tqdm.write(f"warning: only {known_share:.2%} of {image_path.name} is known: the fill has almost nothing to go "
-                   "on and is a guess", file=sys.stderr)
+        tqdm.write(
+            f"warning: only {known_share:.2%} of {image_path.name} is known: the fill has almost nothing to go "
+            "on and is a guess",
+            file=sys.stderr,
+        )
     if args.compare is not None:
-        writes.append(_encoder(Image.fromarray(compare_image(source.pixels, known, result.image).squeeze()),
-                               args.compare))
+        writes.append(
+            _encoder(Image.fromarray(compare_image(source.pixels, known, result.image).squeeze()), args.compare)
+        )
         report += f"; comparison {args.compare}"
     if args.uncertainty is not None:
         more, top = uncertainty_outputs(result, known, args.uncertainty)
         writes += more
         hole_std = float(result.std[~known].mean())
-        report += (f"; uncertainty {args.uncertainty} (+ .npy, _stderr.npy; colour scale 0 to std {top:.4f}, "
-                   f"mean std in the holes {hole_std:.4f})")
+        report += (
+            f"; uncertainty {args.uncertainty} (+ .npy, _stderr.npy; colour scale 0 to std {top:.4f}, "
+            f"mean std in the holes {hole_std:.4f})"
+        )
     if args.interval is not None:
         for path, pixels in zip(args.interval, result.interval()):
             writes.append(_encoder(to_output_image(pixels, source), path))
@@ -281,17 +319,31 @@ def _tile(text: str) -> int | str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("predict.py"), description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog=prog_name("predict.py"),
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     one = p.add_argument_group("one image")
     one.add_argument("--image", type=Path, help="image to inpaint")
     one.add_argument("--mask", type=Path, help="its mask (white = hole)")
     one.add_argument("--out", type=Path, help="result file; the extension names the format")
     one.add_argument("--compare", type=Path, metavar="FILE", help="also write input | holes | result side by side")
-    one.add_argument("--uncertainty", type=Path, metavar="FILE",
-                     help="with --samples: colour-mapped standard deviation (PNG), raw values (.npy) and standard error (_stderr.npy)")
-    one.add_argument("--interval", type=Path, nargs=2, metavar=("LOW", "HIGH"),
-                     help="with --samples: the 95%% confidence interval of the mean (mean -/+ 1.96 standard errors) as two images")
+    one.add_argument(
+        "--uncertainty",
+        type=Path,
+        metavar="FILE",
+        help="with --samples: colour-mapped standard deviation (PNG), raw values (.npy) and standard error "
+        "(_stderr.npy)",
+    )
+    one.add_argument(
+        "--interval",
+        type=Path,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="with --samples: the 95%% confidence interval of the mean (mean -/+ 1.96 standard errors) as two images",
+    )
     many = p.add_argument_group("a folder")
     many.add_argument("--image-dir", type=Path, help="images to inpaint")
     many.add_argument("--mask-dir", type=Path, help="masks, paired with the images by file name (stem)")
@@ -302,14 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--onnx", type=Path, help="run this ONNX file (python -m pconv.export) with onnxruntime instead")
     opt.add_argument("--invert-mask", action="store_true", help="masks use white = known")
     opt.add_argument("--resize-mask", action="store_true", help="scale a mask of another size to the image")
-    opt.add_argument("--tile", type=_tile, default="auto",
-                     help="auto (one pass up to ~1 megapixel, else 512-px tiles), none, or a tile side in pixels")
+    opt.add_argument(
+        "--tile",
+        type=_tile,
+        default="auto",
+        help="auto (one pass up to ~1 megapixel, else 512-px tiles), none, or a tile side in pixels",
+    )
     opt.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default a quarter tile)")
     opt.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     opt.add_argument("--samples", type=int, default=1, help="Monte Carlo dropout samples (needs a model with dropout)")
     opt.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (default 8)")
-    opt.add_argument("--flip", action="store_true",
-                     help="average with the prediction for the mirror image (twice the time, less noise)")
+    opt.add_argument(
+        "--flip",
+        action="store_true",
+        help="average with the prediction for the mirror image (twice the time, less noise)",
+    )
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     return p
 
@@ -352,8 +411,10 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path | None]]:
     seen: dict[str, Path] = {}
     for img in images:
         if img.stem in seen:
-            raise UsageError(f"{seen[img.stem].name} and {img.name} in {args.image_dir} would both be written as "
-                             f"{img.stem}.{args.ext.lstrip('.')}: rename one of them")
+            raise UsageError(
+                f"{seen[img.stem].name} and {img.name} in {args.image_dir} would both be written as "
+                f"{img.stem}.{args.ext.lstrip('.')}: rename one of them"
+            )
         seen[img.stem] = img
     return [(img, masks.get(img.stem)) for img in images]
 
@@ -380,8 +441,9 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             if mask_path is None:
                 raise UsageError(f"no mask named {image_path.stem}.* in {args.mask_dir}")
-            _, report = inpaint_file(model, image_path, mask_path, args.out_dir / (image_path.stem + ext), args,
-                                     device, channels)
+            _, report = inpaint_file(
+                model, image_path, mask_path, args.out_dir / (image_path.stem + ext), args, device, channels
+            )
             if report.startswith("warning"):
                 tqdm.write(report, file=sys.stderr)
         except UsageError as err:

@@ -37,14 +37,28 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request in MB (default 25)")
     p.add_argument("--max-megapixels", type=float, default=50.0, help="largest image in megapixels (default 50)")
     p.add_argument("--max-queue", type=int, default=4, help="requests that may wait while one runs (default 4)")
-    p.add_argument("--max-work-mp", type=float, default=16.0,
-                   help="megapixels through the model per request, known before decoding (default 16)")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
-                   help="also accept requests from web pages at this origin (repeatable; * for any)")
-    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                   help="also accept requests that reach the server by this host name (repeatable; * for any). "
-                        "By default only the --host address, and localhost names when it is a loopback address, "
-                        "which keeps pages on other sites out (DNS rebinding)")
+    p.add_argument(
+        "--max-work-mp",
+        type=float,
+        default=16.0,
+        help="megapixels through the model per request, known before decoding (default 16)",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also accept requests from web pages at this origin (repeatable; * for any)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept requests that reach the server by this host name (repeatable; * for any). "
+        "By default only the --host address, and localhost names when it is a loopback address, "
+        "which keeps pages on other sites out (DNS rebinding)",
+    )
     p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     args = p.parse_args(argv)
     if args.max_queue < 0 or args.max_work_mp <= 0:
@@ -66,9 +80,18 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from pconv.webapp import create_app, server_config
 
-    app = create_app(model, device=device, weights_name=weights.name, max_upload_mb=args.max_upload_mb,
-                     max_megapixels=args.max_megapixels, scale=args.scale, max_queue=args.max_queue,
-                     max_work_mp=args.max_work_mp, allow_origins=args.allow_origin, allowed_hosts=hosts)
+    app = create_app(
+        model,
+        device=device,
+        weights_name=weights.name,
+        max_upload_mb=args.max_upload_mb,
+        max_megapixels=args.max_megapixels,
+        scale=args.scale,
+        max_queue=args.max_queue,
+        max_work_mp=args.max_work_mp,
+        allow_origins=args.allow_origin,
+        allowed_hosts=hosts,
+    )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
@@ -77,8 +100,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
     print(f"serving {weights.name} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     if hosts is None:
-        print("note: any Host name is accepted (--host binds every interface and no --allow-host names the server); "
-              "a page on another site whose name resolves to this machine can use it", file=sys.stderr)
+        print(
+            "note: any Host name is accepted (--host binds every interface and no --allow-host names the server); "
+            "a page on another site whose name resolves to this machine can use it",
+            file=sys.stderr,
+        )
     Server(server_config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)).run()
     return 0
 

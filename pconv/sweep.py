@@ -119,13 +119,26 @@ def _study(space: SearchSpace, out: Path, storage: str | None, name: str, seed: 
         else:
             retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
         db = storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat, **retry)
-    return optuna.create_study(study_name=name, storage=db, direction=space.direction, load_if_exists=True,
-                               sampler=optuna.samplers.TPESampler(seed=seed),
-                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    return optuna.create_study(
+        study_name=name,
+        storage=db,
+        direction=space.direction,
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
 
 
-def run_sweep(space: SearchSpace, out: Path, *, storage: str | None = None, name: str = "pconv",
-              seed: int = 0, heartbeat: int = 60, quiet: bool = False) -> Any:
+def run_sweep(
+    space: SearchSpace,
+    out: Path,
+    *,
+    storage: str | None = None,
+    name: str = "pconv",
+    seed: int = 0,
+    heartbeat: int = 60,
+    quiet: bool = False,
+) -> Any:
     """Run trials until the study holds ``space.trials`` finished (complete or pruned) ones."""
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -177,8 +190,11 @@ def write_results(study: Any, space: SearchSpace, out: Path) -> dict[str, Any]:
     sign = -1 if space.direction == "maximize" else 1
 
     def key(t: Any) -> tuple[int, float]:
-        value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
-                                                      if t.intermediate_values else math.nan)
+        value = (
+            t.value
+            if t.value is not None
+            else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else math.nan)
+        )
         return (0 if t.state == TrialState.COMPLETE else 1, sign * value if value == value else math.inf)
 
     with open(out / "trials.csv", "w", newline="") as f:
@@ -187,8 +203,16 @@ def write_results(study: Any, space: SearchSpace, out: Path) -> dict[str, Any]:
         for t in sorted(trials, key=key):
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
             value = t.value if t.value is not None else ""
-            writer.writerow([t.number, t.state.name.lower(), value, *[t.params.get(n, "") for n in names],
-                             seconds, t.user_attrs.get("run_dir", "")])
+            writer.writerow(
+                [
+                    t.number,
+                    t.state.name.lower(),
+                    value,
+                    *[t.params.get(n, "") for n in names],
+                    seconds,
+                    t.user_attrs.get("run_dir", ""),
+                ]
+            )
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         return {}
@@ -203,8 +227,9 @@ def write_results(study: Any, space: SearchSpace, out: Path) -> dict[str, Any]:
             command += [flag, *map(str, v)]
         elif v is not None:
             command += [flag, str(v)]
-    (out / "best.txt").write_text(f"# best trial {best.number}: {space.objective} {best.value:.4f}\n"
-                                  f"{shlex.join(command)} --out runs/best\n")
+    (out / "best.txt").write_text(
+        f"# best trial {best.number}: {space.objective} {best.value:.4f}\n{shlex.join(command)} --out runs/best\n"
+    )
     _plots(study, out, len(complete))
     return dict(best.params)
 
@@ -239,16 +264,23 @@ def _plots(study: Any, out: Path, complete: int) -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = argparse.ArgumentParser(prog=prog_name("python -m pconv.sweep"), description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog=prog_name("python -m pconv.sweep"),
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("space", type=Path, help="search-space file (.yaml, .yml or .json)")
     p.add_argument("--out", type=Path, required=True, help="sweep folder (trials, study.db, results)")
     p.add_argument("--storage", help="database URL shared by several workers (default: sqlite in --out)")
     p.add_argument("--name", default="pconv", help="study name within the storage (default pconv)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    p.add_argument("--heartbeat", type=int, default=60,
-                   help="seconds between a running trial's heartbeats; a trial silent for twice that is retried")
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        help="seconds between a running trial's heartbeats; a trial silent for twice that is retried",
+    )
     args = p.parse_args(argv)
     try:
         import optuna  # noqa: F401
@@ -257,9 +289,12 @@ def _main(argv: Sequence[str] | None) -> int:
     space = load_space(args.space)
     study = run_sweep(space, args.out, storage=args.storage, name=args.name, seed=args.seed, heartbeat=args.heartbeat)
     best = write_results(study, space, args.out)
-    print(f"{len(study.trials)} trials in {args.out / 'trials.csv'}; best {space.objective} "
-          f"{study.best_value:.4f} with {best}; command in {args.out / 'best.txt'}" if best else
-          f"no trial completed; see {args.out / 'trials.csv'}")
+    print(
+        f"{len(study.trials)} trials in {args.out / 'trials.csv'}; best {space.objective} "
+        f"{study.best_value:.4f} with {best}; command in {args.out / 'best.txt'}"
+        if best
+        else f"no trial completed; see {args.out / 'trials.csv'}"
+    )
     return 0
 
 

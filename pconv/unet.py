@@ -27,8 +27,15 @@ def prepare_inputs(image: Tensor, mask: Tensor, in_channels: int, multiple: int)
     """
     if image.dim() != 4 or image.shape[1] != in_channels:
         raise ValueError(f"expected an image of shape (N, {in_channels}, H, W), got {tuple(image.shape)}")
-    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != image.shape[2:] or mask.shape[0] not in (1, image.shape[0]):
-        raise ValueError(f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}")
+    if (
+        mask.dim() != 4
+        or mask.shape[1] != 1
+        or mask.shape[2:] != image.shape[2:]
+        or mask.shape[0] not in (1, image.shape[0])
+    ):
+        raise ValueError(
+            f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}"
+        )
     height, width = image.shape[2:]
     mask = mask.detach().to(image.dtype).expand(image.shape[0], -1, -1, -1)
     pad_h, pad_w = -height % multiple, -width % multiple

@@ -154,7 +154,9 @@ class UNet3Plus(nn.Module):
         outputs = [final]
         for d in range(1, depth):
             coarse = self.heads[d](dec[d][0])
-            outputs.append(F.interpolate(coarse, scale_factor=2**d, mode="bilinear", align_corners=False)[..., :height, :width])
+            outputs.append(
+                F.interpolate(coarse, scale_factor=2**d, mode="bilinear", align_corners=False)[..., :height, :width]
+            )
         return outputs
 
     def freeze_encoder_bn(self, frozen: bool = True) -> UNet3Plus:

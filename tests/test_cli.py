@@ -8,8 +8,15 @@ import sys
 import pytest
 
 # every console script of setup.py, plus the mask exporter
-COMMANDS = ["pconv.train", "pconv.predict", "pconv.evaluate", "pconv.serve", "pconv.sweep", "pconv.masks.__main__",
-            "pconv.export"]
+COMMANDS = [
+    "pconv.train",
+    "pconv.predict",
+    "pconv.evaluate",
+    "pconv.serve",
+    "pconv.sweep",
+    "pconv.masks.__main__",
+    "pconv.export",
+]
 
 PROBE = """
 import contextlib, io, sys
@@ -31,10 +38,12 @@ def test_help_of_every_command_loads_no_torch():
 
 
 def test_package_names_load_on_first_use():
-    code = ("import sys, pconv; assert 'torch' not in sys.modules; "
-            "layer = pconv.PartialConv2d(1, 1, 3); assert 'torch' in sys.modules; "
-            "assert pconv.PartialConv2d is sys.modules['pconv.partialconv'].PartialConv2d; "
-            "assert set(pconv.__all__) <= set(dir(pconv)); print(type(layer).__name__)")
+    code = (
+        "import sys, pconv; assert 'torch' not in sys.modules; "
+        "layer = pconv.PartialConv2d(1, 1, 3); assert 'torch' in sys.modules; "
+        "assert pconv.PartialConv2d is sys.modules['pconv.partialconv'].PartialConv2d; "
+        "assert set(pconv.__all__) <= set(dir(pconv)); print(type(layer).__name__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "PartialConv2d"

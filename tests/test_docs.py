@@ -10,9 +10,10 @@ import pytest
 
 import pconv
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(pconv.__path__, "pconv.")
-                 if m.name not in {"pconv.masks.__main__"})
-WITH_EXAMPLES = {"pconv.convert", "pconv.partialconv", "pconv.unet"}
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(pconv.__path__, "pconv.") if m.name not in {"pconv.masks.__main__"}
+)
+WITH_EXAMPLES = {"pconv.convert", "pconv.fill", "pconv.partialconv", "pconv.unet"}
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import image_size, synthetic_photo
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -16,8 +17,6 @@ from pconv import PConvUNet, save_model
 from pconv.evaluate import BASELINES, bin_of, evaluate, generated_cases, main, summarise
 from pconv.masks import RATIO_BINS, write_mask
 from pconv.metrics import score
-
-from conftest import image_size, synthetic_photo
 
 
 def test_metrics_agree_with_scikit_image_and_the_hole_formula():
@@ -90,8 +89,25 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_report_files_are_written(setup, tmp_path, capsys):
     images, weights = setup
     out = tmp_path / "report"
-    assert main(["--weights", str(weights), "--images", str(images), "--size", "32", "--per-bin", "1",
-                 "--baselines", "telea,ns", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--weights",
+                str(weights),
+                "--images",
+                str(images),
+                "--size",
+                "32",
+                "--per-bin",
+                "1",
+                "--baselines",
+                "telea,ns",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     for name in ("report.md", "results.csv", "cases.csv", "metrics.png", "examples.png"):
         assert (out / name).is_file(), name
     with open(out / "results.csv") as f:
@@ -115,8 +131,26 @@ def test_mask_folder_with_bin_names(setup, tmp_path):
     known[4:24, 2:20] = False  # 35% holes
     write_mask(masks / "0000.png", known)
     out = tmp_path / "report"
-    assert main(["--weights", str(weights), "--images", str(images), "--size", "32", "--masks",
-                 str(tmp_path / "masks"), "--baselines", "none", "--flip", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--weights",
+                str(weights),
+                "--images",
+                str(images),
+                "--size",
+                "32",
+                "--masks",
+                str(tmp_path / "masks"),
+                "--baselines",
+                "none",
+                "--flip",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with open(out / "cases.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["bin"] for r in rows} == {"30-40"}  # the mask is cycled over both images
@@ -124,22 +158,36 @@ def test_mask_folder_with_bin_names(setup, tmp_path):
     assert {r["psnr"] for r in rows if r["method"] == "tiny"} != {r["psnr"] for r in rows if r["method"] != "tiny"}
 
 
-@pytest.mark.parametrize("case, message", [("no images", "no images"), ("baseline", "unknown baseline"),
-                                           ("weights", "model file not found"), ("kind", "unknown mask kind")])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no images", "no images"),
+        ("baseline", "unknown baseline"),
+        ("weights", "model file not found"),
+        ("kind", "unknown mask kind"),
+    ],
+)
 def test_clear_errors(setup, tmp_path, capsys, case, message):
     images, weights = setup
     if case == "no images":
         images = tmp_path / "empty"
         images.mkdir()
-    args = ["--weights", str(tmp_path / "none.safetensors" if case == "weights" else weights), "--images", str(images),
-            "--out", str(tmp_path / "r"), "--baselines", "telea,magic" if case == "baseline" else "telea"]
+    args = [
+        "--weights",
+        str(tmp_path / "none.safetensors" if case == "weights" else weights),
+        "--images",
+        str(images),
+        "--out",
+        str(tmp_path / "r"),
+        "--baselines",
+        "telea,magic" if case == "baseline" else "telea",
+    ]
     if case == "kind":
         args += ["--mask-kind", "spiral"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
-
 
 
 def test_images_from_several_folders(tmp_path):
@@ -159,8 +207,25 @@ def test_an_unwritable_report_folder_is_refused_before_the_evaluation(setup, tmp
     (tmp_path / "file").write_text("not a folder")
     ran = []
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: ran.append(1))
-    assert main(["--weights", str(weights), "--images", str(images), "--size", "32", "--per-bin", "1",
-                 "--baselines", "none", "--out", str(tmp_path / "file" / "report")]) == 2
+    assert (
+        main(
+            [
+                "--weights",
+                str(weights),
+                "--images",
+                str(images),
+                "--size",
+                "32",
+                "--per-bin",
+                "1",
+                "--baselines",
+                "none",
+                "--out",
+                str(tmp_path / "file" / "report"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert f"cannot write to {tmp_path / 'file' / 'report'}" in err and len(err.splitlines()) == 1 and not ran
 

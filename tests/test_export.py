@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from pconv import PConvUNet, save_model
-from pconv.onnx_model import OnnxModel, export_onnx
 from pconv.inpaint import inpaint
 from pconv.masks import generate, write_mask
+from pconv.onnx_model import OnnxModel, export_onnx
 from pconv.predict import main as predict_main
 
 pytest.importorskip("onnxruntime")
@@ -56,8 +56,21 @@ def test_predict_runs_an_onnx_file(exported, test_photos, tmp_path):
     known = generate(120, 150, np.random.default_rng(0), "solid", (0.1, 0.3))
     write_mask(tmp_path / "m.png", known)
     out = tmp_path / "o.png"
-    assert predict_main(["--image", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "--out", str(out),
-                         "--onnx", str(root / "tiny.onnx")]) == 0
+    assert (
+        predict_main(
+            [
+                "--image",
+                str(tmp_path / "p.png"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "--out",
+                str(out),
+                "--onnx",
+                str(root / "tiny.onnx"),
+            ]
+        )
+        == 0
+    )
     expected = inpaint(model, image, known).image
     got = np.asarray(Image.open(out))
     assert np.abs(got.astype(int) - expected).max() <= 1 and np.array_equal(got[known], image[known])

@@ -30,8 +30,9 @@ def test_hand_worked_row_takes_the_nearest_level_and_smooths():
     image = torch.tensor([[[[0.0, 0.0, 7.0, 1.0]]]])
     mask = torch.tensor([[[[1.0, 1.0, 0.0, 1.0]]]])
     torch.testing.assert_close(push_pull(image, mask, smooth=0), torch.tensor([[[[0.0, 0.0, 0.75, 1.0]]]]))
-    torch.testing.assert_close(push_pull(image, mask, smooth=1),
-                               torch.tensor([[[[0.0, 0.0, (0.0 + 0.75 + 1.0) / 3, 1.0]]]]))
+    torch.testing.assert_close(
+        push_pull(image, mask, smooth=1), torch.tensor([[[[0.0, 0.0, (0.0 + 0.75 + 1.0) / 3, 1.0]]]])
+    )
 
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 3), (37, 53), (64, 64)])

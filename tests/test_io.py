@@ -79,8 +79,11 @@ def test_weights_with_nan_are_refused(tmp_path):
 
 @pytest.mark.parametrize("depth", [1e-300, 1e300, -5])
 def test_an_absurd_recorded_hole_depth_is_one_clear_line(tmp_path, depth):
-    save_model(PConvUNet(depth=3, base_width=4), tmp_path / "m.safetensors",
-               extra={"training": json.dumps({"hole_depth": depth})})
+    save_model(
+        PConvUNet(depth=3, base_width=4),
+        tmp_path / "m.safetensors",
+        extra={"training": json.dumps({"hole_depth": depth})},
+    )
     with pytest.raises(ValueError) as info:
         load_model(tmp_path / "m.safetensors")
     assert "hole depth" in str(info.value) and "\n" not in str(info.value)

@@ -13,8 +13,21 @@ from pconv.losses import composite, gram_matrix, hole_valid_losses, style_loss, 
 from pconv.vgg import load_vgg16_state_dict
 
 # torchvision's VGG16 layout: features.N indices of the convolutions.
-TV_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256), 14: (256, 256),
-            17: (256, 512), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512), 28: (512, 512)}
+TV_CONVS = {
+    0: (3, 64),
+    2: (64, 64),
+    5: (64, 128),
+    7: (128, 128),
+    10: (128, 256),
+    12: (256, 256),
+    14: (256, 256),
+    17: (256, 512),
+    19: (512, 512),
+    21: (512, 512),
+    24: (512, 512),
+    26: (512, 512),
+    28: (512, 512),
+}
 
 
 def fake_torchvision_vgg16(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -149,7 +162,9 @@ def test_vgg_normalises_inside(tmp_path):
     torch.save(fake_torchvision_vgg16(), tmp_path / "v.pth")
     vgg = VGG16Features(tmp_path / "v.pth", pools=1)
     x = torch.rand(1, 3, 8, 8)
-    normed = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    normed = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     expected = vgg.features(normed)
     torch.testing.assert_close(vgg(x)[0], expected)
 
@@ -181,8 +196,14 @@ def test_ssim_equals_scikit_images_metric():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 40, 50, dtype=torch.float64)
     y = (x + 0.3 * torch.rand_like(x)).clamp(0, 1)
-    ref = np.mean([structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), data_range=1.0,
-                                         channel_axis=-1) for a, b in zip(x, y)])
+    ref = np.mean(
+        [
+            structural_similarity(
+                a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), data_range=1.0, channel_axis=-1
+            )
+            for a, b in zip(x, y)
+        ]
+    )
     assert ssim(x, y).item() == pytest.approx(ref, abs=1e-6)
     assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
 

@@ -32,16 +32,19 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
-@pytest.mark.parametrize("make", [
-    lambda r: random_strokes(64, 80, r),
-    lambda r: free_form_mask(64, 80, r, "thick"),
-    lambda r: box_mask(64, 80, r),
-    lambda r: solid_mask(64, 80, r, "ellipses"),
-    lambda r: solid_mask(64, 80, r, "blobs"),
-    lambda r: ratio_mask(64, 80, r, (0.2, 0.3), "free-form"),
-    lambda r: ratio_mask(64, 80, r, (0.2, 0.3), "solid"),
-    lambda r: generate(64, 80, r, "mixed", (0.1, 0.4)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: random_strokes(64, 80, r),
+        lambda r: free_form_mask(64, 80, r, "thick"),
+        lambda r: box_mask(64, 80, r),
+        lambda r: solid_mask(64, 80, r, "ellipses"),
+        lambda r: solid_mask(64, 80, r, "blobs"),
+        lambda r: ratio_mask(64, 80, r, (0.2, 0.3), "free-form"),
+        lambda r: ratio_mask(64, 80, r, (0.2, 0.3), "solid"),
+        lambda r: generate(64, 80, r, "mixed", (0.1, 0.4)),
+    ],
+)
 def test_same_seed_same_mask_and_different_seeds_differ(make):
     a, b, c = make(rng(5)), make(rng(5)), make(rng(6))
     assert a.dtype == bool and a.shape == (64, 80)
@@ -91,8 +94,12 @@ def test_mixtures_parse_normalise_and_draw_every_kind():
     assert parse_kind("strokes=1,solid=3") == {"strokes": 0.25, "solid": 0.75}
     assert parse_kind("thick,boxes") == {"thick": 0.5, "boxes": 0.5}
     assert sum(parse_kind("mixed").values()) == pytest.approx(1)
-    for bad, match in [("strokes=x", "number"), ("spiral=1", "unknown mask kind"), ("strokes=0", "positive sum"),
-                       ("strokes=-1,solid=2", "non-negative")]:
+    for bad, match in [
+        ("strokes=x", "number"),
+        ("spiral=1", "unknown mask kind"),
+        ("strokes=0", "positive sum"),
+        ("strokes=-1,solid=2", "non-negative"),
+    ]:
         with pytest.raises(ValueError, match=match):
             parse_kind(bad)
     # each component of a mixture is drawn: box-only and stroke-only masks both appear
@@ -183,8 +190,24 @@ def test_mask_folder_errors(tmp_path):
 
 
 def test_export_command_writes_masks_and_contact_sheet(tmp_path):
-    assert masks_main(["export", "--count", "3", "--size", "64", "--ratio", "0.1-0.2", "--seed", "1",
-                       "--out", str(tmp_path / "set")]) == 0
+    assert (
+        masks_main(
+            [
+                "export",
+                "--count",
+                "3",
+                "--size",
+                "64",
+                "--ratio",
+                "0.1-0.2",
+                "--seed",
+                "1",
+                "--out",
+                str(tmp_path / "set"),
+            ]
+        )
+        == 0
+    )
     files = sorted((tmp_path / "set").glob("0*.png"))
     assert len(files) == 3 and (tmp_path / "set" / "contact_sheet.png").is_file()
     # the sheet is a preview: folder readers never take it for a mask
@@ -196,7 +219,21 @@ def test_export_command_writes_masks_and_contact_sheet(tmp_path):
         known, _ = read_mask(f)
         assert known.shape == (64, 64) and 0.1 < 1 - known.mean() <= 0.2
     # the same seed reproduces the set
-    masks_main(["export", "--count", "3", "--size", "64", "--ratio", "0.1-0.2", "--seed", "1", "--out", str(tmp_path / "again")])
+    masks_main(
+        [
+            "export",
+            "--count",
+            "3",
+            "--size",
+            "64",
+            "--ratio",
+            "0.1-0.2",
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path / "again"),
+        ]
+    )
     assert (tmp_path / "again" / "0002.png").read_bytes() == files[2].read_bytes()
 
 
@@ -209,8 +246,11 @@ def test_export_bins(tmp_path):
 
 
 def test_export_bad_arguments_exit_2(capsys):
-    for argv in (["export", "--out", "x", "--ratio", "0.5-0.1"], ["export", "--out", "x", "--count", "0"],
-                 ["export", "--out", "x", "--size", "big"]):
+    for argv in (
+        ["export", "--out", "x", "--ratio", "0.5-0.1"],
+        ["export", "--out", "x", "--count", "0"],
+        ["export", "--out", "x", "--size", "big"],
+    ):
         with pytest.raises(SystemExit) as err:
             masks_main(argv)
         assert err.value.code == 2

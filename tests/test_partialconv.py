@@ -66,8 +66,14 @@ def test_matches_brute_force_reference_2d(kernel, stride, padding, dilation, gro
     mask[0, :, :5, :5] = 0  # a large hole: some windows see nothing
     out, new_mask = conv(x, mask)
     ref_out, ref_mask = reference_partial_conv(
-        x, mask, conv.weight.detach(), None if conv.bias is None else conv.bias.detach(),
-        conv.stride, conv.padding, conv.dilation, groups,
+        x,
+        mask,
+        conv.weight.detach(),
+        None if conv.bias is None else conv.bias.detach(),
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        groups,
     )
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(new_mask.expand_as(ref_mask), ref_mask)
@@ -144,7 +150,9 @@ def test_batch_one_mask_broadcasts():
     torch.testing.assert_close(conv(x, mask), conv(x, mask.expand(3, -1, -1, -1)))
 
 
-@pytest.mark.parametrize("groups,mask_ch,padding_mode", [(1, 4, "zeros"), (2, 1, "zeros"), (2, 4, "zeros"), (1, 1, "reflect")])
+@pytest.mark.parametrize(
+    "groups,mask_ch,padding_mode", [(1, 4, "zeros"), (2, 1, "zeros"), (2, 4, "zeros"), (1, 1, "reflect")]
+)
 def test_gradcheck(groups, mask_ch, padding_mode):
     torch.manual_seed(0)
     conv = PartialConv2d(4, 4, 3, stride=2, padding=1, groups=groups, padding_mode=padding_mode).double()
@@ -248,12 +256,18 @@ def test_forward_is_stateless():
     conv = PartialConv2d(2, 2, 3, padding=1, return_mask=True)
     x, m = torch.randn(1, 2, 5, 5), (torch.rand(1, 1, 5, 5) > 0.4).float()
     first = conv(x, m)
-    before = ({k: v for k, v in vars(conv).items() if not k.startswith("_")},
-              {k: v.clone() for k, v in conv.state_dict().items()},
-              {k: v.clone() for k, v in conv.named_buffers()})
+    before = (
+        {k: v for k, v in vars(conv).items() if not k.startswith("_")},
+        {k: v.clone() for k, v in conv.state_dict().items()},
+        {k: v.clone() for k, v in conv.named_buffers()},
+    )
     conv(torch.randn(2, 2, 7, 7))  # another size, no mask
     conv(torch.randn(1, 2, 5, 5), torch.zeros(1, 1, 5, 5))  # all holes
-    after = ({k: v for k, v in vars(conv).items() if not k.startswith("_")}, conv.state_dict(), dict(conv.named_buffers()))
+    after = (
+        {k: v for k, v in vars(conv).items() if not k.startswith("_")},
+        conv.state_dict(),
+        dict(conv.named_buffers()),
+    )
     assert after[0] == before[0]
     for saved, now in zip(before[1:], after[1:]):
         assert saved.keys() == now.keys() and all(torch.equal(saved[k], now[k]) for k in saved)
@@ -272,22 +286,23 @@ def test_reference_options():
     torch.testing.assert_close(plain(x, mask), ref)
     multi = PartialConv2d(3, 5, 3, padding=1, multi_channel=True, return_mask=True).double()
     out, new_mask = (t.detach() for t in multi(x, mask))
-    ref, ref_mask = reference_partial_conv(x, mask, multi.weight.detach(), multi.bias.detach(), (1, 1), (1, 1), (1, 1), 1)
+    ref, ref_mask = reference_partial_conv(
+        x, mask, multi.weight.detach(), multi.bias.detach(), (1, 1), (1, 1), (1, 1), 1
+    )
     torch.testing.assert_close(out, ref)
     assert new_mask.shape == (2, 5, 6, 6)
     torch.testing.assert_close(new_mask, ref_mask)
     nxt = PartialConv2d(8, 2, 3, padding=1, multi_channel=True, return_mask=True).double()
     cat_x, cat_m = torch.cat([out, x], 1), torch.cat([new_mask, mask], 1)
     out2, mask2 = nxt(cat_x, cat_m)
-    ref2, ref_mask2 = reference_partial_conv(cat_x, cat_m, nxt.weight.detach(), nxt.bias.detach(), (1, 1), (1, 1),
-                                             (1, 1), 1)
+    ref2, ref_mask2 = reference_partial_conv(
+        cat_x, cat_m, nxt.weight.detach(), nxt.bias.detach(), (1, 1), (1, 1), (1, 1), 1
+    )
     torch.testing.assert_close(out2, ref2)
     torch.testing.assert_close(mask2, ref_mask2)
 
 
-@pytest.mark.parametrize(
-    "mask_shape", [(2, 2, 6, 6), (2, 1, 5, 6), (3, 1, 6, 6), (2, 1, 6)]
-)
+@pytest.mark.parametrize("mask_shape", [(2, 2, 6, 6), (2, 1, 5, 6), (3, 1, 6, 6), (2, 1, 6)])
 def test_bad_mask_shape_is_a_clear_error(mask_shape):
     conv = PartialConv2d(3, 4, 3)
     with pytest.raises(ValueError, match="mask of shape"):
@@ -295,8 +310,10 @@ def test_bad_mask_shape_is_a_clear_error(mask_shape):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile's default backend (inductor) needs a C++ compiler on CPU")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile's default backend (inductor) needs a C++ compiler on CPU",
+)
 def test_torch_compile_inductor_matches_eager_forward_and_backward():
     torch.manual_seed(0)
     conv = PartialConv2d(3, 4, 3, stride=2, padding=1, return_mask=True)
@@ -335,8 +352,11 @@ def test_networks_ignore_non_finite_values_in_holes(arch):
     from pconv import PConvUNet, UNet3Plus
 
     torch.manual_seed(0)
-    model = (PConvUNet(depth=3, base_width=4) if arch == "pconv" else
-             UNet3Plus(depth=3, base_width=4, conv=arch.split("-")[1])).eval()
+    model = (
+        PConvUNet(depth=3, base_width=4)
+        if arch == "pconv"
+        else UNet3Plus(depth=3, base_width=4, conv=arch.split("-")[1])
+    ).eval()
     x = torch.rand(1, 3, 32, 32)
     mask = torch.ones(1, 1, 32, 32)
     mask[..., 8:20, 10:22] = 0

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import image_size, synthetic_photo
 from PIL import Image
 
 import pconv.io
@@ -16,8 +17,6 @@ from pconv import PConvUNet, save_model
 from pconv.inpaint import inpaint, tile_origins
 from pconv.masks import write_mask
 from pconv.predict import main
-
-from conftest import image_size, synthetic_photo
 
 
 def _model(depth: int = 3, dropout: float = 0.0, seed: int = 0) -> PConvUNet:
@@ -59,8 +58,23 @@ def pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
 def test_result_keeps_known_pixels_and_fills_holes_with_the_model(weights, pair, tmp_path, capsys):
     image_path, mask_path, image, known = pair
     out = tmp_path / "filled.png"
-    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out),
-                 "--weights", str(weights["plain"]), "--compare", str(tmp_path / "cmp.png")]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(image_path),
+                "--mask",
+                str(mask_path),
+                "--out",
+                str(out),
+                "--weights",
+                str(weights["plain"]),
+                "--compare",
+                str(tmp_path / "cmp.png"),
+            ]
+        )
+        == 0
+    )
     result = np.asarray(Image.open(out))
     assert result.shape == image.shape and np.array_equal(result[known], image[known])
     model = _model()
@@ -123,8 +137,22 @@ def test_flip_averages_the_prediction_with_that_of_the_mirror_image(weights, pai
     assert np.abs(result[~known].astype(int) - expected[~known]).max() <= 1
     image_path, mask_path, *_ = pair  # and from the command line
     out = tmp_path / "flip.png"
-    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out),
-                 "--weights", str(weights["plain"]), "--flip"]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(image_path),
+                "--mask",
+                str(mask_path),
+                "--out",
+                str(out),
+                "--weights",
+                str(weights["plain"]),
+                "--flip",
+            ]
+        )
+        == 0
+    )
     _, _, image, known = pair
     assert np.array_equal(np.asarray(Image.open(out)), inpaint(_model(), image, known, flip=True).image)
 
@@ -143,8 +171,18 @@ def test_folder_mode_keeps_going_past_bad_pairs(weights, tmp_path, capsys):
         Image.fromarray(synthetic_photo(32, 40)).save(images / f"{name}.jpg")
     write_mask(masks / "a.png", _holes(32, 40, (4, 12, 4, 20)))
     write_mask(masks / "c.png", _holes(16, 16, (2, 5, 2, 5)))  # wrong size
-    rc = main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(out),
-               "--weights", str(weights["plain"])])
+    rc = main(
+        [
+            "--image-dir",
+            str(images),
+            "--mask-dir",
+            str(masks),
+            "--out-dir",
+            str(out),
+            "--weights",
+            str(weights["plain"]),
+        ]
+    )
     assert rc == 1
     assert sorted(p.name for p in out.iterdir()) == ["a.png"]
     err = capsys.readouterr().err
@@ -154,9 +192,30 @@ def test_folder_mode_keeps_going_past_bad_pairs(weights, tmp_path, capsys):
 def test_uncertainty_from_monte_carlo_dropout(weights, pair, tmp_path):
     image_path, mask_path, image, known = pair
     out, unc = tmp_path / "mean.png", tmp_path / "std.png"
-    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out), "--weights",
-                 str(weights["dropout"]), "--samples", "6", "--batch-size", "4", "--uncertainty", str(unc),
-                 "--interval", str(tmp_path / "lo.png"), str(tmp_path / "hi.png")]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(image_path),
+                "--mask",
+                str(mask_path),
+                "--out",
+                str(out),
+                "--weights",
+                str(weights["dropout"]),
+                "--samples",
+                "6",
+                "--batch-size",
+                "4",
+                "--uncertainty",
+                str(unc),
+                "--interval",
+                str(tmp_path / "lo.png"),
+                str(tmp_path / "hi.png"),
+            ]
+        )
+        == 0
+    )
     std = np.load(tmp_path / "std.npy")
     assert std.shape == (*known.shape, 3) and np.all(std[known] == 0) and std[~known].mean() > 0
     assert np.allclose(np.load(tmp_path / "std_stderr.npy"), std / np.sqrt(6))
@@ -181,14 +240,40 @@ def test_grayscale_and_alpha_images_round_trip(weights, tmp_path):
     write_mask(tmp_path / "m.png", known)
     gray = synthetic_photo(24, 24)[..., 0]
     Image.fromarray(gray).save(tmp_path / "g.png")
-    assert main(["--image", str(tmp_path / "g.png"), "--mask", str(tmp_path / "m.png"), "--out",
-                 str(tmp_path / "g_out.png"), "--weights", str(weights["plain"])]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(tmp_path / "g.png"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "--out",
+                str(tmp_path / "g_out.png"),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 0
+    )
     with Image.open(tmp_path / "g_out.png") as out:
         assert out.mode == "L" and np.array_equal(np.asarray(out)[known], gray[known])
     rgba = np.dstack([synthetic_photo(24, 24), np.full((24, 24), 200, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    assert main(["--image", str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"), "--out",
-                 str(tmp_path / "a_out.png"), "--weights", str(weights["plain"])]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(tmp_path / "a.png"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "--out",
+                str(tmp_path / "a_out.png"),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 0
+    )
     out = np.asarray(Image.open(tmp_path / "a_out.png"))
     assert out.shape == (24, 24, 4) and np.all(out[..., 3] == 200) and np.array_equal(out[known], rgba[known])
 
@@ -197,8 +282,21 @@ def test_empty_mask_writes_the_input_unchanged(weights, pair, tmp_path, capsys):
     image_path, _, _, _ = pair
     write_mask(tmp_path / "none.png", np.ones((40, 56), bool))
     out = tmp_path / "same.png"
-    assert main(["--image", str(image_path), "--mask", str(tmp_path / "none.png"), "--out", str(out),
-                 "--weights", str(weights["plain"])]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(image_path),
+                "--mask",
+                str(tmp_path / "none.png"),
+                "--out",
+                str(out),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes() == image_path.read_bytes()
     assert "no holes" in capsys.readouterr().err
 
@@ -207,8 +305,22 @@ def test_resize_mask_scales_a_mask_of_another_size(weights, pair, tmp_path):
     image_path, _, image, _ = pair
     write_mask(tmp_path / "half.png", _holes(20, 28, (5, 11, 6, 15)))
     out = tmp_path / "r.png"
-    assert main(["--image", str(image_path), "--mask", str(tmp_path / "half.png"), "--out", str(out),
-                 "--weights", str(weights["plain"]), "--resize-mask"]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(image_path),
+                "--mask",
+                str(tmp_path / "half.png"),
+                "--out",
+                str(out),
+                "--weights",
+                str(weights["plain"]),
+                "--resize-mask",
+            ]
+        )
+        == 0
+    )
     result = np.asarray(Image.open(out))
     assert np.array_equal(result[:10], image[:10]) and not np.array_equal(result[10:22, 12:30], image[10:22, 12:30])
 
@@ -272,8 +384,11 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_pa
     elif case == "bad release config":
         from safetensors.torch import save_file
 
-        save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"),
-                  metadata={"format": "pconv-release-1", "architecture": "pconv_unet", "config": '{"depth": 99}'})
+        save_file(
+            {"x": torch.zeros(1)},
+            str(tmp_path / "bad.safetensors"),
+            metadata={"format": "pconv-release-1", "architecture": "pconv_unet", "config": '{"depth": 99}'},
+        )
         args["--weights"] = str(tmp_path / "bad.safetensors")
     elif case == "output is a folder":
         out = tmp_path / "out.png"
@@ -303,8 +418,21 @@ def test_folder_mode_refuses_two_images_that_would_write_the_same_file(weights, 
     Image.fromarray(synthetic_photo(16, 16)).save(images / "a.png")
     Image.fromarray(synthetic_photo(16, 16)).save(images / "a.jpg")
     write_mask(masks / "a.png", _holes(16, 16, (4, 8, 4, 8)))
-    assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(tmp_path / "out"),
-                 "--weights", str(weights["plain"])]) == 2
+    assert (
+        main(
+            [
+                "--image-dir",
+                str(images),
+                "--mask-dir",
+                str(masks),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 2
+    )
     assert "would both be written as a.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -314,8 +442,21 @@ def test_almost_no_known_context_warns(weights, tmp_path, capsys):
     known = np.zeros((40, 40), bool)
     known[20, 20] = True  # one known pixel
     write_mask(tmp_path / "m.png", known)
-    assert main(["--image", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "--out",
-                 str(tmp_path / "o.png"), "--weights", str(weights["plain"])]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(tmp_path / "p.png"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "--out",
+                str(tmp_path / "o.png"),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 0
+    )
     assert "only 0.06% of p.png is known" in capsys.readouterr().err
 
 
@@ -323,8 +464,21 @@ def test_no_holes_with_the_output_the_input_itself_leaves_it_alone(weights, pair
     image_path, _, _, _ = pair
     before = image_path.read_bytes()
     write_mask(tmp_path / "none.png", np.ones((40, 56), bool))
-    assert main(["--image", str(image_path), "--mask", str(tmp_path / "none.png"), "--out", str(image_path),
-                 "--weights", str(weights["plain"])]) == 0
+    assert (
+        main(
+            [
+                "--image",
+                str(image_path),
+                "--mask",
+                str(tmp_path / "none.png"),
+                "--out",
+                str(image_path),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 0
+    )
     assert image_path.read_bytes() == before and "stays as it is" in capsys.readouterr().err
 
 
@@ -342,8 +496,21 @@ def test_a_decompression_bomb_is_a_failed_pair_in_folder_mode(weights, tmp_path,
     write_mask(masks / "bomb.png", _holes(16, 16, (4, 8, 4, 8)))
     Image.fromarray(synthetic_photo(16, 16)).save(images / "fine.png")
     write_mask(masks / "fine.png", _holes(16, 16, (4, 8, 4, 8)))
-    assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(tmp_path / "out"),
-                 "--weights", str(weights["plain"])]) == 1
+    assert (
+        main(
+            [
+                "--image-dir",
+                str(images),
+                "--mask-dir",
+                str(masks),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "bomb.png: cannot read image" in err and "decompression bomb" in err
     assert (tmp_path / "out" / "fine.png").is_file()
@@ -429,13 +596,17 @@ def test_overlapping_tiles_are_feathered_into_each_other_without_steps():
     assert np.abs(np.diff(band, axis=1)).max() <= 15
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--out", "{mask}"], "--out {mask} is also the mask"),
-    (["--compare", "{out}"], "--compare {out} is also --out"),
-    (["--compare", "{image}"], "--compare {image} is the input image"),
-])
-def test_outputs_that_would_overwrite_the_mask_or_each_other_are_refused(weights, pair, tmp_path, capsys, flags,
-                                                                         message):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--out", "{mask}"], "--out {mask} is also the mask"),
+        (["--compare", "{out}"], "--compare {out} is also --out"),
+        (["--compare", "{image}"], "--compare {image} is the input image"),
+    ],
+)
+def test_outputs_that_would_overwrite_the_mask_or_each_other_are_refused(
+    weights, pair, tmp_path, capsys, flags, message
+):
     image_path, mask_path, _, _ = pair
     out = tmp_path / "filled.png"
     names = {"mask": mask_path, "out": out, "image": image_path}
@@ -463,8 +634,23 @@ def test_a_failed_comparison_leaves_no_main_output(weights, pair, tmp_path, caps
         return real_save(self, fp, format=format, **kwargs)
 
     monkeypatch.setattr(PILImage.Image, "save", save)
-    assert main(["--image", str(image_path), "--mask", str(mask_path), "--out", str(out), "--compare", str(cmp),
-                 "--weights", str(weights["plain"])]) == 2
+    assert (
+        main(
+            [
+                "--image",
+                str(image_path),
+                "--mask",
+                str(mask_path),
+                "--out",
+                str(out),
+                "--compare",
+                str(cmp),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 2
+    )
     assert f"could not write {cmp}: No space left on device" in capsys.readouterr().err
     assert not out.exists() and not cmp.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -477,6 +663,19 @@ def test_folder_mode_skips_hidden_files_such_as_a_killed_writers_temporary_file(
     Image.fromarray(synthetic_photo(32, 40)).save(images / ".a.png.k3x9_q.tmp.png")  # hidden, image suffix
     write_mask(masks / "a.png", _holes(32, 40, (4, 12, 4, 20)))
     write_mask(masks / ".a.png", _holes(32, 40, (4, 12, 4, 20)))
-    assert main(["--image-dir", str(images), "--mask-dir", str(masks), "--out-dir", str(out),
-                 "--weights", str(weights["plain"])]) == 0
+    assert (
+        main(
+            [
+                "--image-dir",
+                str(images),
+                "--mask-dir",
+                str(masks),
+                "--out-dir",
+                str(out),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 0
+    )
     assert "inpainted 1 of 1" in capsys.readouterr().out

@@ -107,7 +107,7 @@ def test_readme_reuse_block_runs(monkeypatch):
     """The README's copy-paste block, executed as a user would (from the repository root)."""
     text = (REPO / "README.md").read_text()
     start = text.index("## Reuse: torch.hub")
-    block = text[text.index("```python", start) + len("```python"):]
+    block = text[text.index("```python", start) + len("```python") :]
     block = block[: block.index("```")]
     monkeypatch.chdir(REPO)
     scope: dict = {}

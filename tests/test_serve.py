@@ -6,11 +6,11 @@ import base64
 import io
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
-import shutil
-import socket
 import threading
 import time
 import zlib
@@ -24,13 +24,12 @@ import numpy as np
 import pytest
 import torch
 import uvicorn
+from conftest import synthetic_photo
 from PIL import Image
 
 from pconv import PConvUNet
 from pconv.serve import allowed_hosts, create_app
 from pconv.webapp import server_config
-
-from conftest import synthetic_photo
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -67,8 +66,14 @@ def _running(app, **options) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     torch.manual_seed(0)
-    app = create_app(PConvUNet(depth=3, base_width=4), weights_name="tiny", max_upload_mb=1.0, max_megapixels=0.1,
-                     max_queue=16, max_work_mp=0.05)
+    app = create_app(
+        PConvUNet(depth=3, base_width=4),
+        weights_name="tiny",
+        max_upload_mb=1.0,
+        max_megapixels=0.1,
+        max_queue=16,
+        max_work_mp=0.05,
+    )
     with _running(app) as url:
         yield url
 
@@ -149,7 +154,7 @@ def test_api_documentation_loads_nothing_from_other_sites(server):
     assert httpx.get(f"{server}/api/docs").status_code == 404  # FastAPI's page pulls scripts from a CDN
     assert httpx.get(f"{server}/api/openapi.json").json()["paths"]["/api/inpaint"]
     page = httpx.get(server).text
-    assert "src=\"http" not in page and "href=\"http" not in page
+    assert 'src="http' not in page and 'href="http' not in page
 
 
 def _raw_request(url: str, head: bytes, chunks: Iterator[bytes] = iter(())) -> bytes:
@@ -186,8 +191,10 @@ def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_streams(server):
         yield b"0\r\n\r\n"
 
     host = server.removeprefix("http://")
-    head = (f"POST /api/inpaint HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
-            "Content-Type: multipart/form-data; boundary=b\r\n\r\n").encode()
+    head = (
+        f"POST /api/inpaint HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+    ).encode()
     answer = _raw_request(server, head, chunks())
     assert answer.startswith(b"HTTP/1.1 413") and b"over the limit of 1 MB" in answer
     assert sent[0] < 32 * 2**20  # cut off long before the end (socket buffers hold a few MB)
@@ -226,7 +233,10 @@ def test_requests_naming_another_host_are_refused_dns_rebinding():
     with _running(app) as url:
         evil = {"Host": "attacker.example", "Origin": "http://attacker.example"}
         assert httpx.get(f"{url}/api/health", headers=evil).status_code == 400
-        files = {"image": ("i.png", _png(synthetic_photo(16, 16))), "mask": ("m.png", _png(np.zeros((16, 16), np.uint8)))}
+        files = {
+            "image": ("i.png", _png(synthetic_photo(16, 16))),
+            "mask": ("m.png", _png(np.zeros((16, 16), np.uint8))),
+        }
         r = httpx.post(f"{url}/api/inpaint", files=files, headers=evil)
         assert r.status_code == 400 and "--allow-host" in r.json()["detail"]
         port = url.rsplit(":", 1)[1]
@@ -246,8 +256,10 @@ def test_connections_that_never_finish_their_headers_are_closed():
     with _running(app, header_timeout=0.5) as url:
         host, port = url.removeprefix("http://").split(":")
         start = time.perf_counter()
-        with socket.create_connection((host, int(port)), timeout=10) as slow, \
-                socket.create_connection((host, int(port)), timeout=10) as silent:
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as slow,
+            socket.create_connection((host, int(port)), timeout=10) as silent,
+        ):
             slow.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             assert slow.recv(100) == b"" and silent.recv(100) == b""  # closed by the server
         assert time.perf_counter() - start < 5
@@ -272,8 +284,10 @@ def test_a_burst_of_concurrent_requests_is_all_answered(server):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="needs Chromium and ChromeDriver (Debian: apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Chromium and ChromeDriver (Debian: apt-get install chromium chromium-driver)",
+)
 def test_page_in_a_headless_browser(server, tmp_path: Path):
     """Upload an image, paint a stroke, press Inpaint: the shown result differs from the input
     only under the stroke."""
@@ -287,9 +301,18 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
     Image.fromarray(image).save(tmp_path / "photo.png")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1200,900", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -297,24 +320,37 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
         driver.find_element(By.ID, "imageInput").send_keys(str(tmp_path / "photo.png"))
         canvas = driver.find_element(By.ID, "maskCanvas")
         WebDriverWait(driver, 10).until(lambda d: canvas.is_displayed() and canvas.size["width"] > 0)
-        driver.execute_script("const b = document.getElementById('brushSize'); b.value = 80;"
-                              "b.dispatchEvent(new Event('input', {bubbles: true}));")
+        driver.execute_script(
+            "const b = document.getElementById('brushSize'); b.value = 80;"
+            "b.dispatchEvent(new Event('input', {bubbles: true}));"
+        )
         pixels_per_css_px = driver.execute_script(
-            "const c = document.getElementById('maskCanvas'); return c.width / c.getBoundingClientRect().width;")
+            "const c = document.getElementById('maskCanvas'); return c.width / c.getBoundingClientRect().width;"
+        )
         w, h = canvas.size["width"], canvas.size["height"]
-        (ActionChains(driver).move_to_element_with_offset(canvas, int(-w * 0.25), int(-h * 0.1)).click_and_hold()
-         .move_by_offset(int(w * 0.2), int(h * 0.05)).move_by_offset(int(w * 0.2), int(h * 0.05)).release().perform())
+        (
+            ActionChains(driver)
+            .move_to_element_with_offset(canvas, int(-w * 0.25), int(-h * 0.1))
+            .click_and_hold()
+            .move_by_offset(int(w * 0.2), int(h * 0.05))
+            .move_by_offset(int(w * 0.2), int(h * 0.05))
+            .release()
+            .perform()
+        )
         driver.find_element(By.ID, "inpaint").click()
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.result") == "ready")
         shown = driver.execute_script(
             "const i = document.getElementById('resultImg'), r = i.getBoundingClientRect();"
-            "return [i.complete, i.naturalWidth, i.naturalHeight, r.width > 0 && r.height > 0];")
+            "return [i.complete, i.naturalWidth, i.naturalHeight, r.width > 0 && r.height > 0];"
+        )
         result_b64 = driver.execute_async_script(
             "const done = arguments[0];"
             "fetch(document.getElementById('resultImg').src).then(r => r.arrayBuffer()).then(b => {"
-            "  let s = ''; new Uint8Array(b).forEach(c => s += String.fromCharCode(c)); done(btoa(s)); });")
+            "  let s = ''; new Uint8Array(b).forEach(c => s += String.fromCharCode(c)); done(btoa(s)); });"
+        )
         mask_b64 = driver.execute_script(
-            "const c = document.getElementById('maskCanvas'); return c.toDataURL('image/png').split(',')[1];")
+            "const c = document.getElementById('maskCanvas'); return c.toDataURL('image/png').split(',')[1];"
+        )
     finally:
         driver.quit()
     result = np.asarray(Image.open(io.BytesIO(base64.b64decode(result_b64))).convert("RGB"))
@@ -390,8 +426,11 @@ def test_work_stops_when_the_client_disconnects():
     holes[::4] = 255  # every row of tiles has holes: 64 tiles of 32 px
     with _running(app) as url:
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{url}/api/inpaint", files={"image": ("i.png", _png(synthetic_photo(256, 256, noise=0))),
-                                                   "mask": ("m.png", _png(holes))}, timeout=0.5)
+            httpx.post(
+                f"{url}/api/inpaint",
+                files={"image": ("i.png", _png(synthetic_photo(256, 256, noise=0))), "mask": ("m.png", _png(holes))},
+                timeout=0.5,
+            )
         time.sleep(1.0)
         calls = model.calls
         time.sleep(0.5)
@@ -434,8 +473,12 @@ def test_sigterm_stops_the_server_within_seconds(tmp_path):
     torch.manual_seed(0)
     save_model(PConvUNet(depth=3, base_width=4), tmp_path / "tiny.safetensors")
     port = _free_port()
-    with subprocess.Popen([sys.executable, "-m", "pconv.serve", "--weights", str(tmp_path / "tiny.safetensors"),
-                           "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "pconv.serve", "--weights", str(tmp_path / "tiny.safetensors"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
         try:
             for _ in range(300):
                 try:

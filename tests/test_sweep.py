@@ -32,22 +32,44 @@ def data(tmp_path_factory) -> Path:
             y, x = np.mgrid[0:40, 0:40]
             img = np.stack([np.sin(x / (3 + i)), np.cos(y / 5), np.sin((x + y) / 7)], -1) * 100 + 128
             Image.fromarray((img + rng.normal(0, 3, img.shape)).clip(0, 255).astype(np.uint8)).save(
-                root / split / f"{i}.png")
+                root / split / f"{i}.png"
+            )
     return root
 
 
 def _space(data: Path, path: Path, trials: int, params: dict, steps: int = 3, **fixed) -> Path:
-    space = {"objective": "hole_psnr", "trials": trials, "params": params,
-             "fixed": {"train": str(data / "train"), "val": str(data / "val"), "size": 32, "batch_size": 2,
-                       "workers": 0, "base_width": 4, "loss_perceptual": 0, "loss_style": 0, "stage": "pretrain",
-                       "steps": steps, "val_every": 1, "sample_every": 0, "log_every": 1, **fixed}}
+    space = {
+        "objective": "hole_psnr",
+        "trials": trials,
+        "params": params,
+        "fixed": {
+            "train": str(data / "train"),
+            "val": str(data / "val"),
+            "size": 32,
+            "batch_size": 2,
+            "workers": 0,
+            "base_width": 4,
+            "loss_perceptual": 0,
+            "loss_style": 0,
+            "stage": "pretrain",
+            "steps": steps,
+            "val_every": 1,
+            "sample_every": 0,
+            "log_every": 1,
+            **fixed,
+        },
+    }
     path.write_text(json.dumps(space))
     return path
 
 
 def test_a_two_trial_sweep_writes_its_results(data, tmp_path, capsys):
-    space = _space(data, tmp_path / "space.json", 2, {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
-                                                      "dropout": {"choices": [0.0, 0.1]}})
+    space = _space(
+        data,
+        tmp_path / "space.json",
+        2,
+        {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "dropout": {"choices": [0.0, 0.1]}},
+    )
     out = tmp_path / "sweep"
     assert main([str(space), "--out", str(out)]) == 0
     with open(out / "trials.csv") as f:
@@ -67,8 +89,9 @@ def test_a_poor_trial_is_pruned_from_its_validation_scores(data, tmp_path):
     space = load_space(_space(data, tmp_path / "space.json", 3, {"lr": {"choices": [0.01, 0.0]}}, steps=6))
     out = tmp_path / "sweep"
     out.mkdir()
-    study = optuna.create_study(study_name="pconv", storage=f"sqlite:///{(out / 'study.db').resolve()}",
-                                direction="maximize")
+    study = optuna.create_study(
+        study_name="pconv", storage=f"sqlite:///{(out / 'study.db').resolve()}", direction="maximize"
+    )
     for lr in (0.01, 0.01, 0.0):  # two that learn, then one that cannot
         study.enqueue_trial({"lr": lr})
     study = run_sweep(space, out, quiet=True)

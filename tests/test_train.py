@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import image_size, synthetic_photo
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -23,8 +24,6 @@ from pconv.data import EpochSampler, InpaintingDataset, load_image
 from pconv.train import main
 from pconv.training import config_from_args, lr_at
 from pconv.training import train as run_training
-
-from conftest import image_size, synthetic_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,15 +45,36 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _args(train: Path, val: Path | None, out: Path, *extra: str) -> list[str]:
-    args = ["--train", str(train), "--out", str(out), "--size", "32", "--batch-size", "2", "--workers", "0",
-            "--base-width", "4", "--loss-perceptual", "0", "--loss-style", "0", "--log-every", "1", *extra]
+    args = [
+        "--train",
+        str(train),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--base-width",
+        "4",
+        "--loss-perceptual",
+        "0",
+        "--loss-style",
+        "0",
+        "--log-every",
+        "1",
+        *extra,
+    ]
     return args + (["--val", str(val)] if val is not None else [])
 
 
 def test_end_to_end_two_stages_writes_every_output(folders, tmp_path, capsys):
     train, val = folders
     out = tmp_path / "run"
-    rc = main(_args(train, val, out, "--steps", "3", "--finetune-steps", "2", "--val-every", "2", "--sample-every", "2"))
+    rc = main(
+        _args(train, val, out, "--steps", "3", "--finetune-steps", "2", "--val-every", "2", "--sample-every", "2")
+    )
     assert rc == 0
     config = json.loads((out / "config.json").read_text())
     assert [s["name"] for s in config["stages"]] == ["pretrain", "finetune"]
@@ -86,8 +106,11 @@ def test_end_to_end_two_stages_writes_every_output(folders, tmp_path, capsys):
 
 def test_summary_counts_skipped_files(folders, tmp_path):
     train, _ = folders
-    summary = run_training(config_from_args(_args(train, None, tmp_path / "r", "--stage", "pretrain",
-                                                "--steps", "4", "--sample-every", "0")))
+    summary = run_training(
+        config_from_args(
+            _args(train, None, tmp_path / "r", "--stage", "pretrain", "--steps", "4", "--sample-every", "0")
+        )
+    )
     assert summary["skipped"] == 1 and summary["best_psnr"] is None
     assert (tmp_path / "r" / "model.safetensors").is_file() and not (tmp_path / "r" / "best.pt").exists()
 
@@ -139,7 +162,9 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(folders, tmp_path, monkeyp
         signal.raise_signal(signal.SIGINT)
 
     _patched_step(monkeypatch, 2, twice)
-    assert main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "4", "--sample-every", "0")) == 130
+    assert (
+        main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "4", "--sample-every", "0")) == 130
+    )
     assert "not saved" in capsys.readouterr().err
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -148,8 +173,20 @@ def test_resume_from_a_periodic_checkpoint_after_a_crash_is_exact_with_dropout(f
     """A kill (no chance to save) after step 3: the run continues from the periodic last.pt of
     step 2, and must not replay step 2's dropout masks."""
     train, val = folders
-    common = ("--steps", "4", "--finetune-steps", "2", "--dropout", "0.2", "--sample-every", "0", "--val-every", "100",
-              "--checkpoint-every", "2")
+    common = (
+        "--steps",
+        "4",
+        "--finetune-steps",
+        "2",
+        "--dropout",
+        "0.2",
+        "--sample-every",
+        "0",
+        "--val-every",
+        "100",
+        "--checkpoint-every",
+        "2",
+    )
     assert main(_args(train, val, tmp_path / "straight", *common)) == 0
 
     class Killed(BaseException):
@@ -192,7 +229,9 @@ def test_a_fresh_run_refuses_a_used_out_unless_overwrite(folders, tmp_path, caps
     err = capsys.readouterr().err
     assert "holds another run" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert main([*args, "--seed", "5", "--overwrite"]) == 0
-    assert not torch.equal(load_file(out / "model.safetensors")["encoder.0.conv.weight"], first["encoder.0.conv.weight"])
+    assert not torch.equal(
+        load_file(out / "model.safetensors")["encoder.0.conv.weight"], first["encoder.0.conv.weight"]
+    )
     assert main([*args, "--resume", "--overwrite"]) == 2
 
 
@@ -274,8 +313,24 @@ def test_finetune_from_a_release_file(folders, tmp_path):
     first = tmp_path / "first"
     assert main(_args(train, None, first, "--stage", "pretrain", "--steps", "2", "--sample-every", "0")) == 0
     second = tmp_path / "second"
-    assert main(_args(train, None, second, "--stage", "finetune", "--finetune-steps", "1", "--sample-every", "0",
-                      "--init", str(first / "model.safetensors"))) == 0
+    assert (
+        main(
+            _args(
+                train,
+                None,
+                second,
+                "--stage",
+                "finetune",
+                "--finetune-steps",
+                "1",
+                "--sample-every",
+                "0",
+                "--init",
+                str(first / "model.safetensors"),
+            )
+        )
+        == 0
+    )
     assert (second / "model.safetensors").is_file()
 
 
@@ -385,9 +440,17 @@ def test_two_process_gloo_run_trains_and_keeps_the_ranks_weights_equal(folders, 
     out = tmp_path / "ddp"
     script = tmp_path / "ranks.py"
     script.write_text(_RANK_WEIGHTS)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path), *_args(train, val, out, "--stage", "pretrain", "--steps", "2",
-                                              "--sample-every", "0", "--device", "cpu")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path),
+        *_args(train, val, out, "--stage", "pretrain", "--steps", "2", "--sample-every", "0", "--device", "cpu"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -476,11 +539,27 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes(folders, tmp_path)
     loader workers included. The run finishes its step, saves and exits 130."""
     train, _ = folders
     out = tmp_path / "run"
-    args = _args(train, None, out, "--stage", "pretrain", "--steps", "100000", "--sample-every", "0",
-                 "--checkpoint-every", "100000")
+    args = _args(
+        train,
+        None,
+        out,
+        "--stage",
+        "pretrain",
+        "--steps",
+        "100000",
+        "--sample-every",
+        "0",
+        "--checkpoint-every",
+        "100000",
+    )
     args[args.index("--workers") + 1] = "1"
-    with subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         try:
             for _ in range(600):
                 if (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 3:
@@ -505,8 +584,26 @@ def test_weights_and_biases_logs_offline_without_an_account(folders, tmp_path, m
     monkeypatch.setenv("WANDB_SILENT", "true")
     train, val = folders
     out = tmp_path / "run"
-    assert main(_args(train, val, out, "--stage", "pretrain", "--steps", "2", "--val-every", "2",
-                      "--sample-every", "2", "--wandb", "pconv-test")) == 0
+    assert (
+        main(
+            _args(
+                train,
+                val,
+                out,
+                "--stage",
+                "pretrain",
+                "--steps",
+                "2",
+                "--val-every",
+                "2",
+                "--sample-every",
+                "2",
+                "--wandb",
+                "pconv-test",
+            )
+        )
+        == 0
+    )
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1  # for `wandb sync` later
     records = next(runs[0].glob("run-*.wandb")).read_bytes()  # W&B's record log: keys are stored as text
@@ -521,8 +618,10 @@ def test_one_step_with_each_speed_option(folders, tmp_path, flag, capsys):
     a step to finite weights that differ from the start."""
     train, _ = folders
     extra = [flag] + (["on"] if flag == "--amp" else [])
-    assert main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0",
-                      *extra)) == 0
+    assert (
+        main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0", *extra))
+        == 0
+    )
     weights = load_file(tmp_path / "run" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     if flag == "--amp" and not loop.cpu_has_native_bf16():
@@ -532,8 +631,14 @@ def test_one_step_with_each_speed_option(folders, tmp_path, flag, capsys):
 @pytest.mark.slow
 def test_one_step_compiled(folders, tmp_path):
     train, _ = folders
-    assert main(_args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0",
-                      "--compile")) == 0
+    assert (
+        main(
+            _args(
+                train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0", "--compile"
+            )
+        )
+        == 0
+    )
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 

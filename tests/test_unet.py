@@ -7,10 +7,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomise_batchnorm
 
 from pconv import PConvUNet, PConvUNetConfig
-
-from conftest import randomise_batchnorm
 
 
 def small(**kw) -> PConvUNet:
@@ -153,9 +152,7 @@ def test_dropout_only_when_training_or_sampling():
         assert not torch.allclose(model(x, mask), model(x, mask))
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"depth": 1}, {"dropout": 1.0}, {"upsample_mode": "area"}, {"in_channels": 0}]
-)
+@pytest.mark.parametrize("kwargs", [{"depth": 1}, {"dropout": 1.0}, {"upsample_mode": "area"}, {"in_channels": 0}])
 def test_bad_config_is_a_clear_error(kwargs):
     with pytest.raises(ValueError):
         PConvUNetConfig(**kwargs)

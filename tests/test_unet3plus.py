@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomise_batchnorm
 
 from pconv import UNet3Plus, UNet3PlusConfig, load_model, save_model
 from pconv.inpaint import inpaint
 from pconv.masks import band_mask
 from pconv.train import main as train_main
-
-from conftest import randomise_batchnorm
 
 
 @pytest.mark.parametrize("conv", ["partial", "plain"])
@@ -169,11 +168,48 @@ def test_train_and_predict_with_unet3plus(tmp_path):
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / f"{i}.png")
     out = tmp_path / "run"
-    assert train_main(["--train", str(images), "--out", str(out), "--arch", "unet3plus", "--depth", "3",
-                       "--base-width", "4", "--dropout", "0.2", "--size", "32", "--batch-size", "2", "--workers", "0",
-                       "--steps", "2", "--finetune-steps", "1", "--loss-perceptual", "0", "--loss-style", "0",
-                       "--log-every", "1", "--sample-every", "0", "--weight-decay", "1e-4",
-                       "--lr-milestones", "0.9", "0.95"]) == 0
+    assert (
+        train_main(
+            [
+                "--train",
+                str(images),
+                "--out",
+                str(out),
+                "--arch",
+                "unet3plus",
+                "--depth",
+                "3",
+                "--base-width",
+                "4",
+                "--dropout",
+                "0.2",
+                "--size",
+                "32",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+                "--steps",
+                "2",
+                "--finetune-steps",
+                "1",
+                "--loss-perceptual",
+                "0",
+                "--loss-style",
+                "0",
+                "--log-every",
+                "1",
+                "--sample-every",
+                "0",
+                "--weight-decay",
+                "1e-4",
+                "--lr-milestones",
+                "0.9",
+                "0.95",
+            ]
+        )
+        == 0
+    )
     model = load_model(out / "model.safetensors")
     assert isinstance(model, UNet3Plus) and model.config.dropout == 0.2 and model.config.depth == 3
     with open(out / "log.csv") as f:

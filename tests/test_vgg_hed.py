@@ -13,7 +13,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pconv.losses import InpaintingLoss
-from pconv.vgg import HED_BGR_MEAN, HED_FEATURE_SCALE, HED_VGG16, VGG16Features, convert_hed_vgg16, hed_h5_path, load_vgg16_state_dict
+from pconv.vgg import (
+    HED_BGR_MEAN,
+    HED_FEATURE_SCALE,
+    HED_VGG16,
+    VGG16Features,
+    convert_hed_vgg16,
+    hed_h5_path,
+    load_vgg16_state_dict,
+)
 
 BLOCKS = (2, 2, 3, 3, 3)
 
@@ -77,10 +85,12 @@ def test_conversion_is_not_the_identity_of_layouts(tmp_path, test_photos):
     write_fake_hed_h5(h5, seed=1)
     sd = convert_hed_vgg16(h5, pools=3)
     rgb = photo_crop(test_photos, 32)
-    for broken in ({"features.0.weight": sd["features.0.weight"].flip(1)},
-                   {"features.0.weight": sd["features.0.weight"] / 255},
-                   {"input_mean": torch.zeros(3)},
-                   {"feature_scale": torch.tensor(1.0)}):
+    for broken in (
+        {"features.0.weight": sd["features.0.weight"].flip(1)},
+        {"features.0.weight": sd["features.0.weight"] / 255},
+        {"input_mean": torch.zeros(3)},
+        {"feature_scale": torch.tensor(1.0)},
+    ):
         with pytest.warns(UserWarning):
             vgg = VGG16Features(None)
         vgg.load_weights({**sd, **broken})
@@ -147,9 +157,11 @@ def test_paper_loss_weights_give_every_term_a_share_with_hed(test_photos):
     w = loss.weights
     for pred in (blurred, torch.full_like(gt, 0.5)):
         t = loss(pred, gt, mask)
-        share = {"l1": (w.valid * t["valid"] + w.hole * t["hole"]) / t["total"],
-                 "perceptual": w.perceptual * t["perceptual"] / t["total"],
-                 "style": w.style * (t["style_out"] + t["style_comp"]) / t["total"]}
+        share = {
+            "l1": (w.valid * t["valid"] + w.hole * t["hole"]) / t["total"],
+            "perceptual": w.perceptual * t["perceptual"] / t["total"],
+            "style": w.style * (t["style_out"] + t["style_comp"]) / t["total"],
+        }
         assert 0.15 < share["l1"] < 0.8, share
         assert 0.02 < share["perceptual"] < 0.5, share
         assert 0.2 < share["style"] < 0.8, share

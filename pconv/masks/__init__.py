@@ -5,7 +5,16 @@ convention: 1 = known). On disk: 8-bit PNG, white = hole. ``python -m pconv.mask
 writes mask sets.
 """
 
-from pconv.masks.files import CONTACT_SHEET, IMAGE_SUFFIXES, MaskFolder, image_files, mask_files, mask_from_image, read_mask, write_mask
+from pconv.masks.files import (
+    CONTACT_SHEET,
+    IMAGE_SUFFIXES,
+    MaskFolder,
+    image_files,
+    mask_files,
+    mask_from_image,
+    read_mask,
+    write_mask,
+)
 from pconv.masks.generators import (
     DEFAULT_MIX,
     KINDS,

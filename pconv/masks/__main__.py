@@ -57,8 +57,16 @@ def _kind(text: str) -> str:
     return text
 
 
-def export(count: int, size: tuple[int, int], kind: str, seed: int, out: Path,
-           ratio: tuple[float, float] | None, stream: int = 0, desc: str = "masks") -> list[np.ndarray]:
+def export(
+    count: int,
+    size: tuple[int, int],
+    kind: str,
+    seed: int,
+    out: Path,
+    ratio: tuple[float, float] | None,
+    stream: int = 0,
+    desc: str = "masks",
+) -> list[np.ndarray]:
     """Write ``count`` masks as ``out/NNNN.png`` plus ``out/contact_sheet.png``.
 
     Mask ``i`` comes from ``np.random.default_rng([seed, stream, i])``: sets are reproducible
@@ -80,10 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="write a mask set (PNG, white = hole) and a contact sheet")
     ex.add_argument("--count", type=int, default=100, help="masks per set (per bin with --bins)")
     ex.add_argument("--size", type=_size, default=(512, 512), help="N or HxW (default 512)")
-    ex.add_argument("--kind", type=_kind, default="strokes",
-                    help=f"one of {', '.join(KINDS)}, a mixture ({', '.join(MIXES)}) or KIND=WEIGHT,... (default strokes)")
+    ex.add_argument(
+        "--kind",
+        type=_kind,
+        default="strokes",
+        help=f"one of {', '.join(KINDS)}, a mixture ({', '.join(MIXES)}) or KIND=WEIGHT,... (default strokes)",
+    )
     ratio = ex.add_mutually_exclusive_group()
-    ratio.add_argument("--ratio", type=_ratio, help=f"hole ratio range, e.g. 0.1-0.2, or a bin: {', '.join(RATIO_BINS)}")
+    ratio.add_argument(
+        "--ratio", type=_ratio, help=f"hole ratio range, e.g. 0.1-0.2, or a bin: {', '.join(RATIO_BINS)}"
+    )
     ratio.add_argument("--bins", action="store_true", help="one subfolder per ratio bin of the paper's evaluation")
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", type=Path, required=True)

@@ -14,8 +14,16 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["CONTACT_SHEET", "IMAGE_SUFFIXES", "MaskFolder", "image_files", "mask_files", "mask_from_image", "read_mask",
-           "write_mask"]
+__all__ = [
+    "CONTACT_SHEET",
+    "IMAGE_SUFFIXES",
+    "MaskFolder",
+    "image_files",
+    "mask_files",
+    "mask_from_image",
+    "read_mask",
+    "write_mask",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # The preview ``python -m pconv.masks export`` writes beside a mask set: never read as a mask.
@@ -35,8 +43,11 @@ def image_files(root: str | Path) -> list[Path]:
             dirs.clear()
             continue
         seen.add(real)
-        found += [Path(folder, n) for n in names
-                  if Path(n).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, n))]
+        found += [
+            Path(folder, n)
+            for n in names
+            if Path(n).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, n))
+        ]
     return sorted(found)
 
 
@@ -132,8 +143,11 @@ class MaskFolder:
             holes = holes[::-1]
         scale = max(h / mh, w / mw, 1.0)
         if scale > 1.0:
-            holes = cv2.resize(np.ascontiguousarray(holes), (int(np.ceil(mw * scale)), int(np.ceil(mh * scale))),
-                               interpolation=cv2.INTER_NEAREST)
+            holes = cv2.resize(
+                np.ascontiguousarray(holes),
+                (int(np.ceil(mw * scale)), int(np.ceil(mh * scale))),
+                interpolation=cv2.INTER_NEAREST,
+            )
         mh, mw = holes.shape
         top, left = int(rng.integers(mh - h + 1)), int(rng.integers(mw - w + 1))
         return holes[top : top + h, left : left + w] == 0

@@ -55,7 +55,12 @@ Primitive = tuple[Callable[[np.ndarray], None], tuple[int, int, int, int]]
 
 def _box(h: int, w: int, xs, ys, pad: float) -> tuple[int, int, int, int]:
     pad = int(np.ceil(pad)) + 2
-    return (max(0, int(min(xs)) - pad), max(0, int(min(ys)) - pad), min(w, int(max(xs)) + pad + 1), min(h, int(max(ys)) + pad + 1))
+    return (
+        max(0, int(min(xs)) - pad),
+        max(0, int(min(ys)) - pad),
+        min(w, int(max(xs)) + pad + 1),
+        min(h, int(max(ys)) + pad + 1),
+    )
 
 
 def _stroke_primitive(h: int, w: int, rng: np.random.Generator, kind: int | None = None) -> Primitive:
@@ -121,7 +126,9 @@ def _ellipse_primitive(h: int, w: int, rng: np.random.Generator) -> Primitive:
     ax, ay = max(2, int((0.03 + 0.17 * u[0]) * side)), max(2, int((0.03 + 0.17 * u[1]) * side))
     x, y, angle = int(u[2] * w), int(u[3] * h), float(u[4] * 180)
     r = max(ax, ay)
-    return (lambda c: cv2.ellipse(c, (x, y), (ax, ay), angle, 0, 360, 1, -1)), _box(h, w, (x - r, x + r), (y - r, y + r), 0)
+    return (lambda c: cv2.ellipse(c, (x, y), (ax, ay), angle, 0, 360, 1, -1)), _box(
+        h, w, (x - r, x + r), (y - r, y + r), 0
+    )
 
 
 def _blob_primitive(h: int, w: int, rng: np.random.Generator) -> Primitive:
@@ -232,8 +239,10 @@ def parse_kind(text: str) -> dict[str, float]:
             name, _, value = part.partition("=")
             name = name.strip()
             if name not in KINDS:
-                raise ValueError(f"unknown mask kind {name!r}; choose from {', '.join(KINDS)}, a mixture "
-                                 f"({', '.join(MIXES)}) or KIND=WEIGHT,KIND=WEIGHT,...")
+                raise ValueError(
+                    f"unknown mask kind {name!r}; choose from {', '.join(KINDS)}, a mixture "
+                    f"({', '.join(MIXES)}) or KIND=WEIGHT,KIND=WEIGHT,..."
+                )
             try:
                 weights[name] = float(value) if value else 1.0
             except ValueError:
@@ -249,8 +258,9 @@ def ratio_mask(
 ) -> np.ndarray:
     """A mask whose hole ratio lies in ``(low, high]``, grown one primitive at a time.
 
-    Growth stops past a target drawn uniformly from the range, so ratios spread over it. A primitive that would overshoot ``high`` is rejected; after a run of rejections the
-    generator falls back to small discs sized to the remaining gap, so every range of
+    Growth stops past a target drawn uniformly from the range, so ratios spread over it. A
+    primitive that would overshoot ``high`` is rejected; after a run of rejections the generator
+    falls back to small discs sized to the remaining gap, so every range of
     reasonable width is reached quickly.
     """
     low, high = ratio
@@ -307,8 +317,13 @@ def generate(
         kind = list(mix)[int(np.searchsorted(np.cumsum(list(mix.values())), rng.random() * 0.999999999))]
     if kind == "band":  # the bottom rows missing, as in an instrument's blind zone
         low, high = ratio if ratio is not None else (0.05, 0.4)
-        rows = int(np.clip(round(rng.uniform(low, high) * height), max(1, int(np.floor(low * height)) + 1),
-                           max(1, min(height - 1, int(np.floor(high * height))))))
+        rows = int(
+            np.clip(
+                round(rng.uniform(low, high) * height),
+                max(1, int(np.floor(low * height)) + 1),
+                max(1, min(height - 1, int(np.floor(high * height)))),
+            )
+        )
         return band_mask(height, width, rows)
     if ratio is not None:
         return ratio_mask(height, width, rng, ratio, kind)

@@ -61,19 +61,32 @@ def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]
     return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
-def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    scaler: torch.amp.GradScaler, state: TrainState, config: dict, model_config: dict,
-                    device: torch.device) -> None:
+def save_checkpoint(
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler,
+    state: TrainState,
+    config: dict,
+    model_config: dict,
+    device: torch.device,
+) -> None:
     """Write a checkpoint atomically; the random generators are captured now, at save time.
 
     ``optimizer`` is ``None`` at a stage boundary (the next stage starts a fresh one).
     """
     torch_rng, cuda_rng = _rng_state(device)
     payload = {
-        "version": CHECKPOINT_VERSION, "config": config, "model_config": model_config,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scaler": scaler.state_dict(), "state": dataclasses.asdict(state),
-        "torch_rng": torch_rng, "cuda_rng": cuda_rng,
+        "version": CHECKPOINT_VERSION,
+        "config": config,
+        "model_config": model_config,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scaler": scaler.state_dict(),
+        "state": dataclasses.asdict(state),
+        "torch_rng": torch_rng,
+        "cuda_rng": cuda_rng,
     }
     try:
         atomic_write(path, lambda f: torch.save(payload, f))
@@ -86,8 +99,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise UsageError(f"{path} holds Python objects besides weights, which could run code when loaded: refused "
-                         "(only tensors and plain values are read)") from None
+        raise UsageError(
+            f"{path} holds Python objects besides weights, which could run code when loaded: refused "
+            "(only tensors and plain values are read)"
+        ) from None
     except (OSError, RuntimeError, EOFError) as err:
         raise UsageError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:

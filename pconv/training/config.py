@@ -21,14 +21,39 @@ from pconv.cli import UsageError, prog_name
 from pconv.configs import BASE_FILLS, LossWeights, PConvUNetConfig, UNet3PlusConfig
 from pconv.masks import DEFAULT_MIX, KINDS, MIXES, parse_kind, parse_ratio
 
-__all__ = ["RESUMABLE", "STAGES", "DataConfig", "LossConfig", "ModelChoice", "RunConfig", "ScheduleConfig",
-           "TrainConfig", "build_parser", "config_from_args"]
+__all__ = [
+    "RESUMABLE",
+    "STAGES",
+    "DataConfig",
+    "LossConfig",
+    "ModelChoice",
+    "RunConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "build_parser",
+    "config_from_args",
+]
 
 STAGES = ("pretrain", "finetune", "both")
 # Options that may change when a run is resumed; any other must match the saved run.
-RESUMABLE = {"steps", "epochs", "finetune_steps", "finetune_epochs", "workers", "device", "val_every",
-             "log_every", "sample_every", "checkpoint_every", "early_stop", "compile", "resume", "overwrite",
-             "wandb", "wandb_group"}
+RESUMABLE = {
+    "steps",
+    "epochs",
+    "finetune_steps",
+    "finetune_epochs",
+    "workers",
+    "device",
+    "val_every",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "early_stop",
+    "compile",
+    "resume",
+    "overwrite",
+    "wandb",
+    "wandb_group",
+}
 
 
 def opt(default: Any, help: str, **argparse_options: Any) -> Any:
@@ -47,12 +72,17 @@ class DataConfig:
     workers: int = opt(min(4, os.cpu_count() or 1), "data loader processes")
     masks: str | None = opt(None, "hole masks from this folder (white = hole) instead of the generator", metavar="DIR")
     invert_masks: bool = opt(False, "the mask files use white = known")
-    mask_kind: str = opt(DEFAULT_MIX, f"generated hole shapes: one of {', '.join(KINDS)}; a mixture ("
-                         + ", ".join(f"{n}: " + ", ".join(f"{k}={v:g}" for k, v in m.items()) for n, m in MIXES.items())
-                         + "); or your own, e.g. strokes=1,solid=2", metavar="KIND|MIX")
+    mask_kind: str = opt(
+        DEFAULT_MIX,
+        f"generated hole shapes: one of {', '.join(KINDS)}; a mixture ("
+        + ", ".join(f"{n}: " + ", ".join(f"{k}={v:g}" for k, v in m.items()) for n, m in MIXES.items())
+        + "); or your own, e.g. strokes=1,solid=2",
+        metavar="KIND|MIX",
+    )
     mask_ratio: str | None = opt(None, "hole-ratio range of generated masks, e.g. 0.01-0.6", metavar="LO-HI")
-    crop_scale: tuple[float, float] = opt((0.25, 1.0), "area fraction range of random crops", nargs=2,
-                                          metavar=("MIN", "MAX"), type=float)
+    crop_scale: tuple[float, float] = opt(
+        (0.25, 1.0), "area fraction range of random crops", nargs=2, metavar=("MIN", "MAX"), type=float
+    )
 
 
 @dataclass(frozen=True)
@@ -63,21 +93,34 @@ class ModelChoice:
     depth: int | None = opt(None, "encoder levels (default: pconv_unet 8 at 512 px, 7 at 256 px, ...; unet3plus 4)")
     base_width: int = opt(64, "channels of the first level")
     dropout: float = opt(0.0, "dropout probability (for Monte Carlo uncertainty)")
-    conv: str = opt("partial", "unet3plus: partial convolutions, or plain ones with the mask as an input channel",
-                    choices=("partial", "plain"))
+    conv: str = opt(
+        "partial",
+        "unet3plus: partial convolutions, or plain ones with the mask as an input channel",
+        choices=("partial", "plain"),
+    )
     deep_weight: float = opt(0.25, "unet3plus: weight of the deep-supervision outputs' L1 terms")
-    base_fill: str = opt("none", "pconv_unet: pushpull = predict a correction of the push-pull fill (an untrained "
-                         "model is that fill); none = predict the image, as in the paper", choices=BASE_FILLS)
+    base_fill: str = opt(
+        "none",
+        "pconv_unet: pushpull = predict a correction of the push-pull fill (an untrained "
+        "model is that fill); none = predict the image, as in the paper",
+        choices=BASE_FILLS,
+    )
     fill_input: bool = opt(False, "pconv_unet with a base fill: also give the fill to the network as input channels")
 
     def build(self, size: int) -> PConvUNetConfig | UNet3PlusConfig:
         """The architecture's configuration dataclass for crops of ``size`` pixels."""
         if self.arch == "unet3plus":
-            return UNet3PlusConfig(depth=self.depth or 4, base_width=self.base_width, conv=self.conv,
-                                   dropout=self.dropout)
+            return UNet3PlusConfig(
+                depth=self.depth or 4, base_width=self.base_width, conv=self.conv, dropout=self.dropout
+            )
         depth = self.depth if self.depth is not None else max(2, min(8, int(math.log2(size)) - 1))
-        return PConvUNetConfig(depth=depth, base_width=self.base_width, dropout=self.dropout,
-                               base_fill=self.base_fill, fill_input=self.fill_input)
+        return PConvUNetConfig(
+            depth=depth,
+            base_width=self.base_width,
+            dropout=self.dropout,
+            base_fill=self.base_fill,
+            fill_input=self.fill_input,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,11 +135,17 @@ class ScheduleConfig:
     lr: float = opt(2e-4, "stage 1 learning rate")
     finetune_lr: float = opt(5e-5, "stage 2 learning rate")
     weight_decay: float = opt(0.0, "L2 weight decay")
-    lr_milestones: tuple[float, ...] = opt((), "multiply the learning rate by --lr-gamma at these steps (or "
-                                           "fractions of the stage, e.g. 0.9 0.95)", nargs="+", metavar="M", type=float)
+    lr_milestones: tuple[float, ...] = opt(
+        (),
+        "multiply the learning rate by --lr-gamma at these steps (or fractions of the stage, e.g. 0.9 0.95)",
+        nargs="+",
+        metavar="M",
+        type=float,
+    )
     lr_gamma: float = opt(0.1, "step decay factor")
-    early_stop: int | None = opt(None, "end a stage after this many validations without a better PSNR",
-                                 metavar="PATIENCE")
+    early_stop: int | None = opt(
+        None, "end a stage after this many validations without a better PSNR", metavar="PATIENCE"
+    )
     init: str | None = opt(None, "start from these weights (release file or checkpoint)", metavar="FILE")
 
 
@@ -104,9 +153,13 @@ class ScheduleConfig:
 class LossConfig:
     """The loss terms' weights (the paper's by default) and the VGG16 behind two of them."""
 
-    vgg_weights: str = opt("imagenet", "VGG16 for the perceptual/style terms: imagenet (torchvision's, downloaded "
-                           "once), hed (real VGG16 features shipped in weights/, from the HED edge detector), a file, "
-                           "or none = random frozen features", metavar="imagenet|hed|PATH|none")
+    vgg_weights: str = opt(
+        "imagenet",
+        "VGG16 for the perceptual/style terms: imagenet (torchvision's, downloaded "
+        "once), hed (real VGG16 features shipped in weights/, from the HED edge detector), a file, "
+        "or none = random frozen features",
+        metavar="imagenet|hed|PATH|none",
+    )
     weights: LossWeights = field(default_factory=LossWeights)
 
 
@@ -117,18 +170,30 @@ class RunConfig:
     out: str = opt("runs/pconv", "output folder", metavar="RUN_DIR")
     seed: int = opt(0, "random seed")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
-    amp: str = opt("auto", "mixed precision: auto = on with CUDA (bf16, else fp16); on = also on a CPU with native "
-                   "bf16 (AVX512-BF16 or AMX)", choices=("auto", "on", "off"))
+    amp: str = opt(
+        "auto",
+        "mixed precision: auto = on with CUDA (bf16, else fp16); on = also on a CPU with native "
+        "bf16 (AVX512-BF16 or AMX)",
+        choices=("auto", "on", "off"),
+    )
     channels_last: bool = opt(False, "channels_last memory format")
     compile: bool = opt(False, "torch.compile the model")
     val_every: int = opt(1000, "validate every N steps")
-    val_masks: int = opt(1, "masks per validation image, cycling the six hole-ratio bins; more gives a steadier "
-                         "best.pt on a small validation folder", metavar="N")
+    val_masks: int = opt(
+        1,
+        "masks per validation image, cycling the six hole-ratio bins; more gives a steadier "
+        "best.pt on a small validation folder",
+        metavar="N",
+    )
     log_every: int = opt(10, "log every N steps")
     sample_every: int = opt(500, "write a sample grid every N steps, 0 = never")
     checkpoint_every: int = opt(500, "save last.pt every N steps")
-    wandb: str | None = opt(None, "also log to this Weights & Biases project (offline into RUN_DIR/wandb without an "
-                            "API key; pip install -e .[wandb])", metavar="PROJECT")
+    wandb: str | None = opt(
+        None,
+        "also log to this Weights & Biases project (offline into RUN_DIR/wandb without an "
+        "API key; pip install -e .[wandb])",
+        metavar="PROJECT",
+    )
     wandb_group: str | None = opt(None, "Weights & Biases group of this run (a sweep sets it)", metavar="NAME")
     resume: bool = opt(False, "continue the run saved in --out")
     overwrite: bool = opt(False, "start a new run in an --out that holds another run (its files are removed)")
@@ -172,8 +237,13 @@ class TrainConfig:
             for f in dataclasses.fields(section):
                 if f.name == "weights":
                     loss = {k.removeprefix("loss_"): v for k, v in flat.items() if k.startswith("loss_")}
-                    values["weights"] = LossWeights(**{k: float(v) for k, v in loss.items()
-                                                       if k in {w.name for w in dataclasses.fields(LossWeights)}})
+                    values["weights"] = LossWeights(
+                        **{
+                            k: float(v)
+                            for k, v in loss.items()
+                            if k in {w.name for w in dataclasses.fields(LossWeights)}
+                        }
+                    )
                 elif f.name in flat:
                     value = flat[f.name]
                     values[f.name] = tuple(value) if isinstance(value, list) else value
@@ -183,20 +253,31 @@ class TrainConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     """``train.py``'s flags, derived from the dataclasses; defaults are suppressed so given flags are known."""
-    p = argparse.ArgumentParser(prog=prog_name("train.py"), description="Two-stage training of an inpainting network on "
-                                "folders of images.", argument_default=argparse.SUPPRESS)
+    p = argparse.ArgumentParser(
+        prog=prog_name("train.py"),
+        description="Two-stage training of an inpainting network on folders of images.",
+        argument_default=argparse.SUPPRESS,
+    )
     for name, section in _SECTIONS.items():
         group = p.add_argument_group(name, section.__doc__)
         defaults = section()
         for f in dataclasses.fields(section):
             if f.name == "weights":
                 for w in dataclasses.fields(LossWeights):
-                    group.add_argument(f"--loss-{w.name}", type=float, dest=f"loss_{w.name}",
-                                       help=f"weight of the {w.name} term (default {w.default})")
+                    group.add_argument(
+                        f"--loss-{w.name}",
+                        type=float,
+                        dest=f"loss_{w.name}",
+                        help=f"weight of the {w.name} term (default {w.default})",
+                    )
                 continue
             options = {k: v for k, v in f.metadata.items() if k != "help"}
             default = getattr(defaults, f.name)
-            shown = "" if default in (None, "", ()) else f" (default {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
+            shown = (
+                ""
+                if default in (None, "", ())
+                else f" (default {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
+            )
             flag = "--" + f.name.replace("_", "-")
             if isinstance(default, bool):
                 group.add_argument(flag, action="store_true", help=f.metadata["help"])
@@ -227,8 +308,7 @@ def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
         if not (out / "last.pt").is_file() or not saved.is_file():
             raise UsageError(f"nothing to resume in {out} (no last.pt and config.json)")
         base = TrainConfig.from_flat(json.loads(saved.read_text())).to_flat()
-        changed = sorted(k for k, v in given.items()
-                         if k not in RESUMABLE | {"out"} and _norm(base.get(k)) != _norm(v))
+        changed = sorted(k for k, v in given.items() if k not in RESUMABLE | {"out"} and _norm(base.get(k)) != _norm(v))
         if changed:
             raise UsageError(f"--resume continues the saved run; these options differ from it: {', '.join(changed)}")
         return TrainConfig.from_flat({**base, **given})

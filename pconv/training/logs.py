@@ -29,8 +29,16 @@ class RunLogs:
         wandb_group: groups runs in W&B (a sweep's trials).
     """
 
-    def __init__(self, out: Path, resume_step: int | None, *, wandb: str | None = None, wandb_config: dict | None = None,
-                 run_id: str | None = None, wandb_group: str | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        resume_step: int | None,
+        *,
+        wandb: str | None = None,
+        wandb_config: dict | None = None,
+        run_id: str | None = None,
+        wandb_group: str | None = None,
+    ) -> None:
         self.out = out
         (out / "samples").mkdir(parents=True, exist_ok=True)
         self.files: dict[str, tuple[object, csv.DictWriter | None]] = {}
@@ -102,8 +110,16 @@ def _start_wandb(project: str, out: Path, config: dict | None, run_id: str | Non
 
         raise UsageError("--wandb needs Weights & Biases: pip install -e .[wandb]") from None
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    return wandb.init(project=project, dir=str(out), name=out.name, id=run_id or None, resume="allow",
-                      group=group, config=config, mode=mode)
+    return wandb.init(
+        project=project,
+        dir=str(out),
+        name=out.name,
+        id=run_id or None,
+        resume="allow",
+        group=group,
+        config=config,
+        mode=mode,
+    )
 
 
 def sample_grid(image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> np.ndarray:

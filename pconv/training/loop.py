@@ -103,8 +103,14 @@ def training_hole_depth(masks: MaskSource, count: int = 200, seed: int = 12345) 
 # ----------------------------------------------------------------------------- one step
 
 
-def forward_loss(model: nn.Module, loss_fn: InpaintingLoss, image: torch.Tensor, mask: torch.Tensor,
-                 amp_dtype: torch.dtype | None, deep_weight: float | None) -> dict[str, torch.Tensor]:
+def forward_loss(
+    model: nn.Module,
+    loss_fn: InpaintingLoss,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    amp_dtype: torch.dtype | None,
+    deep_weight: float | None,
+) -> dict[str, torch.Tensor]:
     """The loss terms of one batch. With ``deep_weight`` (deep supervision), the coarser outputs
     add ``deep_weight`` times the mean of their weighted valid + hole L1 terms as ``"deep"``."""
     with torch.autocast(image.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -118,9 +124,16 @@ def forward_loss(model: nn.Module, loss_fn: InpaintingLoss, image: torch.Tensor,
         return terms
 
 
-def train_step(model: nn.Module, loss_fn: InpaintingLoss, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, image: torch.Tensor, mask: torch.Tensor,
-               amp_dtype: torch.dtype | None, deep_weight: float | None = None) -> dict[str, float]:
+def train_step(
+    model: nn.Module,
+    loss_fn: InpaintingLoss,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    amp_dtype: torch.dtype | None,
+    deep_weight: float | None = None,
+) -> dict[str, float]:
     """One optimisation step; returns every loss term as a float."""
     terms = forward_loss(model, loss_fn, image, mask, amp_dtype, deep_weight)
     optimizer.zero_grad(set_to_none=True)
@@ -131,7 +144,9 @@ def train_step(model: nn.Module, loss_fn: InpaintingLoss, optimizer: torch.optim
 
 
 @torch.no_grad()
-def eval_forward(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
+def eval_forward(
+    model: nn.Module, image: torch.Tensor, mask: torch.Tensor, amp_dtype: torch.dtype | None
+) -> torch.Tensor:
     """The prediction in eval mode (float32), leaving the model in the mode it was in."""
     was_training = model.training
     model.eval()
@@ -142,8 +157,13 @@ def eval_forward(model: nn.Module, image: torch.Tensor, mask: torch.Tensor, amp_
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
-             channels_last: bool = False) -> dict[str, float]:
+def validate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool = False,
+) -> dict[str, float]:
     """Mean L1 (%), PSNR, SSIM and hole PSNR of the composited results over the validation set."""
     totals: dict[str, float] = {}
     count = 0
@@ -243,8 +263,16 @@ class _Run:
             return
         self.state.seconds = time.perf_counter() - self.start_time
         self.state.skipped = sorted(self.seen_skipped)
-        save_checkpoint(self.out / name, model=self.model, optimizer=optimizer, scaler=scaler, state=self.state,
-                        config=self.cfg.to_flat(), model_config=self.model.config.to_dict(), device=self.device)
+        save_checkpoint(
+            self.out / name,
+            model=self.model,
+            optimizer=optimizer,
+            scaler=scaler,
+            state=self.state,
+            config=self.cfg.to_flat(),
+            model_config=self.model.config.to_dict(),
+            device=self.device,
+        )
 
 
 def train(cfg: TrainConfig, on_validate: Callable[[int, dict[str, float]], None] | None = None) -> dict:
@@ -273,14 +301,17 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     try:
         train_files = find_images(d.train, "training image")
         val_files = find_images(d.val, "validation image") if d.val else []
-        masks = MaskSource(d.size, d.mask_kind, parse_ratio(d.mask_ratio) if d.mask_ratio else None, d.masks,
-                           d.invert_masks)
+        masks = MaskSource(
+            d.size, d.mask_kind, parse_ratio(d.mask_ratio) if d.mask_ratio else None, d.masks, d.invert_masks
+        )
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
     if cfg.schedule.early_stop is not None and not val_files:
         raise UsageError("--early-stop needs a validation folder (--val)")
     if cfg.schedule.stage == "finetune" and cfg.schedule.init is None and not r.resume:
-        raise UsageError("--stage finetune starts from trained weights: give --init FILE (a release file or checkpoint)")
+        raise UsageError(
+            "--stage finetune starts from trained weights: give --init FILE (a release file or checkpoint)"
+        )
     if not r.resume and world.main:
         try:
             check_writable(out)
@@ -300,7 +331,9 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
-            raise UsageError(f"--init {cfg.schedule.init} does not fit this architecture: {str(err).splitlines()[0]}") from None
+            raise UsageError(
+                f"--init {cfg.schedule.init} does not fit this architecture: {str(err).splitlines()[0]}"
+            ) from None
         if getattr(model_cfg, "base_fill", "none") != "none" and init_config.get("base_fill", "none") == "none":
             model.start_at_fill()  # a direct model's weights, corrections from zero: the run starts at the fill
     model.to(device)
@@ -313,23 +346,53 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
         model.load_state_dict(ckpt["model"])
         state = ckpt["state"]
     if world.main:
-        resolved = {**cfg.to_flat(), "model": model_cfg.to_dict(), "stages": [dataclasses.asdict(s) for s in plan],
-                    "world_size": world.world_size, "train_images": len(train_files), "val_images": len(val_files)}
+        resolved = {
+            **cfg.to_flat(),
+            "model": model_cfg.to_dict(),
+            "stages": [dataclasses.asdict(s) for s in plan],
+            "world_size": world.world_size,
+            "train_images": len(train_files),
+            "val_images": len(val_files),
+        }
         atomic_write_bytes(out / "config.json", json.dumps(resolved, indent=2) + "\n")
-    logs = RunLogs(out, _global_step(plan, state) if ckpt is not None else None, wandb=r.wandb,
-                   wandb_config=cfg.to_flat(), run_id=state.run_id, wandb_group=r.wandb_group) if world.main else None
+    logs = (
+        RunLogs(
+            out,
+            _global_step(plan, state) if ckpt is not None else None,
+            wandb=r.wandb,
+            wandb_config=cfg.to_flat(),
+            run_id=state.run_id,
+            wandb_group=r.wandb_group,
+        )
+        if world.main
+        else None
+    )
 
     dataset = InpaintingDataset(train_files, d.size, masks, seed=r.seed, crop_scale=d.crop_scale)
-    sampler = EpochSampler(len(dataset), r.seed, start=state.batches * d.batch_size, rank=world.rank,
-                           world_size=world.world_size)
-    loader = DataLoader(dataset, d.batch_size, sampler=sampler, num_workers=d.workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda", worker_init_fn=worker_init,
-                        prefetch_factor=4 if d.workers else None, persistent_workers=d.workers > 0)
+    sampler = EpochSampler(
+        len(dataset), r.seed, start=state.batches * d.batch_size, rank=world.rank, world_size=world.world_size
+    )
+    loader = DataLoader(
+        dataset,
+        d.batch_size,
+        sampler=sampler,
+        num_workers=d.workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=worker_init,
+        prefetch_factor=4 if d.workers else None,
+        persistent_workers=d.workers > 0,
+    )
     val_loader = None
     if val_files and world.main:
         val_set = InpaintingDataset(val_files, d.size, train=False, seed=r.seed, val_masks=r.val_masks)
-        val_loader = DataLoader(val_set, d.batch_size, num_workers=min(d.workers, len(val_files)),
-                                collate_fn=collate, worker_init_fn=worker_init)
+        val_loader = DataLoader(
+            val_set,
+            d.batch_size,
+            num_workers=min(d.workers, len(val_files)),
+            collate_fn=collate,
+            worker_init_fn=worker_init,
+        )
     fixed = next(iter(val_loader)) if val_loader is not None else None
 
     wrapped: nn.Module = model
@@ -344,25 +407,53 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
             restore_rng(ckpt, device)
         else:
             torch.manual_seed(r.seed + world.rank + 7919 * state.batches)
-    run = _Run(cfg, world, device, amp_dtype, model, wrapped, loss_fn, batches, val_loader, fixed, plan, state, logs,
-               out, StopRequest(), time.perf_counter() - state.seconds, set(state.skipped), on_validate)
+    run = _Run(
+        cfg,
+        world,
+        device,
+        amp_dtype,
+        model,
+        wrapped,
+        loss_fn,
+        batches,
+        val_loader,
+        fixed,
+        plan,
+        state,
+        logs,
+        out,
+        StopRequest(),
+        time.perf_counter() - state.seconds,
+        set(state.skipped),
+        on_validate,
+    )
     try:
         with run.stop.installed():
             try:
                 while state.stage_index < len(plan):
-                    train_stage(run, plan[state.stage_index], ckpt if ckpt is not None and ckpt["state"].stage_index
-                                == state.stage_index else None)
+                    train_stage(
+                        run,
+                        plan[state.stage_index],
+                        ckpt if ckpt is not None and ckpt["state"].stage_index == state.stage_index else None,
+                    )
                     ckpt = None
             except _Stopped:
                 raise
             except KeyboardInterrupt:
                 if world.main:
-                    print(f"\ninterrupted at once: not saved; {out / 'last.pt'} holds the last checkpoint "
-                          f"(continue with --resume --out {out})", file=sys.stderr)
+                    print(
+                        f"\ninterrupted at once: not saved; {out / 'last.pt'} holds the last checkpoint "
+                        f"(continue with --resume --out {out})",
+                        file=sys.stderr,
+                    )
                 raise
 
-        summary = {"steps": state.batches, "seconds": time.perf_counter() - run.start_time,
-                   "skipped": len(run.seen_skipped), "best_psnr": state.best if val_files else None}
+        summary = {
+            "steps": state.batches,
+            "seconds": time.perf_counter() - run.start_time,
+            "skipped": len(run.seen_skipped),
+            "best_psnr": state.best if val_files else None,
+        }
         if world.main:
             summary.update(_release(run, model_cls, model_cfg, masks))
     finally:  # also when stopped, interrupted, pruned by a sweep or failed: no log file left open
@@ -387,11 +478,20 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
     if state.stage_step > stage.steps and world.main:
-        tqdm.write(f"{stage.name}: resumed at step {state.stage_step}, past its new length of "
-                   f"{stage.steps}; the stage ends here", file=sys.stderr)
+        tqdm.write(
+            f"{stage.name}: resumed at step {state.stage_step}, past its new length of "
+            f"{stage.steps}; the stage ends here",
+            file=sys.stderr,
+        )
     deep_weight = cfg.model.deep_weight if isinstance(model, UNet3Plus) else None
-    bar = tqdm(total=stage.steps, initial=min(state.stage_step, stage.steps), desc=stage.name, unit="step",
-               disable=not world.main, dynamic_ncols=True)
+    bar = tqdm(
+        total=stage.steps,
+        initial=min(state.stage_step, stage.steps),
+        desc=stage.name,
+        unit="step",
+        disable=not world.main,
+        dynamic_ncols=True,
+    )
     tick, tick_step = time.perf_counter(), state.stage_step
     try:
         while state.stage_step < stage.steps:
@@ -409,8 +509,10 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
             image, mask = _to_device(batch, run.device, cfg.run.channels_last)
             terms = train_step(run.wrapped, run.loss_fn, optimizer, scaler, image, mask, run.amp_dtype, deep_weight)
             if not math.isfinite(terms["total"]):
-                raise FloatingPointError(f"the loss became {terms['total']} at step {state.stage_step} "
-                                         f"of {stage.name}; lower --lr or check the data")
+                raise FloatingPointError(
+                    f"the loss became {terms['total']} at step {state.stage_step} "
+                    f"of {stage.name}; lower --lr or check the data"
+                )
             state.stage_step += 1
             state.batches += 1
             step = state.stage_step
@@ -420,8 +522,10 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
                 speed = (step - tick_step) * cfg.data.batch_size * world.world_size / max(now - tick, 1e-9)
                 tick, tick_step = now, step
                 bar.set_postfix(loss=f"{terms['total']:.4f}", img_s=f"{speed:.1f}")
-                run.logs.row("log.csv", {"step": run.global_step(), "stage": stage.name, "lr": lr, **terms,
-                                         "images_per_s": speed})
+                run.logs.row(
+                    "log.csv",
+                    {"step": run.global_step(), "stage": stage.name, "lr": lr, **terms, "images_per_s": speed},
+                )
             if world.main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
                 _write_samples(run, batch)
             if cfg.data.val and (step % cfg.run.val_every == 0 or step == stage.steps):
@@ -431,14 +535,19 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
                     run.checkpoint("best.pt", optimizer, scaler)
                 if stop:
                     if world.main:
-                        tqdm.write(f"early stop: no better validation PSNR in {cfg.schedule.early_stop} "
-                                   f"evaluations; ending {stage.name} at step {step}")
+                        tqdm.write(
+                            f"early stop: no better validation PSNR in {cfg.schedule.early_stop} "
+                            f"evaluations; ending {stage.name} at step {step}"
+                        )
                     break
             if _stop_requested(run):
                 run.checkpoint("last.pt", optimizer, scaler)
                 if world.main:
-                    tqdm.write(f"stopped: saved {run.out / 'last.pt'} at step {run.global_step()}; continue with "
-                               f"--resume --out {run.out}", file=sys.stderr)
+                    tqdm.write(
+                        f"stopped: saved {run.out / 'last.pt'} at step {run.global_step()}; continue with "
+                        f"--resume --out {run.out}",
+                        file=sys.stderr,
+                    )
                 raise _Stopped
             if step % cfg.run.checkpoint_every == 0 and step < stage.steps:
                 run.checkpoint("last.pt", optimizer, scaler)
@@ -473,8 +582,9 @@ def _report_skipped(run: _Run, reports: list[str]) -> None:
 
 def _write_samples(run: _Run, batch: dict) -> None:
     source = run.fixed if run.fixed is not None else batch
-    image, mask = _to_device({k: v[:4] for k, v in source.items() if k != "skipped"}, run.device,
-                             run.cfg.run.channels_last)
+    image, mask = _to_device(
+        {k: v[:4] for k, v in source.items() if k != "skipped"}, run.device, run.cfg.run.channels_last
+    )
     run.logs.grid(run.global_step(), sample_grid(image, mask, eval_forward(run.model, image, mask, run.amp_dtype)))
 
 
@@ -485,8 +595,10 @@ def _validate_and_track(run: _Run, stage: Stage) -> tuple[bool, bool]:
     if run.world.main and run.val_loader is not None:
         metrics = validate(run.model, run.val_loader, run.device, run.amp_dtype, run.cfg.run.channels_last)
         run.logs.row("val.csv", {"step": run.global_step(), "stage": stage.name, **metrics})
-        tqdm.write(f"{stage.name} step {state.stage_step}: val PSNR {metrics['psnr']:.2f} dB, "
-                   f"SSIM {metrics['ssim']:.4f}, L1 {metrics['l1']:.2f}%")
+        tqdm.write(
+            f"{stage.name} step {state.stage_step}: val PSNR {metrics['psnr']:.2f} dB, "
+            f"SSIM {metrics['ssim']:.4f}, L1 {metrics['l1']:.2f}%"
+        )
         if run.on_validate is not None:
             run.on_validate(run.global_step(), metrics)
         if metrics["psnr"] > state.best:
@@ -514,12 +626,22 @@ def _release(run: _Run, model_cls: type[nn.Module], model_cfg: object, masks: Ma
     if source == "last":
         release.load_state_dict(run.model.state_dict())
     cfg = run.cfg
-    extra = {"training": json.dumps({
-        "stages": [dataclasses.asdict(s) for s in run.plan], "batch_size": cfg.data.batch_size, "size": cfg.data.size,
-        "hole_depth": round(training_hole_depth(masks), 1), "mask_kind": cfg.data.mask_kind,
-        "mask_ratio": cfg.data.mask_ratio, "crop_scale": list(cfg.data.crop_scale),
-        "world_size": run.world.world_size, "weights": source, "seconds": round(time.perf_counter() - run.start_time, 1),
-    })}
+    extra = {
+        "training": json.dumps(
+            {
+                "stages": [dataclasses.asdict(s) for s in run.plan],
+                "batch_size": cfg.data.batch_size,
+                "size": cfg.data.size,
+                "hole_depth": round(training_hole_depth(masks), 1),
+                "mask_kind": cfg.data.mask_kind,
+                "mask_ratio": cfg.data.mask_ratio,
+                "crop_scale": list(cfg.data.crop_scale),
+                "world_size": run.world.world_size,
+                "weights": source,
+                "seconds": round(time.perf_counter() - run.start_time, 1),
+            }
+        )
+    }
     sha = save_model(release, run.out / "model.safetensors", extra=extra)
     return {"sha256": sha, "release": str(run.out / "model.safetensors"), "weights": source}
 
@@ -536,8 +658,10 @@ def _claim_out(out: Path, overwrite: bool) -> None:
     if not any(name in WEIGHT_FILES for name in found):
         print(f"note: {out} holds a run that stopped before it saved any weights; starting over there", file=sys.stderr)
     elif not overwrite:
-        raise UsageError(f"{out} holds another run ({', '.join(found)}); continue it with --resume, "
-                         "start over with --overwrite, or choose another --out")
+        raise UsageError(
+            f"{out} holds another run ({', '.join(found)}); continue it with --resume, "
+            "start over with --overwrite, or choose another --out"
+        )
     for name in found:
         (out / name).unlink()
     for folder in ("samples", "tensorboard", "wandb"):
@@ -553,8 +677,11 @@ def amp_dtype_for(amp: str, device: torch.device, warn: bool = True) -> torch.dt
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if not cpu_has_native_bf16():
         if warn:
-            print("warning: --amp on: this CPU has no native bfloat16 (no AVX512-BF16 or AMX), where bf16 "
-                  "autocast is many times slower than float32; training in float32", file=sys.stderr)
+            print(
+                "warning: --amp on: this CPU has no native bfloat16 (no AVX512-BF16 or AMX), where bf16 "
+                "autocast is many times slower than float32; training in float32",
+                file=sys.stderr,
+            )
         return None
     return torch.bfloat16
 
@@ -587,8 +714,10 @@ def _vgg(cfg: TrainConfig, device: torch.device, world: World) -> VGG16Features 
     name = cfg.loss.vgg_weights
     try:
         if name == "none" and world.main:
-            print("warning: --vgg-weights none: the perceptual and style terms compare random VGG16 features",
-                  file=sys.stderr)
+            print(
+                "warning: --vgg-weights none: the perceptual and style terms compare random VGG16 features",
+                file=sys.stderr,
+            )
         with warnings.catch_warnings():  # random features were asked for, and warned about above
             warnings.simplefilter("ignore")
             return VGG16Features(None if name == "none" else name).to(device)
