@@ -11,11 +11,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SCALE_HELP", "UsageError", "prog_name", "resolve_device", "run_main", "scale_arg"]
+__all__ = ["SCALE_HELP", "UsageError", "prog_name", "require", "resolve_device", "run_main", "scale_arg"]
 
 
 class UsageError(Exception):
     """A mistake in the command line or its input files: reported as one line, exit code 2."""
+
+
+def require(extra: str, what: str, *modules: str) -> None:
+    """Refuse with the install command when an optional extra's modules are missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"{what} needs {', '.join(missing)}: pip install 'pconv[{extra}]' (or -e \".[{extra}]\" in a clone)"
+        )
 
 
 def resolve_device(name: str) -> torch.device:

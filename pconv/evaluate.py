@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, UsageError, prog_name, require, resolve_device, run_main, scale_arg
 from pconv.files import check_writable
 from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.metrics import METRICS, score
@@ -380,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    require("evaluate", "the evaluation", "skimage", "matplotlib")
     from pconv.inpaint import inpaint  # PyTorch loads once the command line is parsed
     from pconv.io import DEFAULT_WEIGHTS, load_model
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pconv.cli import UsageError, prog_name, run_main
+from pconv.cli import UsageError, prog_name, require, run_main
 from pconv.configs import OPSET
 
 __all__ = ["main"]
@@ -23,11 +23,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     args = p.parse_args(argv)
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise UsageError("the ONNX export needs onnx and onnxscript: pip install -e .[onnx]") from None
+    require("onnx", "the ONNX export", "onnx", "onnxscript")
     from pconv.io import DEFAULT_WEIGHTS, load_model  # PyTorch loads once the command line is parsed
     from pconv.onnx_model import export_onnx
 

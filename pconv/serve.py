@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, UsageError, require, resolve_device, run_main, scale_arg
 from pconv.lazy import lazy_exports
 
 __all__ = ["create_app", "main"]
@@ -61,6 +61,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     args = p.parse_args(argv)
+    require("serve", "pconv-serve", "fastapi", "uvicorn", "multipart")
     if args.max_queue < 0 or args.max_work_mp <= 0:
         raise UsageError("--max-queue must be at least 0 and --max-work-mp positive")
     if not 0 < args.port < 65536:

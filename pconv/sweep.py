@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pconv.cli import UsageError, prog_name, run_main
+from pconv.cli import UsageError, prog_name, require, run_main
 
 __all__ = ["SearchSpace", "load_space", "main", "run_sweep", "write_results"]
 
@@ -282,10 +282,7 @@ def _main(argv: Sequence[str] | None) -> int:
         help="seconds between a running trial's heartbeats; a trial silent for twice that is retried",
     )
     args = p.parse_args(argv)
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise UsageError("sweeps need Optuna: pip install -e .[sweep]") from None
+    require("sweep", "sweeps", "optuna", "yaml", "skimage", "matplotlib")
     space = load_space(args.space)
     study = run_sweep(space, args.out, storage=args.storage, name=args.name, seed=args.seed, heartbeat=args.heartbeat)
     best = write_results(study, space, args.out)

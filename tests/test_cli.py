@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-# every console script of setup.py, plus the mask exporter
+# every console script of pyproject.toml, plus the mask exporter and the ONNX exporter
 COMMANDS = [
     "pconv.train",
     "pconv.predict",
@@ -57,3 +57,25 @@ def test_an_unknown_name_is_an_attribute_error():
         pconv.PartialConv4d  # noqa: B018
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         pconv.training.nothing  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "module, argv, extra",
+    [
+        ("pconv.serve", [], "serve"),
+        ("pconv.evaluate", ["--images", "x", "--out", "y"], "evaluate"),
+        ("pconv.sweep", ["space.yaml", "--out", "y"], "sweep"),
+        ("pconv.export", ["--onnx", "m.onnx"], "onnx"),
+    ],
+)
+def test_a_missing_extra_names_the_install_command(module, argv, extra, monkeypatch, capsys):
+    """A core install (what predict.py needs) runs the other tools only with their extras."""
+    import importlib
+    import importlib.util
+
+    real = importlib.util.find_spec
+    heavy = {"fastapi", "skimage", "optuna", "onnx"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in heavy else real(name, *a))
+    assert importlib.import_module(module).main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"pip install 'pconv[{extra}]'" in err and len(err.splitlines()) == 1

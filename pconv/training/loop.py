@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pconv.cli import UsageError, resolve_device
+from pconv.cli import UsageError, require, resolve_device
 from pconv.data import EpochSampler, InpaintingDataset, MaskSource, UnreadableData, collate, find_images
 from pconv.files import atomic_write_bytes, check_writable
 from pconv.io import ARCHITECTURES, load_model, save_model
@@ -306,6 +306,8 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
         )
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
+    if val_files:
+        require("train", "validation (--val)", "skimage")
     if cfg.schedule.early_stop is not None and not val_files:
         raise UsageError("--early-stop needs a validation folder (--val)")
     if cfg.schedule.stage == "finetune" and cfg.schedule.init is None and not r.resume:
