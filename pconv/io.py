@@ -6,13 +6,15 @@ arguments. (Training checkpoints, with optimiser state, are the training script'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
 from pconv.files import atomic_write_bytes
@@ -107,8 +109,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     try:
-        metadata = read_metadata(path)
-        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:  # one read: metadata and tensors
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (a safe_open handle)
     except (SafetensorError, OSError, ValueError) as err:
         with open(path, "rb") as f:
             if f.read(2) == b"PK":  # a zip archive: what torch.save writes
@@ -121,7 +124,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
         raise ValueError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
     cls, config_cls = ARCHITECTURES[metadata["architecture"]]
     try:
-        model = cls(config_cls(**json.loads(metadata.get("config", ""))))
+        with _no_initialisation():  # every parameter is loaded right after
+            model = cls(config_cls(**json.loads(metadata.get("config", ""))))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
         model.hole_depth = hole_depth_of(metadata)
     except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
@@ -135,6 +139,24 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
             "the training run that wrote it diverged"
         )
     return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def _no_initialisation() -> Iterator[None]:
+    """Build layers without drawing random initial weights (a strict ``load_state_dict`` replaces
+    every one of them; the draws cost a sizeable part of a short ``predict.py`` run)."""
+    layers = (nn.Conv2d, nn.Conv3d, nn.BatchNorm2d)
+    saved = [(cls, cls.__dict__.get("reset_parameters")) for cls in layers]
+    try:
+        for cls in layers:
+            cls.reset_parameters = lambda self: None
+        yield
+    finally:
+        for cls, original in saved:
+            if original is None:
+                del cls.reset_parameters
+            else:
+                cls.reset_parameters = original
 
 
 def sha256_of(path: str | Path) -> str:

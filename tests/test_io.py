@@ -87,3 +87,18 @@ def test_an_absurd_recorded_hole_depth_is_one_clear_line(tmp_path, depth):
     with pytest.raises(ValueError) as info:
         load_model(tmp_path / "m.safetensors")
     assert "hole depth" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_loading_draws_no_random_initial_weights_and_restores_initialisation(tmp_path):
+    """The weights come from the file; the random draws they replace would only cost time."""
+    torch.manual_seed(0)
+    model = PConvUNet(depth=3, base_width=4)
+    save_model(model, tmp_path / "m.safetensors")
+    torch.manual_seed(1)
+    before = torch.random.get_rng_state()
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert torch.equal(torch.random.get_rng_state(), before)  # no random number drawn
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    fresh = torch.nn.Conv2d(3, 4, 3)  # initialisation works again afterwards
+    assert fresh.weight.abs().sum() > 0 and fresh.weight.std() > 0
