@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from pconv.cli import UsageError
 from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
 from pconv.masks import mask_from_image
-from pconv.predict import decode_input, to_output_image
+from pconv.predict import decode_input, save_options, to_output_image
 
 if TYPE_CHECKING:
     import torch
@@ -170,7 +170,7 @@ def create_app(
                 should_stop=lambda: left.is_set() or app.state.cancel_all.is_set(),
             ).image
         buffer = io.BytesIO()
-        to_output_image(pixels, source).save(buffer, format="PNG")
+        to_output_image(pixels, source).save(buffer, format="PNG", **save_options("PNG"))
         return buffer.getvalue(), headers
 
     @app.get("/", response_class=HTMLResponse)
