@@ -683,30 +683,21 @@ def test_folder_mode_skips_hidden_files_such_as_a_killed_writers_temporary_file(
 
 def test_smallest_writes_smaller_files_with_the_same_pixels(weights, pair, tmp_path):
     image_path, mask_path, _, _ = pair
-    sizes = {}
+    sizes, pixels = [], []
     for flag in ([], ["--smallest"]):
         out = tmp_path / f"out{len(flag)}.png"
-        assert (
-            main(
-                [
-                    "--image",
-                    str(image_path),
-                    "--mask",
-                    str(mask_path),
-                    "--out",
-                    str(out),
-                    "--weights",
-                    str(weights["plain"]),
-                    *flag,
-                ]
-            )
-            == 0
-        )
-        sizes[len(flag)] = out.stat().st_size
+        argv = [
+            "--image",
+            str(image_path),
+            "--mask",
+            str(mask_path),
+            "--out",
+            str(out),
+            "--weights",
+            str(weights["plain"]),
+        ]
+        assert main([*argv, *flag]) == 0
+        sizes.append(out.stat().st_size)
         with Image.open(out) as img:
-            pixels = np.asarray(img)
-        if flag:
-            assert np.array_equal(pixels, first)
-        else:
-            first = pixels
-    assert sizes[1] < sizes[0]
+            pixels.append(np.asarray(img))
+    assert sizes[1] < sizes[0] and np.array_equal(pixels[0], pixels[1])
