@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         default=[ROOT / "data" / "photos" / "val", ROOT / "data" / "photos-more" / "val"],
     )
     p.add_argument("--sizes", nargs="+", default=["512x512", "6000x4000"], help="WIDTHxHEIGHT of the timed images")
+    p.add_argument("--size", type=int, default=512, help="side of the quality cases (default 512)")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
 
@@ -64,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{times['pushpull']:.3f} s, Telea {times['telea']:.3f} s, ratio {times['pushpull'] / times['telea']:.2f}x"
         )
 
-    images = _load_images(args.images, 512)
+    images = _load_images(args.images, args.size)
     methods = {name: BASELINES[name] for name in ("pushpull", "telea", "ns")}
     for kind in ("strokes", "solid"):
         cases = generated_cases(images, args.per_bin, seed=5, kind=kind)
         summary = summarise(evaluate(cases, methods, progress=False))
         bins = sorted({b for _, b in summary if b != "all"})
-        print(f"{kind}, {len(cases)} cases at 512 px: PSNR / SSIM per bin, then all")
+        print(f"{kind}, {len(cases)} cases at {args.size} px: PSNR / SSIM per bin, then all")
         for name in methods:
             cells = [f"{summary[(name, b)]['psnr']:.2f}/{summary[(name, b)]['ssim']:.4f}" for b in [*bins, "all"]]
             print(f"  {name:>8}: " + "  ".join(cells))
