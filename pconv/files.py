@@ -25,7 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["TMP_SUFFIX", "Writer", "atomic_write", "atomic_write_bytes", "atomic_write_many", "check_writable"]
+__all__ = [
+    "TMP_SUFFIX",
+    "Writer",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_many",
+    "check_writable",
+    "refused_pickle",
+]
 
 # Temporary files are named ``.<target name>.<random>.tmp``.
 TMP_SUFFIX = ".tmp"
@@ -136,3 +144,13 @@ def _new_file_mode() -> int:
         mask = os.umask(0o022)
         os.umask(mask)
     return 0o666 & ~mask
+
+
+def refused_pickle(path: str | Path, err: Exception) -> str:
+    """The one-line reason ``torch.load(path, weights_only=True)`` refused a file."""
+    if "Weights only load failed" in str(err):
+        return (
+            f"{path} holds Python objects besides weights, which could run code when loaded: refused (only "
+            "tensors and plain values are read)"
+        )
+    return f"{path} is not a PyTorch weights file ({str(err).splitlines()[0]})"

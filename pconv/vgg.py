@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pconv.files import refused_pickle
+
 __all__ = [
     "HED_FEATURE_SCALE",
     "HED_VGG16",
@@ -147,11 +149,8 @@ def load_vgg16_state_dict(weights: str | Path) -> dict[str, Tensor]:
         return state
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path} holds Python objects besides weights, which could run code when loaded: refused "
-            "(only tensors and plain values are read)"
-        ) from None
+    except pickle.UnpicklingError as err:
+        raise ValueError(refused_pickle(path, err)) from None
     except (RuntimeError, EOFError) as err:
         raise ValueError(f"cannot read VGG16 weights {path}: {str(err).splitlines()[0]}") from None
 

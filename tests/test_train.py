@@ -690,3 +690,12 @@ def test_a_run_that_saved_no_weights_does_not_block_a_fresh_start(folders, tmp_p
     (out / "model.safetensors").unlink()
     (out / "last.pt").write_bytes(b"x")  # weights of a run: still refused without --overwrite
     assert main(_args(train, None, out, "--steps", "1")) == 2
+
+
+def test_a_file_that_is_not_weights_is_named_as_such(folders, tmp_path, capsys):
+    train, _ = folders
+    (tmp_path / "notes.md").write_text("# not weights\n")
+    args = _args(train, None, tmp_path / "run", "--steps", "1", "--vgg-weights", str(tmp_path / "notes.md"))
+    assert main([*args, "--loss-perceptual", "0.05"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("notes.md is not a PyTorch weights file") and len(err.splitlines()) == 1

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pconv.cli import UsageError
-from pconv.files import atomic_write
+from pconv.files import atomic_write, refused_pickle
 
 __all__ = ["CHECKPOINT_VERSION", "TrainState", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
@@ -98,11 +98,8 @@ def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint, loaded with ``weights_only=True``; its ``state`` as a :class:`TrainState`."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UsageError(
-            f"{path} holds Python objects besides weights, which could run code when loaded: refused "
-            "(only tensors and plain values are read)"
-        ) from None
+    except pickle.UnpicklingError as err:
+        raise UsageError(refused_pickle(path, err)) from None
     except (OSError, RuntimeError, EOFError) as err:
         raise UsageError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
