@@ -148,9 +148,9 @@ def _new_file_mode() -> int:
 
 def refused_pickle(path: str | Path, err: Exception) -> str:
     """The one-line reason ``torch.load(path, weights_only=True)`` refused a file."""
-    if "Weights only load failed" in str(err):
+    if "Unsupported global" in str(err):  # a class or function the file would call
         return (
             f"{path} holds Python objects besides weights, which could run code when loaded: refused (only "
             "tensors and plain values are read)"
         )
-    return f"{path} is not a PyTorch weights file ({str(err).splitlines()[0]})"
+    return f"{path} is not a PyTorch weights file"
