@@ -94,6 +94,10 @@ def load_space(path: str | Path) -> SearchSpace:
         raise UsageError("the fixed options need 'train' (and 'val', which the objective is read from)")
     if "val" not in fixed:
         raise UsageError("the objective comes from val.csv: give a 'val' folder in the fixed options")
+    try:
+        TrainConfig.from_flat(fixed)  # types checked now, not in the middle of a trial
+    except ValueError as err:
+        raise UsageError(f"{path}: {err}") from None
     return SearchSpace(objective, direction, int(raw.get("trials", 20)), fixed, dict(raw["params"]))
 
 
@@ -168,8 +172,10 @@ def run_sweep(
         train(cfg, on_validate=report)
         return _final_value(run_dir / "val.csv", space.objective)
 
-    done = MaxTrialsCallback(space.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    study.optimize(objective, callbacks=[done], catch=(FloatingPointError,))
+    # A trial that fails (a diverged loss, a value the configuration refuses) is recorded as failed
+    # with its reason, and counts towards the trials, so a broken space cannot loop forever.
+    done = MaxTrialsCallback(space.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    study.optimize(objective, callbacks=[done], catch=(FloatingPointError, ValueError, UsageError))
     return study
 
 

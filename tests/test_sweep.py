@@ -125,3 +125,34 @@ def test_a_killed_sweep_resumes(data, tmp_path):
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 3, states
     assert states.count("FAIL") == 1  # the killed trial failed and was retried
+
+
+def test_yaml_numbers_read_as_strings_are_converted_and_a_failing_trial_does_not_end_the_sweep(data, tmp_path):
+    """PyYAML reads ``1e-4`` as a string; a trial whose value the configuration refuses is recorded
+    as failed and the next trial runs."""
+    yaml = pytest.importorskip("yaml")
+    space = json.loads(_space(data, tmp_path / "s.json", 2, {"depth": {"choices": [3, 99]}}).read_text())
+    space["fixed"]["lr"] = "1e-4"
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    assert yaml.safe_load(path.read_text())["fixed"]["lr"] == "1e-4"  # what PyYAML gives
+    loaded = load_space(path)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    study = optuna.create_study(
+        study_name="pconv", storage=f"sqlite:///{(out / 'study.db').resolve()}", direction="maximize"
+    )
+    for depth in (99, 3):  # an impossible depth first
+        study.enqueue_trial({"depth": depth})
+    study = run_sweep(loaded, out, quiet=True)
+    states = {t.params["depth"]: t.state.name for t in study.trials}
+    assert states == {99: "FAIL", 3: "COMPLETE"}
+    config = json.loads((Path(study.best_trial.user_attrs["run_dir"]) / "config.json").read_text())
+    assert config["lr"] == 1e-4
+
+
+def test_a_fixed_value_of_the_wrong_type_is_refused_when_the_space_is_read(data, tmp_path):
+    from pconv.cli import UsageError
+
+    with pytest.raises(UsageError, match="steps: 'many' is not a valid int"):
+        load_space(_space(data, tmp_path / "s.json", 1, {"lr": {"low": 1e-4, "high": 1e-2}}, steps="many"))

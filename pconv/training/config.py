@@ -230,7 +230,11 @@ class TrainConfig:
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_flat`; unknown keys (a resolved ``config.json``'s extras) are ignored."""
+        """The inverse of :meth:`to_flat`; unknown keys (a resolved ``config.json``'s extras) are ignored.
+
+        Values are converted to each field's type (a configuration file may give ``1e-4`` as a
+        string, as PyYAML reads it); one that does not convert is a :class:`ValueError` naming it.
+        """
         sections = {}
         for name, section in _SECTIONS.items():
             values = {}
@@ -245,8 +249,7 @@ class TrainConfig:
                         }
                     )
                 elif f.name in flat:
-                    value = flat[f.name]
-                    values[f.name] = tuple(value) if isinstance(value, list) else value
+                    values[f.name] = _convert(f, flat[f.name])
             sections[name] = section(**values)
         return cls(**sections)
 
@@ -287,6 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
             if f.name == "stage":
                 group.add_argument("--stages", dest="stage", choices=STAGES, help="same as --stage")
     return p
+
+
+def _convert(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` as the type of field ``f`` (annotations: str, int, float, bool, their ``| None``
+    forms, and tuples of floats)."""
+    text = str(f.type)
+    try:
+        if value is None and "None" in text:
+            return None
+        if text.startswith("tuple"):
+            if isinstance(value, str):
+                value = value.replace(",", " ").split()
+            return tuple(float(v) for v in value)
+        if text == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "false"):
+                return str(value).lower() == "true"
+            raise ValueError
+        if isinstance(value, bool):  # True is an int to Python, not to a user
+            raise ValueError
+        if text.startswith("int"):
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if text.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{f.name}: {value!r} is not a valid {text.replace(' | None', '')}") from None
 
 
 def _field_type(f: dataclasses.Field) -> type:
