@@ -19,7 +19,6 @@ one line per method) and ``examples.png`` (holes | each method | ground truth).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pconv.cli import SCALE_HELP, UsageError, prog_name, require, resolve_device, run_main, scale_arg
-from pconv.files import check_writable
+from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv, check_writable
 from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.metrics import METRICS, score
 
@@ -230,18 +229,14 @@ def write_report(
     summary = summarise(records)
     bins = [b for b in (*RATIO_BINS, "other") if any(k[1] == b for k in summary)] + ["all"]
     names = list(methods)
-    with open(out / "cases.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "bin", "metric", "value", "cases"])
-        for method in names:
-            for b in bins:
-                stats = summary[(method, b)]
-                for metric in (*METRICS, "seconds"):
-                    writer.writerow([method, b, metric, f"{stats[metric]:.6g}", stats["cases"]])
+    atomic_write_csv(out / "cases.csv", records)
+    rows = [
+        [method, b, metric, f"{summary[(method, b)][metric]:.6g}", summary[(method, b)]["cases"]]
+        for method in names
+        for b in bins
+        for metric in (*METRICS, "seconds")
+    ]
+    atomic_write_csv(out / "results.csv", rows, ["method", "bin", "metric", "value", "cases"])
 
     labels = {
         "l1": "L1 (%) lower is better",
@@ -283,10 +278,10 @@ def write_report(
         "![examples: holes, each method, ground truth](examples.png)",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write_bytes(out / "report.md", "\n".join(lines))
     _plot(summary, names, [b for b in bins if b in RATIO_BINS], out / "metrics.png", labels)
     if examples:
-        Image.fromarray(_grid(examples, names)).save(out / "examples.png")
+        atomic_save_image(out / "examples.png", Image.fromarray(_grid(examples, names)))
 
 
 def _plot(summary: dict, names: list[str], bins: list[str], path: Path, labels: dict[str, str]) -> None:
@@ -304,7 +299,7 @@ def _plot(summary: dict, names: list[str], bins: list[str], path: Path, labels: 
         ax.set_title(labels[metric])
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.savefig(path, dpi=110)
+    atomic_save_image(path, fig, dpi=110)
     plt.close(fig)
 
 

@@ -17,6 +17,8 @@ owner-only files, which others on a shared machine could not read).
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import stat
@@ -30,7 +32,9 @@ __all__ = [
     "Writer",
     "atomic_write",
     "atomic_write_bytes",
+    "atomic_write_csv",
     "atomic_write_many",
+    "atomic_save_image",
     "check_writable",
     "refused_pickle",
 ]
@@ -108,6 +112,28 @@ def atomic_write_bytes(path: str | Path, data: bytes | str) -> None:
     """:func:`atomic_write` of ``data`` (text is written as UTF-8)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     atomic_write(path, lambda f: f.write(payload))
+
+
+def atomic_write_csv(path: str | Path, rows: list[list[object]] | list[dict], header: list[str] | None = None) -> None:
+    """:func:`atomic_write` of a CSV file: ``rows`` of values, or of dicts keyed by ``header``."""
+    buffer = io.StringIO(newline="")
+    if rows and isinstance(rows[0], dict):
+        writer = csv.DictWriter(buffer, fieldnames=header or list(rows[0]))
+        writer.writeheader()
+    else:
+        writer = csv.writer(buffer)
+        if header is not None:
+            writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_image(path: str | Path, image: object, fmt: str = "PNG", **options: object) -> None:
+    """:func:`atomic_write` of a PIL image, or of anything with a ``savefig`` (a matplotlib figure)."""
+    if hasattr(image, "savefig"):
+        atomic_write(path, lambda f: image.savefig(f, format=fmt.lower(), **options))
+    else:
+        atomic_write(path, lambda f: image.save(f, format=fmt, **options))
 
 
 def check_writable(folder: str | Path) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pconv.cli import UsageError, prog_name, require, run_main
+from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv
 
 __all__ = ["SearchSpace", "load_space", "main", "run_sweep", "write_results"]
 
@@ -203,22 +204,13 @@ def write_results(study: Any, space: SearchSpace, out: Path) -> dict[str, Any]:
         )
         return (0 if t.state == TrialState.COMPLETE else 1, sign * value if value == value else math.inf)
 
-    with open(out / "trials.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial", "state", space.objective, *names, "seconds", "run_dir"])
-        for t in sorted(trials, key=key):
-            seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
-            value = t.value if t.value is not None else ""
-            writer.writerow(
-                [
-                    t.number,
-                    t.state.name.lower(),
-                    value,
-                    *[t.params.get(n, "") for n in names],
-                    seconds,
-                    t.user_attrs.get("run_dir", ""),
-                ]
-            )
+    rows = []
+    for t in sorted(trials, key=key):
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
+        value = t.value if t.value is not None else ""
+        params = [t.params.get(n, "") for n in names]
+        rows.append([t.number, t.state.name.lower(), value, *params, seconds, t.user_attrs.get("run_dir", "")])
+    atomic_write_csv(out / "trials.csv", rows, ["trial", "state", space.objective, *names, "seconds", "run_dir"])
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         return {}
@@ -233,8 +225,9 @@ def write_results(study: Any, space: SearchSpace, out: Path) -> dict[str, Any]:
             command += [flag, *map(str, v)]
         elif v is not None:
             command += [flag, str(v)]
-    (out / "best.txt").write_text(
-        f"# best trial {best.number}: {space.objective} {best.value:.4f}\n{shlex.join(command)} --out runs/best\n"
+    atomic_write_bytes(
+        out / "best.txt",
+        f"# best trial {best.number}: {space.objective} {best.value:.4f}\n{shlex.join(command)} --out runs/best\n",
     )
     _plots(study, out, len(complete))
     return dict(best.params)
@@ -251,10 +244,7 @@ def _plots(study: Any, out: Path, complete: int) -> None:
     plots = {"history.png": vis.plot_optimization_history, "parallel.png": vis.plot_parallel_coordinate}
     if complete >= 2:
         importances = optuna.importance.get_param_importances(study)
-        with open(out / "importances.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["param", "importance"])
-            writer.writerows(importances.items())
+        atomic_write_csv(out / "importances.csv", [list(kv) for kv in importances.items()], ["param", "importance"])
         plots["importances.png"] = vis.plot_param_importances
     for name, plot in plots.items():
         try:
@@ -265,7 +255,7 @@ def _plots(study: Any, out: Path, complete: int) -> None:
             continue
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         fig.set_size_inches(8, 5)
-        fig.savefig(out / name, dpi=100, bbox_inches="tight")
+        atomic_save_image(out / name, fig, dpi=100, bbox_inches="tight")
         plt.close(fig)
 
 

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pconv.files import atomic_write_bytes
 from pconv.masks.files import CONTACT_SHEET, write_mask
 from pconv.masks.generators import KINDS, MIXES, RATIO_BINS, generate, parse_kind, parse_ratio
 
@@ -29,7 +30,10 @@ def contact_sheet(masks: list[np.ndarray], path: Path, columns: int = 8, thumb: 
         r, c = divmod(i, columns)
         y, x = gap + r * (thumb + gap), gap + c * (thumb + gap)
         sheet[y : y + thumb, x : x + thumb] = tile
-    cv2.imwrite(str(path), sheet)
+    ok, encoded = cv2.imencode(Path(path).suffix or ".png", sheet)
+    if not ok:
+        raise ValueError(f"cannot encode {path}")
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pconv.files import atomic_save_image
+
 __all__ = [
     "CONTACT_SHEET",
     "IMAGE_SUFFIXES",
@@ -61,7 +63,8 @@ def write_mask(path: str | Path, known: np.ndarray) -> None:
     path = Path(path)
     if known.ndim != 2:
         raise ValueError(f"a mask must be 2-D (H, W), got shape {known.shape}")
-    Image.fromarray(np.where(known, 0, 255).astype(np.uint8), mode="L").save(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    atomic_save_image(path, Image.fromarray(np.where(known, 0, 255).astype(np.uint8), mode="L"), fmt)
 
 
 def read_mask(path: str | Path, invert: bool = False) -> tuple[np.ndarray, str]:

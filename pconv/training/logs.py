@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pconv.files import atomic_save_image
 from pconv.losses import composite
 
 __all__ = ["RunLogs", "sample_grid"]
@@ -78,7 +79,7 @@ class RunLogs:
             self.wandb.log(scalars, step=values["step"])
 
     def grid(self, step: int, grid: np.ndarray) -> None:
-        Image.fromarray(grid).save(self.out / "samples" / f"step_{step:07d}.png")
+        atomic_save_image(self.out / "samples" / f"step_{step:07d}.png", Image.fromarray(grid))
         if self.tb is not None:
             self.tb.add_image("samples", grid, step, dataformats="HWC")
         if self.wandb is not None:
