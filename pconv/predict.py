@@ -75,6 +75,17 @@ def read_input(path: Path, channels: int) -> _Input:
         raise UsageError(f"cannot read image {path}: {err}") from None
 
 
+def displayed_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` as the image is shown, its EXIF orientation applied (read from the
+    header: no pixels are decoded). A phone photo stored landscape with orientation 6 is shown,
+    and inpainted, portrait; masks are drawn on what is shown."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError):  # a broken EXIF block: Pillow shows the stored pixels
+        orientation = 1
+    return (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
+
+
 def decode_input(img: Image.Image, channels: int) -> _Input:
     """A loaded image as the model's channels, EXIF orientation applied; alpha kept aside."""
     img = ImageOps.exif_transpose(img)

@@ -30,12 +30,12 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pconv.cli import UsageError
 from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
 from pconv.masks import mask_from_image
-from pconv.predict import decode_input, save_options, to_output_image
+from pconv.predict import decode_input, displayed_size, save_options, to_output_image
 
 if TYPE_CHECKING:
     import torch
@@ -130,11 +130,13 @@ def create_app(
         """Decode, check, inpaint and encode one request (in a worker thread, holding the model slot)."""
         img = open_upload(image_data, "image")
         mask_img = open_upload(mask_data, "mask")
-        if mask_img.size != img.size:
+        (width, height), (mask_width, mask_height) = displayed_size(img), displayed_size(mask_img)
+        if (mask_width, mask_height) != (width, height):  # as shown: EXIF orientation applied
             raise HTTPException(
-                400, f"the mask is {mask_img.width}x{mask_img.height} but the image is {img.width}x{img.height}"
+                400, f"the mask is {mask_width}x{mask_height} but the image is {width}x{height} (as displayed)"
             )
         decode(mask_img, "mask")
+        mask_img = ImageOps.exif_transpose(mask_img)
         known, _ = mask_from_image(mask_img, invert_mask)
         del mask_img
         if not known.any():

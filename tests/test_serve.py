@@ -25,7 +25,7 @@ import pytest
 import torch
 import uvicorn
 from conftest import synthetic_photo
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pconv import PConvUNet
 from pconv.serve import allowed_hosts, create_app
@@ -111,7 +111,7 @@ def test_page_is_served(server):
     "case, status, message",
     [
         ("not an image", 400, "not an image"),
-        ("mask size", 400, "the mask is 10x10 but the image is 64x48"),
+        ("mask size", 400, "the mask is 10x10 but the image is 64x48 (as displayed)"),
         ("all holes", 400, "covers the whole image"),
         ("too large", 413, "over the limit of 1 MB"),
         ("too many pixels", 413, "megapixels; the limit is 0.1"),
@@ -495,3 +495,31 @@ def test_sigterm_stops_the_server_within_seconds(tmp_path):
             assert time.perf_counter() - start < 5
         finally:
             proc.kill()
+
+
+def _phone_jpeg(stored: np.ndarray, orientation: int) -> bytes:
+    """A JPEG whose pixels are stored as ``stored`` with an EXIF orientation tag, as phones write them."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_a_phone_photo_is_inpainted_as_it_is_displayed(server):
+    """Stored 64x48 landscape, orientation 6 (rotate 90 degrees clockwise): shown, masked and
+    returned 48x64 portrait, its known pixels those of the displayed photo."""
+    stored = synthetic_photo(48, 64, noise=0)
+    data = _phone_jpeg(stored, 6)
+    with Image.open(io.BytesIO(data)) as img:
+        shown = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    assert shown.shape == (64, 48, 3)
+    holes = np.zeros((64, 48), np.uint8)
+    holes[40:52, 10:30] = 255
+    r = _post(server, data, _png(holes))
+    assert r.status_code == 200, r.text
+    out = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert out.shape == (64, 48, 3) and np.array_equal(out[holes == 0], shown[holes == 0])
+    stored_mask = _post(server, data, _png(np.zeros((48, 64), np.uint8)))  # drawn on the stored pixels
+    assert stored_mask.status_code == 400
+    assert "the mask is 64x48 but the image is 48x64 (as displayed)" in stored_mask.json()["detail"]
