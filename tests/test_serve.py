@@ -288,9 +288,11 @@ def test_a_burst_of_concurrent_requests_is_all_answered(server):
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs Chromium and ChromeDriver (Debian: apt-get install chromium chromium-driver)",
 )
-def test_page_in_a_headless_browser(server, tmp_path: Path):
+@pytest.mark.parametrize("kind", ["png", "phone"])
+def test_page_in_a_headless_browser(server, tmp_path: Path, kind: str):
     """Upload an image, paint a stroke, press Inpaint: the shown result differs from the input
-    only under the stroke."""
+    only under the stroke. A phone photo (stored landscape, EXIF orientation 6) is painted and
+    returned as the browser shows it, portrait."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
@@ -298,7 +300,13 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     image = synthetic_photo(120, 160, noise=0)
-    Image.fromarray(image).save(tmp_path / "photo.png")
+    photo = tmp_path / ("photo.png" if kind == "png" else "photo.jpg")
+    if kind == "png":
+        Image.fromarray(image).save(photo)
+    else:
+        photo.write_bytes(_phone_jpeg(image, 6))
+        with Image.open(photo) as img:
+            image = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))  # as displayed: 120 wide, 160 high
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -317,7 +325,7 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.get(server)
-        driver.find_element(By.ID, "imageInput").send_keys(str(tmp_path / "photo.png"))
+        driver.find_element(By.ID, "imageInput").send_keys(str(photo))
         canvas = driver.find_element(By.ID, "maskCanvas")
         WebDriverWait(driver, 10).until(lambda d: canvas.is_displayed() and canvas.size["width"] > 0)
         driver.execute_script(
@@ -359,7 +367,7 @@ def test_page_in_a_headless_browser(server, tmp_path: Path):
     changed = np.any(result != image, axis=-1)
     assert not changed[~painted].any()  # untouched outside the stroke
     assert changed[painted].mean() > 0.5  # filled under it
-    assert shown == [True, 160, 120, True]  # the result is on the page, at the image's size
+    assert shown == [True, image.shape[1], image.shape[0], True]  # the result is on the page, at the image's size
     # the brush size chosen on the page is the painted stroke's thickness (in image pixels)
     columns = painted.sum(axis=0)
     thickness = np.median(columns[columns > 0])
