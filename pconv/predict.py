@@ -64,6 +64,7 @@ def read_input(path: Path, channels: int) -> _Input:
         raise UsageError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
+            check_depth(img)
             img.load()
             return decode_input(img, channels)
     except Image.DecompressionBombError as err:
@@ -73,6 +74,21 @@ def read_input(path: Path, channels: int) -> _Input:
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UsageError(f"cannot read image {path}: {err}") from None
+
+
+def check_depth(img: Image.Image) -> None:
+    """Refuse an image of more than 8 bits per channel, from its header (before decoding).
+
+    The result is written with 8 bits per channel, so the known pixels of a deeper image could not
+    stay as they are. Pillow opens a 16-bit RGB PNG as 8-bit RGB, silently; its tile says 16.
+    """
+    deep = img.mode in ("I", "F") or img.mode.startswith("I;16")
+    deep = deep or any(";16" in str(tile.args) for tile in getattr(img, "tile", None) or ())
+    if deep:
+        raise ValueError(
+            f"{'float' if img.mode == 'F' else 'more than 8 bits per pixel'} images are not supported: the result is "
+            "written with 8 bits per channel; convert the image to 8 bits first"
+        )
 
 
 def displayed_size(img: Image.Image) -> tuple[int, int]:
@@ -89,17 +105,12 @@ def displayed_size(img: Image.Image) -> tuple[int, int]:
 def decode_input(img: Image.Image, channels: int) -> _Input:
     """A loaded image as the model's channels, EXIF orientation applied; alpha kept aside."""
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        # the output is 8-bit: known pixels could not stay as they are, so say so instead
-        raise ValueError(
-            f"{img.mode} ({'float' if img.mode == 'F' else 'more than 8 bits per pixel'}) images are "
-            "not supported: the result is written with 8 bits per channel; convert the image to 8 bits first"
-        )
+    check_depth(img)
     alpha = img.getchannel("A") if "A" in img.getbands() else None
     if channels == 1:
         mode = "L"
     elif channels == 3:
-        mode = "L" if img.mode in ("L", "LA", "1", "I", "I;16", "F") else "RGB"
+        mode = "L" if img.mode in ("L", "LA", "1") else "RGB"
     else:
         raise UsageError(f"this model takes {channels}-channel inputs; predict.py reads grayscale and RGB images")
     pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))

@@ -35,7 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pconv.cli import UsageError
 from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
 from pconv.masks import mask_from_image
-from pconv.predict import decode_input, displayed_size, save_options, to_output_image
+from pconv.predict import check_depth, decode_input, displayed_size, save_options, to_output_image
 
 if TYPE_CHECKING:
     import torch
@@ -129,6 +129,10 @@ def create_app(
     def work(image_data: bytes, mask_data: bytes, invert_mask: bool, left: threading.Event) -> tuple[bytes, dict]:
         """Decode, check, inpaint and encode one request (in a worker thread, holding the model slot)."""
         img = open_upload(image_data, "image")
+        try:
+            check_depth(img)
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
         mask_img = open_upload(mask_data, "mask")
         (width, height), (mask_width, mask_height) = displayed_size(img), displayed_size(mask_img)
         if (mask_width, mask_height) != (width, height):  # as shown: EXIF orientation applied

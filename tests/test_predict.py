@@ -339,7 +339,8 @@ def test_resize_mask_scales_a_mask_of_another_size(weights, pair, tmp_path):
         ("not a model", "not a readable safetensors file"),
         ("uncertainty without samples", "need --samples N with N >= 2"),
         ("mixed modes", "not both"),
-        ("16-bit image", "I;16 (more than 8 bits per pixel) images are not supported"),
+        ("16-bit image", "more than 8 bits per pixel images are not supported"),
+        ("16-bit RGB image", "more than 8 bits per pixel images are not supported"),
         ("checkpoint as weights", "is a training checkpoint (torch.save), not a release file"),
         ("bad release config", "has a bad configuration or weights for pconv_unet"),
         ("output is a folder", "could not write"),
@@ -397,6 +398,9 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_pa
     elif case == "16-bit image":
         Image.fromarray(np.full((40, 56), 40000, np.uint16)).save(tmp_path / "deep.png")
         args["--image"] = str(tmp_path / "deep.png")
+    elif case == "16-bit RGB image":  # Pillow opens it as 8-bit RGB, silently
+        cv2.imwrite(str(tmp_path / "deep_rgb.png"), np.full((40, 56, 3), 40000, np.uint16))
+        args["--image"] = str(tmp_path / "deep_rgb.png")
     argv = [v for pair_ in args.items() for v in pair_] + extra
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -143,10 +143,13 @@ def test_bad_requests_are_answered_with_the_reason(server, case, status, message
     assert not re.search("0x[0-9a-f]{6}", r.json()["detail"])  # no memory address of the server's buffers
 
 
-def test_a_16_bit_upload_is_answered_like_predict_answers_it(server):
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((48, 64), 40000, np.uint16)).save(buffer, format="PNG")
-    r = _post(server, buffer.getvalue(), _png(np.zeros((48, 64), np.uint8)))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16_bit_upload_is_answered_like_predict_answers_it(server, channels):
+    """Grey or RGB (which Pillow would open as 8-bit RGB, silently): a 400 with predict.py's reason."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.full((48, 64, channels), 40000, np.uint16).squeeze())
+    r = _post(server, data.tobytes(), _png(np.zeros((48, 64), np.uint8)))
     assert r.status_code == 400 and "more than 8 bits per pixel" in r.json()["detail"]
 
 
