@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 VAL = [str(REPO / "data" / "photos" / "val")]
 
 CASES = {
+    "bench_cli.py": ["--repeats", "1", "--sizes", "quickstart"],
     "bench_fill.py": ["--repeats", "1", "--per-bin", "1", "--sizes", "64x48", "--size", "64", "--images", *VAL],
     "bench_layer.py": ["--quick", "--repeats", "1"],
     "bench_loss_cost.py": ["--size", "32", "--batch", "1", "--base-width", "4", "--depth", "3", "--repeats", "1"],

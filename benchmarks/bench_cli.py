@@ -1,0 +1,101 @@
+"""Whole commands, as a user times them: ``predict.py`` against a Python script that reads the
+image, runs OpenCV Telea and writes the PNG; start-up, reading and writing included.
+
+    python benchmarks/bench_cli.py [--repeats 3] [--sizes quickstart 24]
+
+``quickstart`` is the README's example photo and mask; a number is a photo of that many
+megapixels (an example photo upscaled) with four holes: two strokes and two blobs. Each command
+runs ``--repeats`` times in a fresh process, interleaved; the shortest run counts, and the peak
+memory of that process is its maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+from bench_fill import four_holes
+
+ROOT = Path(__file__).resolve().parents[1]
+TELEA = (
+    "import sys, cv2\n"
+    "image, mask, out = sys.argv[1:]\n"
+    "filled = cv2.inpaint(cv2.imread(image), cv2.imread(mask, cv2.IMREAD_GRAYSCALE), 3, cv2.INPAINT_TELEA)\n"
+    "cv2.imwrite(out, filled)\n"
+)
+
+
+def run(command: list[str]) -> tuple[float, float]:
+    """Seconds and peak resident memory (GiB) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed: {err[-500:]}")
+    return seconds, usage.ru_maxrss / 2**20  # Linux reports KiB
+
+
+def case(size: str, folder: Path) -> tuple[Path, Path, str]:
+    if size == "quickstart":
+        return ROOT / "examples" / "chelsea.jpg", ROOT / "examples" / "chelsea_mask.png", "quick-start photo"
+    megapixels = float(size)
+    photo = cv2.imread(str(ROOT / "examples" / "canyon.jpg"))
+    h, w = photo.shape[:2]
+    scale = (megapixels * 1e6 / (h * w)) ** 0.5
+    width, height = round(w * scale), round(h * scale)
+    image, mask = folder / f"photo_{size}.jpg", folder / f"mask_{size}.png"
+    cv2.imwrite(
+        str(image), cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 92]
+    )
+    cv2.imwrite(str(mask), (~four_holes(height, width)).astype("uint8") * 255)
+    return image, mask, f"{width}x{height} ({width * height / 1e6:.0f} MP), four holes"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sizes", nargs="+", default=["quickstart", "24"])
+    p.add_argument("--weights", help="release file (default: the released model)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "telea.py").write_text(TELEA)
+        print("whole processes (start-up, reading and writing included), best of repeats:")
+        for size in args.sizes:
+            image, mask, label = case(size, folder)
+            ours = [
+                sys.executable,
+                str(ROOT / "predict.py"),
+                "--image",
+                str(image),
+                "--mask",
+                str(mask),
+                "--out",
+                str(folder / "ours.png"),
+                *(["--weights", args.weights] if args.weights else []),
+            ]
+            telea = [sys.executable, str(folder / "telea.py"), str(image), str(mask), str(folder / "telea.png")]
+            results: dict[str, list[tuple[float, float]]] = {"predict.py": [], "Telea script": []}
+            for _ in range(args.repeats):
+                results["predict.py"].append(run(ours))
+                results["Telea script"].append(run(telea))
+            best = {name: min(r) for name, r in results.items()}
+            ratio = best["predict.py"][0] / best["Telea script"][0]
+            print(
+                f"  {label}: predict.py {best['predict.py'][0]:.2f} s (peak {best['predict.py'][1]:.2f} GiB), "
+                f"Telea script {best['Telea script'][0]:.2f} s (peak {best['Telea script'][1]:.2f} GiB): {ratio:.1f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
