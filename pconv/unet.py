@@ -143,11 +143,12 @@ class PConvUNet(nn.Module):
 
         h, m = image.masked_fill(mask == 0, 0), mask  # select: NaN or Inf in a hole stays out
         fill = None
-        if self.config.base_fill == "pushpull":  # on the unpadded input: padding is no context
-            fill = push_pull(image[..., :height, :width], mask[..., :height, :width], smooth=self.config.fill_smooth)
+        if self.config.base_fill == "pushpull":
+            # On the padded input (padding is unknown, so it adds no context): the same fill as an
+            # exported graph computes, whose input is padded before it runs.
+            fill = push_pull(image, mask, smooth=self.config.fill_smooth)
             if self.config.fill_input:
-                padded = F.pad(fill, (0, image.shape[-1] - width, 0, image.shape[-2] - height), mode="replicate")
-                h, m = torch.cat([h, padded], dim=1), (m + 1) / 2  # the fill's channels are known
+                h, m = torch.cat([h, fill], dim=1), (m + 1) / 2  # the fill's channels are known
         skips: list[tuple[Tensor, Tensor]] = []
         for block in self.encoder:
             skips.append((h, m))
@@ -165,8 +166,8 @@ class PConvUNet(nn.Module):
             h, m = block(torch.cat([up_h, skip_h], dim=1), coverage)
             if drop and j < len(self.decoder) - 1:
                 h = F.dropout(h, p, training=True)
-        out = h[..., :height, :width]
-        return out if fill is None else out + fill
+        out = h if fill is None else h + fill
+        return out[..., :height, :width]
 
     def start_at_fill(self) -> PConvUNet:
         """Zero the last layer, so the model returns exactly its base fill; how a residual model

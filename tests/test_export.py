@@ -74,3 +74,22 @@ def test_predict_runs_an_onnx_file(exported, test_photos, tmp_path):
     expected = inpaint(model, image, known).image
     got = np.asarray(Image.open(out))
     assert np.abs(got.astype(int) - expected).max() <= 1 and np.array_equal(got[known], image[known])
+
+
+@pytest.mark.slow
+def test_a_residual_model_exports_with_its_fill(tmp_path, test_photos):
+    """The push-pull fill is part of the graph: onnxruntime gives the same prediction, also at
+    sizes the runner pads."""
+    torch.manual_seed(0)
+    model = PConvUNet(depth=4, base_width=8, base_fill="pushpull", fill_input=True).eval()
+    with torch.no_grad():
+        model.decoder[-1].conv.weight.normal_(0, 0.05)  # a correction that is not zero
+    export_onnx(model, tmp_path / "residual.onnx")
+    onnx_model = OnnxModel(tmp_path / "residual.onnx")
+    photo = np.asarray(Image.open(test_photos[0]).convert("RGB"))
+    for h, w in ((96, 128), (75, 130)):
+        x = torch.from_numpy(photo[:h, :w].copy()).permute(2, 0, 1)[None].float() / 255
+        k = torch.from_numpy(generate(h, w, np.random.default_rng(h), "mixed", (0.1, 0.4)))[None, None].float()
+        with torch.no_grad():
+            ref = model(x, k)
+        assert (onnx_model(x, k) - ref).abs().max() < 1e-4
