@@ -347,6 +347,13 @@ def test_lr_step_decay():
     assert lr_at(1.0, 500, 1000, [400, 800], 0.5) == 0.5  # milestones in steps
 
 
+def test_lr_linear_decay_reaches_zero_at_the_end_of_the_stage():
+    assert lr_at(2.0, 0, 100, [], 0.1, "linear") == 2.0
+    assert lr_at(2.0, 25, 100, [], 0.1, "linear") == pytest.approx(1.5)
+    assert lr_at(2.0, 100, 100, [], 0.1, "linear") == 0.0
+    assert lr_at(2.0, 50, 100, [0.5], 0.1, "linear") == pytest.approx(0.1)  # with a milestone
+
+
 def test_epoch_sampler_resumes_and_shards():
     stream = EpochSampler(10, seed=3)
     first = [k for _, k in zip(range(25), iter(stream))]

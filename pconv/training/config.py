@@ -143,6 +143,12 @@ class ScheduleConfig:
         type=float,
     )
     lr_gamma: float = opt(0.1, "step decay factor")
+    lr_schedule: str = opt(
+        "step",
+        "step: constant but for the --lr-milestones; linear: decay to zero over each stage (a resumed run continues "
+        "it; --lr-milestones still apply)",
+        choices=("step", "linear"),
+    )
     early_stop: int | None = opt(
         None, "end a stage after this many validations without a better PSNR", metavar="PATIENCE"
     )

@@ -83,10 +83,23 @@ def plan_stages(cfg: TrainConfig, batches_per_epoch: int) -> list[Stage]:
     return plan
 
 
-def lr_at(base: float, step: int, total: int, milestones: tuple[float, ...] | list[float], gamma: float) -> float:
-    """Step decay: ``base * gamma**k`` after the k-th milestone (fractions of ``total`` if all <= 1)."""
+def lr_at(
+    base: float,
+    step: int,
+    total: int,
+    milestones: tuple[float, ...] | list[float],
+    gamma: float,
+    schedule: str = "step",
+) -> float:
+    """The learning rate at ``step`` of a stage of ``total`` steps.
+
+    ``"step"``: ``base * gamma**k`` after the k-th milestone (fractions of ``total`` if all <= 1).
+    ``"linear"``: from ``base`` down to zero at the end of the stage (then milestones also apply).
+    Both follow from the step and the stage length alone, so a resumed run continues the schedule.
+    """
     points = [m * total if all(v <= 1 for v in milestones) else m for m in milestones]
-    return base * gamma ** sum(step >= p for p in points)
+    decay = max(0.0, 1.0 - step / total) if schedule == "linear" else 1.0
+    return base * decay * gamma ** sum(step >= p for p in points)
 
 
 def training_hole_depth(masks: MaskSource, count: int = 200, seed: int = 12345) -> float:
@@ -497,7 +510,8 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
     tick, tick_step = time.perf_counter(), state.stage_step
     try:
         while state.stage_step < stage.steps:
-            lr = lr_at(stage.lr, state.stage_step, stage.steps, cfg.schedule.lr_milestones, cfg.schedule.lr_gamma)
+            s = cfg.schedule
+            lr = lr_at(stage.lr, state.stage_step, stage.steps, s.lr_milestones, s.lr_gamma, s.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:
