@@ -146,7 +146,6 @@ def run_sweep(
 ) -> Any:
     """Run trials until the study holds ``space.trials`` finished (complete or pruned) ones."""
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     from pconv.training import train
@@ -173,9 +172,15 @@ def run_sweep(
         train(cfg, on_validate=report)
         return _final_value(run_dir / "val.csv", space.objective)
 
-    # A trial that fails (a diverged loss, a value the configuration refuses) is recorded as failed
-    # with its reason, and counts towards the trials, so a broken space cannot loop forever.
-    done = MaxTrialsCallback(space.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    # A trial that fails (a diverged loss, a value the configuration refuses, a killed process) is
+    # recorded as failed with its reason and the sweep goes on; it ends after `trials` finished
+    # trials, or after as many failed ones, so a broken space cannot loop forever.
+    def done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        states = [t.state for t in study.trials]
+        finished = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
+        if finished >= space.trials or states.count(TrialState.FAIL) >= space.trials:
+            study.stop()
+
     study.optimize(objective, callbacks=[done], catch=(FloatingPointError, ValueError, UsageError))
     return study
 
