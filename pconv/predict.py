@@ -489,6 +489,7 @@ def _main(argv: Sequence[str] | None) -> int:
     for image_path, mask_path in tqdm(pairs, desc="inpainting", unit="image"):
         try:
             if mask_path is None:
+                read_input(image_path, channels)  # an unreadable image is reported as such first
                 raise UsageError(f"no mask named {image_path.stem}.* in {args.mask_dir}")
             _, report = inpaint_file(
                 model, image_path, mask_path, args.out_dir / (image_path.stem + ext), args, device, channels

@@ -705,3 +705,28 @@ def test_smallest_writes_smaller_files_with_the_same_pixels(weights, pair, tmp_p
         with Image.open(out) as img:
             pixels.append(np.asarray(img))
     assert sizes[1] < sizes[0] and np.array_equal(pixels[0], pixels[1])
+
+
+def test_folder_mode_names_an_unreadable_image_as_such_not_as_a_missing_mask(weights, tmp_path, capsys):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    (images / "junk.png").write_bytes(b"not an image at all")
+    Image.fromarray(synthetic_photo(32, 40)).save(images / "a.png")
+    write_mask(masks / "a.png", _holes(32, 40, (4, 12, 4, 20)))
+    assert (
+        main(
+            [
+                "--image-dir",
+                str(images),
+                "--mask-dir",
+                str(masks),
+                "--out-dir",
+                str(out),
+                "--weights",
+                str(weights["plain"]),
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "junk.png: cannot read image" in err and "no mask named junk" not in err

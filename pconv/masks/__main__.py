@@ -87,7 +87,8 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pconv.masks", description="Hole masks for inpainting.")
+    prog = "pconv-masks" if sys.argv and Path(sys.argv[0]).name == "pconv-masks" else "python -m pconv.masks"
+    parser = argparse.ArgumentParser(prog=prog, description="Hole masks for inpainting.")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export", help="write a mask set (PNG, white = hole) and a contact sheet")
     ex.add_argument("--count", type=int, default=100, help="masks per set (per bin with --bins)")
