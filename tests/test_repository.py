@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# The package carries the files; weights/ holds links to them, where users know to look.
+# weights/ holds the files; the package holds links to them, which a built wheel turns into copies.
 SHIPPED = {
     f"{folder}/{name}"
     for folder in ("pconv/weights", "weights")
@@ -25,7 +25,9 @@ def test_only_the_shipped_weights_are_tracked():
     assert weights == SHIPPED, f"weights in git besides the shipped ones: {sorted(weights - SHIPPED)}"
 
 
-def test_the_weights_folder_links_to_the_packaged_files():
+def test_the_package_links_to_the_files_in_weights():
+    """The large files are tracked once, in weights/; the package's links are a few bytes."""
     for name in ("pconv-unet-photos-512.safetensors", "vgg16-hed-pool3.safetensors"):
-        link = REPO / "weights" / name
-        assert link.is_symlink() and link.resolve() == (REPO / "pconv" / "weights" / name).resolve()
+        link = REPO / "pconv" / "weights" / name
+        assert link.is_symlink() and link.resolve() == (REPO / "weights" / name).resolve()
+        assert not (REPO / "weights" / name).is_symlink()
