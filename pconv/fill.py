@@ -6,9 +6,9 @@ level's average where any of its block is known and takes the (bilinearly) upsam
 fill where none is (at full resolution: known pixels keep their values, holes get the fill).
 Optional smoothing passes then replace each hole pixel by the mean of its 3x3 neighbourhood (a
 few Jacobi steps of Laplace's equation), which takes the pyramid's blockiness out of the fill
-near the hole edges. (On the validation photos this beat blending each level with the coarser
-one in proportion to its known fraction, and nearest-neighbour upsampling, by 0.7-1.2 dB; it
-also beats OpenCV's Telea: ``benchmarks/bench_fill.py``.)
+near the hole edges. (This variant scored best on the validation photos, against blending each
+level with the coarser one in proportion to its known fraction and against nearest-neighbour
+upsampling; against OpenCV's Telea see ``benchmarks/bench_fill.py``.)
 
 Everything is tensor operations (pooling, bilinear upsampling, ``where``): batched, on any
 device, differentiable and exportable to ONNX. The number of levels is fixed (``levels``), so a

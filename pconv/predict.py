@@ -119,10 +119,11 @@ def decode_input(img: Image.Image, channels: int) -> _Input:
 
 def save_options(fmt: str, smallest: bool = False) -> dict:
     """Pillow's encoder options for ``fmt``: lossless formats at the effort that measured best for
-    time against size, or (``smallest``) the smallest file at any cost in time. On 2-MP photos
-    PNG level 3 takes 0.4-0.8 s where Pillow's default 6 takes 1.0-1.8 s, for files 10-13% larger
-    (level 9: 10 s, 5% smaller than 6); WebP lossless method 0 is twice as fast as the default 4.
-    TIFF stays uncompressed unless ``smallest`` (deflate)."""
+    time against size, or (``smallest``) the smallest file at any cost in time. On the 2-MP test
+    photos (``benchmarks/bench_output.py``) PNG level 3 takes 0.38-0.44x the time of Pillow's
+    default 6 for files 9-13% larger (level 9: 6-10x the time, 4-8% smaller); lossless WebP
+    method 0 takes 0.48-0.63x the time of the default 4 for files 15-21% larger. TIFF stays
+    uncompressed unless ``smallest`` (deflate)."""
     if fmt == "PNG":
         return {"compress_level": 9 if smallest else 3}
     if fmt == "WEBP":

@@ -24,6 +24,7 @@ CASES = {
     "bench_masks.py": ["--size", "64", "--count", "2"],
     "bench_model.py": ["--sizes", "256", "--repeats", "1"],
     "bench_models.py": ["--size", "64", "--batch", "2", "--repeats", "1", "--base-width", "4"],
+    "bench_output.py": ["--images", *VAL, "--repeats", "1"],
     "bench_onnx.py": ["--weights", "{tiny}", "--size", "64", "--repeats", "1"],
     "bench_predict.py": ["--sizes", "0.01", "--mc-samples", "0"],
     "bench_scale.py": ["speed", "--weights", "{tiny}", "--sizes", "0.05", "--repeats", "1"],
