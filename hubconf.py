@@ -1,14 +1,15 @@
 """torch.hub entry points: ``torch.hub.load("<owner>/pconv", "pconv_unet", pretrained=True)``.
 
-``pconv_unet`` is the released model (or an untrained one of any configuration); ``pconv_unet_bare``
-and ``unet3plus`` build untrained networks; ``convert`` puts partial convolutions into any model.
+``pconv_unet`` is the released model (or an untrained one of any configuration); one entry point
+per registered architecture (``pconv.models.ARCHITECTURES``) builds an untrained network
+(``pconv_unet_bare``, ``unet3plus``); ``convert`` puts partial convolutions into any model.
 """
 
 dependencies = ["torch", "numpy", "safetensors", "cv2", "PIL"]
 
-from pconv import PConvUNet, UNet3Plus, load_model  # noqa: E402
+from pconv import load_model  # noqa: E402
 from pconv.convert import convert  # noqa: E402,F401
-from pconv.io import DEFAULT_WEIGHTS  # noqa: E402
+from pconv.models import ARCHITECTURES  # noqa: E402
 
 
 def pconv_unet(pretrained: bool = True, **config):
@@ -18,16 +19,16 @@ def pconv_unet(pretrained: bool = True, **config):
     if pretrained:
         if config:
             raise ValueError("the released model has a fixed configuration; pass pretrained=False to choose one")
-        return load_model(DEFAULT_WEIGHTS)
-    return PConvUNet(**config)
+        return load_model()
+    return ARCHITECTURES["pconv_unet"].build(**config)
 
 
 def pconv_unet_bare(**config):
     """An untrained PConv U-Net (``PConvUNetConfig`` fields as keywords)."""
-    return PConvUNet(**config)
+    return ARCHITECTURES["pconv_unet"].build(**config)
 
 
 def unet3plus(**config):
     """An untrained UNet3+ with partial (or plain) convolutions and Monte Carlo dropout
     (``UNet3PlusConfig`` fields as keywords, e.g. ``in_channels=1, dropout=0.2``)."""
-    return UNet3Plus(**config)
+    return ARCHITECTURES["unet3plus"].build(**config)

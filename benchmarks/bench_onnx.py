@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import time_interleaved  # noqa: E402
 
 from pconv import load_model  # noqa: E402
-from pconv.data import center_crop, load_image  # noqa: E402
+from pconv.data import center_crop  # noqa: E402
+from pconv.images import load_rgb  # noqa: E402
 from pconv.io import DEFAULT_WEIGHTS  # noqa: E402
 from pconv.masks import generate  # noqa: E402
 from pconv.onnx_model import OnnxModel, export_onnx  # noqa: E402
@@ -39,7 +40,7 @@ def main() -> None:
         path = Path(tmp) / "model.onnx"
         export_onnx(model, path)
         onnx_model = OnnxModel(path)
-        image = np.asarray(center_crop(load_image(PHOTO), args.size))
+        image = np.asarray(center_crop(load_rgb(PHOTO), args.size))
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
         m = torch.from_numpy(generate(args.size, args.size, np.random.default_rng(0), "mixed", (0.2, 0.3)))[
             None, None

@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 
 from pconv import load_model
-from pconv.data import center_crop, load_image
+from pconv.data import center_crop
 from pconv.evaluate import BASELINES, evaluate, generated_cases, summarise
+from pconv.images import load_rgb
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS
 from pconv.masks import RATIO_BINS
@@ -41,7 +42,7 @@ TEST_NATIVE = REPO / "data" / "photos" / "test-2mp"
 
 def _images(folders: list[Path], size: int | None) -> list[tuple[str, np.ndarray]]:
     files = sorted(p for f in folders for p in f.rglob("*.jpg"))
-    return [(p.stem, np.asarray(center_crop(load_image(p), size) if size else load_image(p))) for p in files]
+    return [(p.stem, np.asarray(center_crop(load_rgb(p), size) if size else load_rgb(p))) for p in files]
 
 
 def quality(args: argparse.Namespace) -> None:
@@ -69,7 +70,7 @@ def quality(args: argparse.Namespace) -> None:
 
 
 def _speed_case(megapixels: float) -> tuple[np.ndarray, np.ndarray]:
-    photo = np.asarray(load_image(REPO / "data" / "photos" / "test-2mp" / "lomiri-Bridge_by_Sander_Klootwijk.jpg"))
+    photo = np.asarray(load_rgb(REPO / "data" / "photos" / "test-2mp" / "lomiri-Bridge_by_Sander_Klootwijk.jpg"))
     width = int(round(np.sqrt(megapixels * 1e6 * 16 / 9)))
     height = int(round(megapixels * 1e6 / width))
     image = cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)

@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pconv.data import center_crop, find_images, load_image
+from pconv.data import center_crop, find_images
 from pconv.evaluate import BASELINES
+from pconv.images import load_rgb
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     gap = np.full((SIDE, 6, 3), 255, np.uint8)
     rows = []
     for i, path in enumerate(photos):
-        image = np.asarray(center_crop(load_image(path, min_side=SIDE), SIDE))
+        image = np.asarray(center_crop(load_rgb(path, min_side=SIDE), SIDE))
         known = holes(i)
         shown = image.copy()
         shown[~known] = 255

@@ -1,4 +1,5 @@
-"""What the command-line tools share: user errors as one line and exit code 2, device choice."""
+"""What the command-line tools share: the library's errors (:mod:`pconv.errors`) and command-line
+mistakes as one line and exit code 2, the ``--scale`` option."""
 
 from __future__ import annotations
 
@@ -6,42 +7,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+from pconv.devices import resolve_device
+from pconv.errors import PconvError, require
 
 __all__ = ["SCALE_HELP", "UsageError", "prog_name", "require", "resolve_device", "run_main", "scale_arg"]
 
 
-class UsageError(Exception):
-    """A mistake in the command line or its input files: reported as one line, exit code 2."""
-
-
-def require(extra: str, what: str, *modules: str) -> None:
-    """Refuse with the install command when an optional extra's modules are missing."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UsageError(
-            f"{what} needs {', '.join(missing)}: pip install 'pconv[{extra}]' (or -e \".[{extra}]\" in a clone)"
-        )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device, checked."""
-    import torch  # here, not at the top: the tools' --help should not wait for PyTorch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"unknown device {name!r} ({err})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} asked for, but this PyTorch build sees no CUDA GPU")
-    return device
+class UsageError(PconvError):
+    """A mistake in the command line itself (options that do not fit together): one line, exit code 2."""
 
 
 def prog_name(default: str) -> str:
@@ -52,10 +26,11 @@ def prog_name(default: str) -> str:
 
 
 def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
-    """Call ``fn(argv)``; a :class:`UsageError` becomes ``prog: error: ...`` on stderr and exit code 2."""
+    """Call ``fn(argv)``; a :class:`~pconv.errors.PconvError` (:class:`UsageError` included) becomes
+    ``prog: error: ...`` on stderr and exit code 2."""
     try:
         return fn(argv)
-    except UsageError as err:
+    except PconvError as err:
         print(f"{prog_name(prog)}: error: {err}", file=sys.stderr)
         return 2
 

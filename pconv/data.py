@@ -7,17 +7,17 @@ number of DataLoader workers, and a resumed run sees exactly the batches it woul
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from pconv.errors import InputError, MissingFileError
+from pconv.images import load_rgb
 from pconv.masks import IMAGE_SUFFIXES, RATIO_BINS, MaskFolder, generate, image_files, ratio_mask
 
 __all__ = [
@@ -28,26 +28,8 @@ __all__ = [
     "center_crop",
     "collate",
     "find_images",
-    "load_image",
     "random_resized_crop",
 ]
-
-# Photo folders for training and evaluation may hold legitimately large images (which
-# load_image decodes at reduced size anyway): it allows up to this many pixels, where Pillow's
-# own guard (about 179 MP), meant for untrusted uploads, would refuse. Only load_image does.
-TRUSTED_MAX_PIXELS = 1_000_000_000
-_pixel_limit = threading.Lock()
-
-
-@contextlib.contextmanager
-def _trusted_pixel_limit() -> Iterator[None]:
-    with _pixel_limit:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = TRUSTED_MAX_PIXELS // 2  # Pillow refuses above twice this
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
 
 
 class UnreadableData(RuntimeError):
@@ -58,67 +40,11 @@ def find_images(root: str | Path, what: str = "image") -> list[Path]:
     """Image files under ``root`` (recursively, sorted); a clear error for a missing or empty folder."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{what} folder not found: {root}")
+        raise MissingFileError(f"{what} folder not found: {root}")
     files = image_files(root)
     if not files:
-        raise ValueError(f"no {what}s ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+        raise InputError(f"no {what}s ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     return files
-
-
-def load_image(path: str | Path, min_side: int | None = None) -> Image.Image:
-    """An RGB image with its EXIF orientation applied (grayscale, palette and RGBA converted).
-
-    Args:
-        path: any file Pillow reads.
-        min_side: JPEGs are decoded at the smallest power-of-two reduction whose shorter side is
-            still at least this (much faster for large photos); ``None`` decodes in full.
-
-    Raises:
-        ValueError: the file is not a readable image.
-    """
-    try:
-        with _trusted_pixel_limit():
-            img = Image.open(path)
-        with img:
-            if min_side is not None and min(img.size) > 2 * min_side:
-                scale = min_side / min(img.size)
-                img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = to_8bit(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)  # transparent areas become white
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-
-
-def to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit and 32-bit integer images scaled to 8 bits (65535 -> 255), float images in [0, 1]
-    scaled by 255; other modes unchanged. (Pillow's own conversion clips them instead: 99% of a
-    16-bit photo's pixels would become 255, a float image in [0, 1] all 0.)
-
-    Raises:
-        ValueError: a float image with values outside [0, 1] (or not finite), or an integer image
-            beyond 16 bits, whose scale cannot be known.
-    """
-    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
-        return img
-    values = np.asarray(img)
-    if img.mode == "F":
-        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-            raise ValueError(
-                f"float image with values in [{values.min():g}, {values.max():g}]; "
-                "only [0, 1] float images are understood: convert it to 8 or 16 bits"
-            )
-        scaled = values * 255.0
-    else:
-        if values.min() < 0 or values.max() > 65535:
-            raise ValueError(f"{img.mode} image with values in [{values.min()}, {values.max()}], beyond 16 bits")
-        scaled = values.astype(np.float64) / 257.0
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
 def random_resized_crop(
@@ -226,7 +152,7 @@ class InpaintingDataset(Dataset):
         for attempt in range(len(self.files)):
             path = self.files[(index + attempt) % len(self.files)]
             try:
-                img = load_image(path, min_side=self.size)
+                img = load_rgb(path, min_side=self.size)
             except ValueError as err:
                 skipped.append(f"{path}: {err.__cause__ or err}")
                 continue

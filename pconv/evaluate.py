@@ -30,10 +30,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, UsageError, prog_name, require, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
+from pconv.errors import InputError, MissingExtraError, MissingFileError, OutputError, require
 from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv, check_writable
+from pconv.images import load_rgb
 from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.metrics import METRICS, score
+from pconv.options import InpaintOptions
 
 __all__ = ["BASELINES", "Case", "bin_of", "evaluate", "main", "write_report"]
 
@@ -102,19 +105,12 @@ def bin_of(known: np.ndarray) -> str:
 
 def _load_images(folders: list[Path], size: int | None) -> list[tuple[str, np.ndarray]]:
     """Every image under ``folders`` (centre-cropped to ``size`` unless ``None``), named by stem."""
-    from pconv.data import center_crop, find_images, load_image  # PyTorch loads after --help
+    from pconv.data import center_crop, find_images  # PyTorch loads after --help
 
     images = []
     for folder in folders:
-        try:
-            files = find_images(folder)
-        except (FileNotFoundError, ValueError) as err:
-            raise UsageError(str(err)) from None
-        for path in files:
-            try:
-                img = load_image(path, min_side=size)
-            except ValueError as err:
-                raise UsageError(str(err)) from None
+        for path in find_images(folder):
+            img = load_rgb(path, min_side=size)
             images.append((path.stem, np.asarray(img if size is None else center_crop(img, size))))
     return images
 
@@ -137,10 +133,10 @@ def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: boo
     Each mask's bin is its hole ratio after resizing (nearest) to its image.
     """
     if not folder.is_dir():
-        raise UsageError(f"mask folder not found: {folder}")
+        raise MissingFileError(f"mask folder not found: {folder}")
     files = mask_files(folder)  # contact sheets are previews, not masks
     if not files:
-        raise UsageError(f"no masks in {folder}")
+        raise InputError(f"no masks in {folder}")
     by_stem = {p.stem: p for p in files}
     paired = all(stem in by_stem for stem, _ in images)
     count = max(len(images), len(files))  # cycling uses every image and every mask at least once
@@ -151,17 +147,14 @@ def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: boo
     )
     cases = []
     for stem, image, path in pairs:
-        try:
-            known, _ = read_mask(path, invert)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
+        known, _ = read_mask(path, invert)
         if known.shape != image.shape[:2]:
             known = cv2.resize(known.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
         if known.all() or not known.any():
             continue  # nothing to score
         cases.append(Case(f"{stem}/{path.relative_to(folder).with_suffix('')}", bin_of(known), image, known))
     if not cases:
-        raise UsageError(f"no usable masks in {folder} (each is empty or covers the whole image)")
+        raise InputError(f"no usable masks in {folder} (each is empty or covers the whole image)")
     return cases
 
 
@@ -387,35 +380,27 @@ def _main(argv: Sequence[str] | None) -> int:
         import importlib.util
 
         if importlib.util.find_spec("patchmatch") is None:
-            raise UsageError("the patchmatch baseline needs PyPatchMatch: pip install PyPatchMatch")
+            raise MissingExtraError("the patchmatch baseline needs PyPatchMatch: pip install 'pconv[patchmatch]'")
     if args.per_bin < 1 or args.size < 16:
         raise UsageError("--per-bin must be at least 1 and --size at least 16")
     try:
         parse_kind(args.mask_kind)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    device = resolve_device(args.device)
+    model = load_model(args.weights, device=device)
     weights = args.weights or DEFAULT_WEIGHTS
-    if not weights.is_file():
-        raise UsageError(f"model file not found: {weights}" + ("" if args.weights else "; pass --weights FILE"))
     images = _load_images(args.images, None if args.native else args.size)
     cases = (
         folder_cases(images, args.masks, args.invert_masks)
         if args.masks
         else generated_cases(images, args.per_bin, args.seed, args.mask_kind)
     )
-    device = resolve_device(args.device)
-    try:
-        model = load_model(weights, device=device)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
     name = args.name or weights.stem
-    methods: dict[str, Method] = {
-        name: lambda image, known: inpaint(model, image, known, scale=args.scale, device=device).image
-    }
+    plain, flipped = InpaintOptions(scale=args.scale), InpaintOptions(scale=args.scale, flip=True)
+    methods: dict[str, Method] = {name: lambda image, known: inpaint(model, image, known, plain, device=device).image}
     if args.flip:
-        methods[f"{name} + flip"] = lambda image, known: (
-            inpaint(model, image, known, flip=True, scale=args.scale, device=device).image
-        )
+        methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flipped, device=device).image
     methods.update({b: BASELINES[b] for b in chosen})
     by_bin: dict[str, list[Case]] = {}
     for case in cases:
@@ -426,7 +411,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         check_writable(args.out)  # before the evaluation, not after it
     except OSError as err:
-        raise UsageError(str(err)) from None
+        raise OutputError(str(err)) from None
     records = evaluate(cases, methods, keep=kept)
     shown = {case.name: _example_tiles(case, kept[case.name]) for case in examples}
     write_report(records, cases, methods, args.out, f"Evaluation of {name}", shown)

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pconv.cli import UsageError, prog_name, require, run_main
+from pconv.cli import prog_name, run_main
 from pconv.configs import OPSET
+from pconv.errors import require
 
 __all__ = ["main"]
 
@@ -24,14 +25,10 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     args = p.parse_args(argv)
     require("onnx", "the ONNX export", "onnx", "onnxscript")
-    from pconv.io import DEFAULT_WEIGHTS, load_model  # PyTorch loads once the command line is parsed
+    from pconv.io import load_model  # PyTorch loads once the command line is parsed
     from pconv.onnx_model import export_onnx
 
-    weights = args.weights or DEFAULT_WEIGHTS
-    try:
-        model = load_model(weights)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
+    model = load_model(args.weights)
     export_onnx(model, args.onnx, opset=args.opset)
     print(f"wrote {args.onnx} (opset {args.opset}; height and width in multiples of {model.multiple})")
     return 0

@@ -17,10 +17,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
+from pconv.errors import CheckpointError, MissingFileError
 from pconv.files import atomic_write_bytes
-from pconv.inpaint import DEFAULT_HOLE_DEPTH
-from pconv.unet import PConvUNet, PConvUNetConfig
-from pconv.unet3plus import UNet3Plus, UNet3PlusConfig
+from pconv.models import ARCHITECTURES, architecture_of
+from pconv.tiling import DEFAULT_HOLE_DEPTH
 
 __all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "save_model", "sha256_of"]
 
@@ -28,20 +28,9 @@ __all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "save_model", "sha2
 # is in weights/ at the top of the repository; the package links to it, and a built wheel holds a copy.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "pconv-unet-photos-512.safetensors"
 
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
-    "pconv_unet": (PConvUNet, PConvUNetConfig),
-    "unet3plus": (UNet3Plus, UNet3PlusConfig),
-}
 _FORMAT = "pconv-release-1"
 # The range of hole depths (pixels) a release file may record.
 MIN_HOLE_DEPTH, MAX_HOLE_DEPTH = 1.0, 100_000.0
-
-
-def _arch_name(model: nn.Module) -> str:
-    for name, (cls, _) in ARCHITECTURES.items():
-        if type(model) is cls:
-            return name
-    raise TypeError(f"no release format for {type(model).__name__}")
 
 
 def save_model(
@@ -64,7 +53,7 @@ def save_model(
         tensors[key] = value
     metadata = {
         "format": _FORMAT,
-        "architecture": _arch_name(model),
+        "architecture": architecture_of(model).name,
         "config": json.dumps(model.config.to_dict()),  # type: ignore[attr-defined]
         **(extra or {}),
     }
@@ -91,7 +80,7 @@ def hole_depth_of(metadata: dict[str, str]) -> float:
     depth = training.get("hole_depth")
     if isinstance(depth, (int, float)) and not isinstance(depth, bool):
         if not MIN_HOLE_DEPTH <= depth <= MAX_HOLE_DEPTH:
-            raise ValueError(
+            raise CheckpointError(
                 f"the recorded hole depth of {depth:g} pixels is outside {MIN_HOLE_DEPTH:g} to {MAX_HOLE_DEPTH:g}"
             )
         return float(depth)
@@ -100,14 +89,27 @@ def hole_depth_of(metadata: dict[str, str]) -> float:
     return DEFAULT_HOLE_DEPTH
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a release file written by :func:`save_model` (in eval mode, float32).
 
-    The model's ``hole_depth`` attribute tells :func:`pconv.inpaint` what hole depth it was
-    trained for (see :func:`hole_depth_of`)."""
+    Args:
+        path: the release file; ``None``: the project's released model (:data:`DEFAULT_WEIGHTS`).
+        device: where the model goes.
+
+    The model's ``hole_depth`` tells :func:`pconv.inpaint.inpaint` what hole depth it was
+    trained for (see :func:`hole_depth_of`).
+
+    Raises:
+        MissingFileError: no such file (for the default: the release is not installed).
+        CheckpointError: not a readable pconv release file, or one with bad weights.
+    """
+    if path is None:
+        path = DEFAULT_WEIGHTS
+        if not path.is_file():
+            raise MissingFileError(f"no released model at {path}; pass a release file (--weights FILE)")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise MissingFileError(f"model file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:  # one read: metadata and tensors
             metadata = dict(f.metadata() or {})
@@ -115,26 +117,26 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     except (SafetensorError, OSError, ValueError) as err:
         with open(path, "rb") as f:
             if f.read(2) == b"PK":  # a zip archive: what torch.save writes
-                raise ValueError(
+                raise CheckpointError(
                     f"{path} is a training checkpoint (torch.save), not a release file: pass the "
                     "model.safetensors that train.py wrote in the same run folder"
                 ) from err
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
     if metadata.get("format") != _FORMAT or metadata.get("architecture") not in ARCHITECTURES:
-        raise ValueError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
-    cls, config_cls = ARCHITECTURES[metadata["architecture"]]
+        raise CheckpointError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
+    arch = ARCHITECTURES[metadata["architecture"]]
     try:
         with _no_initialisation():  # every parameter is loaded right after
-            model = cls(config_cls(**json.loads(metadata.get("config", ""))))
+            model = arch.build(arch.config(**json.loads(metadata.get("config", ""))))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
         model.hole_depth = hole_depth_of(metadata)
     except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has a bad configuration or weights for {metadata['architecture']}: {str(err).splitlines()[0]}"
         ) from err
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has non-finite weights (NaN or infinity) in {len(broken)} tensor(s), e.g. {broken[0]}: "
             "the training run that wrote it diverged"
         )

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pconv.configs import OPSET
-from pconv.inpaint import DEFAULT_HOLE_DEPTH
+from pconv.errors import CheckpointError, ConfigError
+from pconv.tiling import DEFAULT_HOLE_DEPTH
 
 __all__ = ["OnnxModel", "export_onnx"]
 
@@ -28,7 +29,7 @@ __all__ = ["OnnxModel", "export_onnx"]
 def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET) -> None:
     """Write ``model`` (a PConv U-Net or UNet3+) as an ONNX file with dynamic batch, height and width."""
     model = model.eval().cpu()
-    multiple = int(getattr(model, "multiple", 1))
+    multiple = model.multiple
     channels = model.config.in_channels
     x = torch.rand(2, channels, 2 * multiple, 2 * multiple)  # a batch of 2 keeps the batch symbolic
     m = torch.ones(2, 1, 2 * multiple, 2 * multiple)
@@ -55,7 +56,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET) -> No
         "pconv.architecture": type(model).__name__,
         "pconv.config": json.dumps(model.config.to_dict()),
         "pconv.multiple": str(multiple),
-        "pconv.hole_depth": str(getattr(model, "hole_depth", None) or DEFAULT_HOLE_DEPTH),
+        "pconv.hole_depth": str(model.hole_depth or DEFAULT_HOLE_DEPTH),
     }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -82,13 +83,16 @@ class OnnxModel(nn.Module):
         self.session = onnxruntime.InferenceSession(str(path), providers=list(providers))
         meta = self.session.get_modelmeta().custom_metadata_map
         if "pconv.multiple" not in meta:
-            raise ValueError(f"{path} was not written by pconv.export (no pconv metadata)")
+            raise CheckpointError(f"{path} was not written by pconv.export (no pconv metadata)")
         self.multiple = int(meta["pconv.multiple"])
         self.config = _Config(json.loads(meta["pconv.config"]))
         self.hole_depth = float(meta["pconv.hole_depth"])
-        self.mc_dropout = None  # no Monte Carlo sampling through an exported graph
+        self.in_channels = int(self.config.in_channels)
+        self.can_sample = False  # no Monte Carlo sampling through an exported graph
 
-    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, image: Tensor, mask: Tensor, sample: bool = False) -> Tensor:
+        if sample:
+            raise ConfigError("an exported ONNX graph cannot draw Monte Carlo dropout samples")
         height, width = image.shape[2:]
         pad_h, pad_w = -height % self.multiple, -width % self.multiple
         mask = mask.expand(image.shape[0], -1, -1, -1).float()

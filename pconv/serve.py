@@ -17,15 +17,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pconv.cli import SCALE_HELP, UsageError, require, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
+from pconv.errors import require
 from pconv.lazy import lazy_exports
+from pconv.options import InpaintOptions
 
 __all__ = ["create_app", "main"]
 
 # The web application (FastAPI) and PyTorch load once the command line is parsed, so --help and
 # usage errors come at once; ``from pconv.serve import create_app`` still works.
 __getattr__, __dir__ = lazy_exports(__name__, {"create_app": "pconv.webapp"})
+
+if TYPE_CHECKING:
+    from pconv.webapp import create_app
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -69,14 +75,9 @@ def _main(argv: Sequence[str] | None) -> int:
     hosts = allowed_hosts(args.host, args.allow_host)
     from pconv.io import DEFAULT_WEIGHTS, load_model
 
-    weights = args.weights or DEFAULT_WEIGHTS
-    if not weights.is_file():
-        raise UsageError(f"model file not found: {weights}" + ("" if args.weights else "; pass --weights FILE"))
     device = resolve_device(args.device)
-    try:
-        model = load_model(weights, device=device)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    model = load_model(args.weights, device=device)
+    weights = args.weights or DEFAULT_WEIGHTS
     import uvicorn
 
     from pconv.webapp import create_app, server_config
@@ -87,7 +88,7 @@ def _main(argv: Sequence[str] | None) -> int:
         weights_name=weights.name,
         max_upload_mb=args.max_upload_mb,
         max_megapixels=args.max_megapixels,
-        scale=args.scale,
+        options=InpaintOptions(scale=args.scale),
         max_queue=args.max_queue,
         max_work_mp=args.max_work_mp,
         allow_origins=args.allow_origin,

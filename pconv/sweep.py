@@ -43,7 +43,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pconv.cli import UsageError, prog_name, require, run_main
+from pconv.cli import prog_name, run_main
+from pconv.errors import ConfigError, PconvError, require
 from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv
 
 __all__ = ["SearchSpace", "load_space", "main", "run_sweep", "write_results"]
@@ -64,7 +65,7 @@ def load_space(path: str | Path) -> SearchSpace:
     """Read and check a YAML or JSON search-space file."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"search-space file not found: {path}")
+        raise ConfigError(f"search-space file not found: {path}")
     text = path.read_text()
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
@@ -74,31 +75,31 @@ def load_space(path: str | Path) -> SearchSpace:
         else:
             raw = json.loads(text)
     except Exception as err:  # yaml and json report syntax errors with their own types
-        raise UsageError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
-        raise UsageError(f"{path} needs a 'params' mapping with at least one parameter to search")
+        raise ConfigError(f"{path} needs a 'params' mapping with at least one parameter to search")
     objective = str(raw.get("objective", "hole_psnr"))
     direction = str(raw.get("direction", "minimize" if objective == "l1" else "maximize"))
     if direction not in ("maximize", "minimize"):
-        raise UsageError(f"direction must be maximize or minimize, got {direction!r}")
+        raise ConfigError(f"direction must be maximize or minimize, got {direction!r}")
     from pconv.training.config import TrainConfig
 
     known = set(TrainConfig().to_flat())
     fixed = dict(raw.get("fixed") or {})
     for name in [*fixed, *raw["params"]]:
         if name not in known:
-            raise UsageError(f"{name!r} is not a train.py option (see train.py --help; use _ for -)")
+            raise ConfigError(f"{name!r} is not a train.py option (see train.py --help; use _ for -)")
     for name, spec in raw["params"].items():
         if not isinstance(spec, dict) or not ("choices" in spec or ("low" in spec and "high" in spec)):
-            raise UsageError(f"parameter {name!r} needs 'choices' or 'low' and 'high'")
+            raise ConfigError(f"parameter {name!r} needs 'choices' or 'low' and 'high'")
     if "train" not in fixed:
-        raise UsageError("the fixed options need 'train' (and 'val', which the objective is read from)")
+        raise ConfigError("the fixed options need 'train' (and 'val', which the objective is read from)")
     if "val" not in fixed:
-        raise UsageError("the objective comes from val.csv: give a 'val' folder in the fixed options")
+        raise ConfigError("the objective comes from val.csv: give a 'val' folder in the fixed options")
     try:
         TrainConfig.from_flat(fixed)  # types checked now, not in the middle of a trial
     except ValueError as err:
-        raise UsageError(f"{path}: {err}") from None
+        raise ConfigError(f"{path}: {err}") from None
     return SearchSpace(objective, direction, int(raw.get("trials", 20)), fixed, dict(raw["params"]))
 
 
@@ -181,7 +182,7 @@ def run_sweep(
         if finished >= space.trials or states.count(TrialState.FAIL) >= space.trials:
             study.stop()
 
-    study.optimize(objective, callbacks=[done], catch=(FloatingPointError, ValueError, UsageError))
+    study.optimize(objective, callbacks=[done], catch=(FloatingPointError, ValueError, PconvError))
     return study
 
 
@@ -189,7 +190,7 @@ def _final_value(path: Path, column: str) -> float:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or column not in rows[-1]:
-        raise UsageError(f"{path} has no {column!r} column (columns: {', '.join(rows[-1]) if rows else 'none'})")
+        raise ConfigError(f"{path} has no {column!r} column (columns: {', '.join(rows[-1]) if rows else 'none'})")
     return float(rows[-1][column])
 
 

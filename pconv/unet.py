@@ -15,34 +15,10 @@ from torch import Tensor, nn
 
 from pconv.configs import PConvUNetConfig
 from pconv.fill import push_pull
+from pconv.network import InpaintingNet, prepare_inputs
 from pconv.partialconv import PartialConv2d
 
-__all__ = ["PConvUNet", "PConvUNetConfig", "prepare_inputs"]
-
-
-def prepare_inputs(image: Tensor, mask: Tensor, in_channels: int, multiple: int) -> tuple[Tensor, Tensor]:
-    """Check shapes, expand the mask to the batch and pad both to ``multiple``.
-
-    Padded pixels are marked unknown (mask 0); callers crop their outputs back.
-    """
-    if image.dim() != 4 or image.shape[1] != in_channels:
-        raise ValueError(f"expected an image of shape (N, {in_channels}, H, W), got {tuple(image.shape)}")
-    if (
-        mask.dim() != 4
-        or mask.shape[1] != 1
-        or mask.shape[2:] != image.shape[2:]
-        or mask.shape[0] not in (1, image.shape[0])
-    ):
-        raise ValueError(
-            f"expected a mask of shape (N, 1, {image.shape[2]}, {image.shape[3]}), got {tuple(mask.shape)}"
-        )
-    height, width = image.shape[2:]
-    mask = mask.detach().to(image.dtype).expand(image.shape[0], -1, -1, -1)
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h or pad_w:
-        image = F.pad(image, (0, pad_w, 0, pad_h))
-        mask = F.pad(mask, (0, pad_w, 0, pad_h))
-    return image, mask
+__all__ = ["PConvUNet", "PConvUNetConfig"]
 
 
 class _Block(nn.Module):
@@ -65,7 +41,7 @@ class _Block(nn.Module):
         return h, mask
 
 
-class PConvUNet(nn.Module):
+class PConvUNet(InpaintingNet):
     """U-Net of partial convolutions that predicts the image inside the holes.
 
     With ``base_fill="pushpull"`` the network's output is a correction added to the push-pull
@@ -87,13 +63,11 @@ class PConvUNet(nn.Module):
         torch.Size([1, 3, 256, 256])
     """
 
+    config_class = PConvUNetConfig
+
     def __init__(self, config: PConvUNetConfig | None = None, **kwargs: object) -> None:
-        super().__init__()
-        if config is None:
-            config = PConvUNetConfig(**kwargs)  # type: ignore[arg-type]
-        elif kwargs:
-            raise TypeError("pass either a config or keyword arguments, not both")
-        self.config = config
+        super().__init__(config, **kwargs)
+        config = self.config
         cin = config.in_channels
         cout = config.out_channels or cin
         widths, kernels = config.widths, config.kernels
@@ -115,21 +89,20 @@ class PConvUNet(nn.Module):
             prev = target
         if config.base_fill != "none":
             self.start_at_fill()
-        self._freeze_encoder_bn = False
-        self.mc_dropout = False  # set by Monte Carlo sampling: dropout stays on in eval mode
 
     @property
     def multiple(self) -> int:
         """Input sizes are padded internally to a multiple of this."""
         return 2**self.config.depth
 
-    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, image: Tensor, mask: Tensor, sample: bool = False) -> Tensor:
         """Predict the image; any height and width.
 
         Args:
             image: ``(N, C_in, H, W)``, in the range the caller normalises to (the command-line
                 tools use RGB in [0, 1]); values in the holes are ignored.
             mask: ``(N|1, 1, H, W)`` float or bool, 1 = known, 0 = hole.
+            sample: keep dropout on in eval mode (one Monte Carlo dropout draw).
 
         Returns:
             The raw prediction ``(N, C_out, H, W)`` for every pixel (with a base fill: the
@@ -138,8 +111,6 @@ class PConvUNet(nn.Module):
         """
         height, width = image.shape[-2:]
         image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
-        p = self.config.dropout
-        drop = p > 0 and (self.training or self.mc_dropout)
 
         h, m = image.masked_fill(mask == 0, 0), mask  # select: NaN or Inf in a hole stays out
         fill = None
@@ -153,8 +124,7 @@ class PConvUNet(nn.Module):
         for block in self.encoder:
             skips.append((h, m))
             h, m = block(h, m)  # (N, C_i, H/2^i, W/2^i), (N, 1, ...)
-            if drop:
-                h = F.dropout(h, p, training=True)
+            h = self.dropout(h, sample)
         for j, block in enumerate(self.decoder):
             skip_h, skip_m = skips[-1 - j]
             up_h = F.interpolate(h, scale_factor=2, mode=self.config.upsample_mode)
@@ -164,8 +134,8 @@ class PConvUNet(nn.Module):
             c1, c2 = up_h.shape[1], skip_h.shape[1]
             coverage = (c1 * up_m + c2 * skip_m) / (c1 + c2)  # fraction of known channels
             h, m = block(torch.cat([up_h, skip_h], dim=1), coverage)
-            if drop and j < len(self.decoder) - 1:
-                h = F.dropout(h, p, training=True)
+            if j < len(self.decoder) - 1:
+                h = self.dropout(h, sample)
         out = h if fill is None else h + fill
         return out[..., :height, :width]
 
@@ -178,21 +148,4 @@ class PConvUNet(nn.Module):
         with torch.no_grad():
             last.weight.zero_()
             last.bias.zero_()
-        return self
-
-    def freeze_encoder_bn(self, frozen: bool = True) -> PConvUNet:
-        """Second training stage: encoder BatchNorm uses and keeps its running statistics.
-
-        Its affine parameters still learn; decoder BatchNorm is unaffected. Stays in force
-        across ``train()``/``eval()`` calls.
-        """
-        self._freeze_encoder_bn = frozen
-        return self.train(self.training)
-
-    def train(self, mode: bool = True) -> PConvUNet:
-        super().train(mode)
-        if self._freeze_encoder_bn:
-            for block in self.encoder:
-                if block.bn is not None:
-                    block.bn.eval()
         return self

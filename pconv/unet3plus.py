@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pconv.configs import UNet3PlusConfig
+from pconv.network import InpaintingNet, prepare_inputs
 from pconv.partialconv import PartialConv2d
-from pconv.unet import prepare_inputs
 
 __all__ = ["UNet3Plus", "UNet3PlusConfig"]
 
@@ -53,7 +53,7 @@ class _Level(nn.Module):
         return self.second(*self.first(x, coverage))
 
 
-class UNet3Plus(nn.Module):
+class UNet3Plus(InpaintingNet):
     """UNet3+ that predicts the image inside the holes; any image size.
 
     Args:
@@ -64,13 +64,11 @@ class UNet3Plus(nn.Module):
     each coarser decoder level upsampled to full size), which the training loss weights in.
     """
 
+    config_class = UNet3PlusConfig
+
     def __init__(self, config: UNet3PlusConfig | None = None, **kwargs: object) -> None:
-        super().__init__()
-        if config is None:
-            config = UNet3PlusConfig(**kwargs)  # type: ignore[arg-type]
-        elif kwargs:
-            raise TypeError("pass either a config or keyword arguments, not both")
-        self.config = config
+        super().__init__(config, **kwargs)
+        config = self.config
         partial = config.conv == "partial"
         cin = config.in_channels + (0 if partial else 1)
         cout = config.out_channels or config.in_channels
@@ -91,24 +89,19 @@ class UNet3Plus(nn.Module):
         self.heads = nn.ModuleList(
             nn.Conv2d(fused if d < depth - 1 else widths[-1], cout, 3, padding=1) for d in range(depth)
         )
-        self.mc_dropout = False  # set by Monte Carlo sampling: dropout stays on in eval mode
-        self._freeze_encoder_bn = False
 
     @property
     def multiple(self) -> int:
         """Input sizes are padded internally to a multiple of this."""
         return 2 ** (self.config.depth - 1)
 
-    def _drop(self, x: Tensor) -> Tensor:
-        p = self.config.dropout
-        return F.dropout(x, p, training=True) if p > 0 and (self.training or self.mc_dropout) else x
-
-    def forward(self, image: Tensor, mask: Tensor, deep: bool = False) -> Tensor | list[Tensor]:
+    def forward(self, image: Tensor, mask: Tensor, sample: bool = False, deep: bool = False) -> Tensor | list[Tensor]:
         """Predict the image.
 
         Args:
             image: ``(N, C_in, H, W)``; values in the holes are ignored.
             mask: ``(N|1, 1, H, W)`` float or bool, 1 = known, 0 = hole.
+            sample: keep dropout on in eval mode (one Monte Carlo dropout draw).
             deep: return every deep-supervision output instead of the final one.
         """
         cfg = self.config
@@ -121,7 +114,7 @@ class UNet3Plus(nn.Module):
         enc: list[tuple[Tensor, Tensor | None]] = []
         for i, level in enumerate(self.encoder):
             if i > 0:
-                h = self._drop(F.max_pool2d(h, 2))
+                h = self.dropout(F.max_pool2d(h, 2), sample)
                 m = None if m is None else F.max_pool2d(m, 2)
             h, m = level(h, m)  # (N, widths[i], H/2^i, W/2^i)
             enc.append((h, m))
@@ -133,7 +126,7 @@ class UNet3Plus(nn.Module):
             for s, branch in enumerate(self.branches[d]):
                 src_h, src_m = enc[s] if s <= d else dec[s]
                 if s < d:
-                    src_h = self._drop(F.max_pool2d(src_h, 2 ** (d - s)))
+                    src_h = self.dropout(F.max_pool2d(src_h, 2 ** (d - s)), sample)
                     src_m = None if src_m is None else F.max_pool2d(src_m, 2 ** (d - s))
                 elif s > d:
                     scale = 2 ** (s - d)
@@ -141,7 +134,7 @@ class UNet3Plus(nn.Module):
                     if src_m is not None:
                         src_m = F.interpolate(src_m, scale_factor=scale, mode="nearest")
                         src_h = src_h * src_m  # bilinear blurs values into the holes
-                    src_h = self._drop(src_h)
+                    src_h = self.dropout(src_h, sample)
                 out_h, out_m = branch(src_h, src_m)
                 parts.append(out_h)
                 masks.append(out_m)
@@ -158,16 +151,3 @@ class UNet3Plus(nn.Module):
                 F.interpolate(coarse, scale_factor=2**d, mode="bilinear", align_corners=False)[..., :height, :width]
             )
         return outputs
-
-    def freeze_encoder_bn(self, frozen: bool = True) -> UNet3Plus:
-        """Fine-tuning stage: encoder BatchNorm keeps its running statistics (see PConvUNet)."""
-        self._freeze_encoder_bn = frozen
-        return self.train(self.training)
-
-    def train(self, mode: bool = True) -> UNet3Plus:
-        super().train(mode)
-        if self._freeze_encoder_bn:
-            for module in self.encoder.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        return self

@@ -20,27 +20,40 @@ parser's bounded temporary files.
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from pconv.cli import UsageError
-from pconv.inpaint import DEFAULT_HOLE_DEPTH, Cancelled, inpaint, model_pixels
+from pconv.devices import torch_device
+from pconv.errors import InputError, PconvError, TooLargeError
+from pconv.images import check_depth, decode_image, displayed_size, encode, open_image, to_output_image
+from pconv.inpaint import Cancelled, inpaint
 from pconv.masks import mask_from_image
-from pconv.predict import check_depth, decode_input, displayed_size, save_options, to_output_image
+from pconv.models import InpaintingModel
+from pconv.options import InpaintOptions
+from pconv.tiling import DEFAULT_HOLE_DEPTH, model_pixels
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HEADER_TIMEOUT_S", "LOOPBACK_HOSTS", "MAX_CONNECTIONS", "RETRY_AFTER_S", "create_app", "server_config"]
+__all__ = [
+    "HEADER_TIMEOUT_S",
+    "LOOPBACK_HOSTS",
+    "MAX_CONNECTIONS",
+    "RETRY_AFTER_S",
+    "Limits",
+    "create_app",
+    "server_config",
+]
 
 RETRY_AFTER_S = 5
 # A connection must deliver a request's headers within this many seconds.
@@ -52,14 +65,13 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def create_app(
-    model: torch.nn.Module,
+    model: InpaintingModel,
     *,
     device: torch.device | str = "cpu",
     weights_name: str = "model",
+    options: InpaintOptions | None = None,
     max_upload_mb: float = 25.0,
     max_megapixels: float = 50.0,
-    tile: int | str | None = "auto",
-    scale: str | float = "auto",
     max_queue: int = 4,
     max_work_mp: float = 16.0,
     allow_origins: Sequence[str] = (),
@@ -71,12 +83,11 @@ def create_app(
         model: an inpainting model (e.g. from :func:`pconv.load_model`).
         device: where it runs.
         weights_name: shown by ``/api/health``.
+        options: tiles and working scale, as in ``predict.py`` (Monte Carlo samples are not served).
         max_upload_mb: requests larger than this are answered 413.
         max_megapixels: images with more pixels are answered 413 before they are decoded.
-        tile: tiling of large images, as in ``predict.py --tile``.
-        scale: working scale, as in ``predict.py --scale``.
         max_queue: requests that may wait while one runs; more are answered 503.
-        max_work_mp: megapixels through the model per request (see :func:`pconv.inpaint.model_pixels`);
+        max_work_mp: megapixels through the model per request (see :func:`pconv.tiling.model_pixels`);
             more is answered 422 before any model work.
         allow_origins: web origins (``https://host:port``) besides the server's own whose pages may
             post work; ``"*"`` allows any.
@@ -86,98 +97,112 @@ def create_app(
     """
     # No /docs or /redoc pages: FastAPI's load their scripts from a CDN.
     app = FastAPI(title="pconv", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    model = model.to(device).eval()
     app.state.cancel_all = threading.Event()  # set on shutdown: running work stops at its next tile
-    queue = {"admitted": 0, "running": 0}
-    slot: list[asyncio.Semaphore] = []  # created in the server's event loop
-    channels = model.config.in_channels
-    hole_depth = getattr(model, "hole_depth", None) or DEFAULT_HOLE_DEPTH
-    limit = int(max_upload_mb * 2**20)
-    page = resources.files("pconv").joinpath("static/index.html").read_text(encoding="utf-8")
-
+    limits = Limits(max_upload_mb, max_megapixels, max_queue, max_work_mp)
+    inpainter = _Inpainter(model, torch_device(device), options or InpaintOptions(), limits, app.state.cancel_all)
     hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
     app.add_middleware(
-        _Guard, limit=limit, max_upload_mb=max_upload_mb, allow_origins=tuple(allow_origins), allowed_hosts=hosts
+        _Guard,
+        limit=limits.upload_bytes,
+        max_upload_mb=max_upload_mb,
+        allow_origins=tuple(allow_origins),
+        allowed_hosts=hosts,
     )
+    _add_routes(app, inpainter, weights_name)
+    return app
 
-    def open_upload(data: bytes, what: str) -> Image.Image:
-        """The image's header only (no pixels decoded yet); limits checked."""
-        if len(data) > limit:
-            raise HTTPException(413, f"{what} upload is over the limit of {max_upload_mb:g} MB")
-        if not data:
-            raise HTTPException(400, f"the {what} upload is empty")
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as err:
-            raise HTTPException(413, f"the {what} is too large to decode safely ({err})") from None
-        except UnidentifiedImageError:  # its message shows the buffer's memory address
-            raise HTTPException(400, f"the {what} is not an image Pillow can read") from None
-        except OSError as err:
-            raise HTTPException(400, f"the {what} is not an image Pillow can read ({err})") from None
-        if img.width * img.height > max_megapixels * 1e6:
-            raise HTTPException(
-                413, f"the {what} has {img.width * img.height / 1e6:.1f} megapixels; the limit is {max_megapixels:g}"
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server (see :func:`create_app`)."""
+
+    upload_mb: float = 25.0
+    megapixels: float = 50.0
+    queue: int = 4
+    work_mp: float = 16.0
+
+    @property
+    def upload_bytes(self) -> int:
+        return int(self.upload_mb * 2**20)
+
+
+class _Inpainter:
+    """The model behind the API: checks, decodes, inpaints and encodes one request at a time (in
+    a worker thread, holding the model slot); counts the requests running and waiting."""
+
+    def __init__(
+        self,
+        model: InpaintingModel,
+        device: torch.device,
+        options: InpaintOptions,
+        limits: Limits,
+        cancel_all: threading.Event,
+    ) -> None:
+        self.model, self.device, self.options, self.limits = model.to(device).eval(), device, options, limits
+        self.cancel_all = cancel_all
+        self.hole_depth = options.hole_depth or model.hole_depth or DEFAULT_HOLE_DEPTH
+        self.admitted = self.running = 0
+        self.slot: asyncio.Semaphore | None = None  # created in the server's event loop
+
+    def open(self, data: bytes, what: str) -> Image.Image:
+        """An upload's header only (no pixels decoded yet); size limits checked."""
+        if len(data) > self.limits.upload_bytes:
+            raise TooLargeError(f"the {what} upload is over the limit of {self.limits.upload_mb:g} MB")
+        return open_image(data, what, self.limits.megapixels)
+
+    def known(self, mask_data: bytes, invert: bool, size: tuple[int, int]) -> np.ndarray:
+        """The mask as shown (EXIF orientation applied), checked against the image's displayed size."""
+        mask_img = self.open(mask_data, "mask")
+        mask_size = displayed_size(mask_img)
+        if mask_size != size:  # as shown: EXIF orientation applied
+            raise InputError(
+                f"the mask is {mask_size[0]}x{mask_size[1]} but the image is {size[0]}x{size[1]} (as displayed)"
             )
-        return img
-
-    def decode(img: Image.Image, what: str) -> None:
         try:
-            img.load()
+            mask_img.load()
+            mask_img = ImageOps.exif_transpose(mask_img)
         except (OSError, SyntaxError, ValueError) as err:
-            raise HTTPException(400, f"the {what} could not be decoded ({err})") from None
-
-    def work(image_data: bytes, mask_data: bytes, invert_mask: bool, left: threading.Event) -> tuple[bytes, dict]:
-        """Decode, check, inpaint and encode one request (in a worker thread, holding the model slot)."""
-        img = open_upload(image_data, "image")
-        try:
-            check_depth(img)
-        except ValueError as err:
-            raise HTTPException(400, str(err)) from None
-        mask_img = open_upload(mask_data, "mask")
-        (width, height), (mask_width, mask_height) = displayed_size(img), displayed_size(mask_img)
-        if (mask_width, mask_height) != (width, height):  # as shown: EXIF orientation applied
-            raise HTTPException(
-                400, f"the mask is {mask_width}x{mask_height} but the image is {width}x{height} (as displayed)"
-            )
-        decode(mask_img, "mask")
-        mask_img = ImageOps.exif_transpose(mask_img)
-        known, _ = mask_from_image(mask_img, invert_mask)
-        del mask_img
+            raise InputError(f"the mask could not be decoded ({err})") from None
+        known, _ = mask_from_image(mask_img, invert)
         if not known.any():
-            raise HTTPException(400, "the mask covers the whole image: there is nothing to inpaint from")
-        if not known.all():
-            needed = model_pixels(
-                known, tile=tile, scale=scale, hole_depth=hole_depth, multiple=getattr(model, "multiple", 1)
+            raise InputError("the mask covers the whole image: there is nothing to inpaint from")
+        return known
+
+    def check_work(self, known: np.ndarray) -> None:
+        """Refuse (422) a request whose model work is over the budget, before any is done."""
+        needed = model_pixels(known, self.options, self.hole_depth, self.model.multiple)
+        if needed > self.limits.work_mp * 1e6:
+            raise _OverBudget(
+                f"this request needs {needed / 1e6:.1f} megapixels of model work (the limit "
+                f"is {self.limits.work_mp:g}): send a smaller image or fewer, smaller holes"
             )
-            if needed > max_work_mp * 1e6:
-                raise HTTPException(
-                    422,
-                    f"this request needs {needed / 1e6:.1f} megapixels of model work (the limit "
-                    f"is {max_work_mp:g}): send a smaller image or fewer, smaller holes",
-                )
-        decode(img, "image")
-        try:
-            source = decode_input(img, channels)
-        except (ValueError, UsageError) as err:
-            raise HTTPException(400, str(err)) from None
+
+    def __call__(self, image_data: bytes, mask_data: bytes, invert: bool, left: threading.Event) -> tuple[bytes, dict]:
+        img = self.open(image_data, "image")
+        check_depth(img)
+        known = self.known(mask_data, invert, displayed_size(img))
+        if not known.all():
+            self.check_work(known)
+        source = decode_image(img, self.model.in_channels)
         del img
         headers = {}
         if known.all():
             pixels = source.pixels
             headers["X-Pconv-Warning"] = "the mask has no holes; the image is returned unchanged"
         else:
-            pixels = inpaint(
-                model,
-                source.pixels,
-                known,
-                tile=tile,
-                scale=scale,
-                device=device,
-                should_stop=lambda: left.is_set() or app.state.cancel_all.is_set(),
-            ).image
-        buffer = io.BytesIO()
-        to_output_image(pixels, source).save(buffer, format="PNG", **save_options("PNG"))
-        return buffer.getvalue(), headers
+            stop = lambda: left.is_set() or self.cancel_all.is_set()  # noqa: E731
+            pixels = inpaint(self.model, source.pixels, known, self.options, device=self.device, should_stop=stop).image
+        return encode(to_output_image(pixels, source), "PNG"), headers
+
+
+class _OverBudget(PconvError):
+    status = 422
+
+
+def _add_routes(app: FastAPI, inpainter: _Inpainter, weights_name: str) -> None:
+    """The page, ``/api/health`` and ``/api/inpaint``."""
+    page = resources.files("pconv").joinpath("static/index.html").read_text(encoding="utf-8")
+    limits, model = inpainter.limits, inpainter.model
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -191,13 +216,13 @@ def create_app(
             "model": weights_name,
             "architecture": type(model).__name__,
             "config": model.config.to_dict(),
-            "device": str(device),
+            "device": str(inpainter.device),
             "queue": {
-                "running": queue["running"],
-                "waiting": queue["admitted"] - queue["running"],
-                "max_waiting": max_queue,
+                "running": inpainter.running,
+                "waiting": inpainter.admitted - inpainter.running,
+                "max_waiting": limits.queue,
             },
-            "limits": {"upload_mb": max_upload_mb, "megapixels": max_megapixels, "work_mp": max_work_mp},
+            "limits": {"upload_mb": limits.upload_mb, "megapixels": limits.megapixels, "work_mp": limits.work_mp},
         }
 
     @app.post("/api/inpaint", responses={200: {"content": {"image/png": {}}}})
@@ -205,42 +230,47 @@ def create_app(
         request: Request, image: UploadFile = File(...), mask: UploadFile = File(...), invert_mask: bool = Form(False)
     ) -> Response:
         """Multipart ``image`` and ``mask`` (white = hole, or alpha > 127 = hole); returns the PNG composite."""
-        if queue["admitted"] >= max_queue + 1 or app.state.cancel_all.is_set():
+        if inpainter.admitted >= limits.queue + 1 or inpainter.cancel_all.is_set():
             raise HTTPException(
                 503,
-                f"busy: {queue['admitted']} requests are running or waiting; try again shortly",
+                f"busy: {inpainter.admitted} requests are running or waiting; try again shortly",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        queue["admitted"] += 1
+        inpainter.admitted += 1
         try:
             try:
-                image_data, mask_data = await image.read(limit + 1), await mask.read(limit + 1)
+                image_data = await image.read(limits.upload_bytes + 1)
+                mask_data = await mask.read(limits.upload_bytes + 1)
             finally:
                 await image.close()
                 await mask.close()
-            if not slot:
-                slot.append(asyncio.Semaphore(1))
-            async with slot[0]:
-                left = threading.Event()
-                if app.state.cancel_all.is_set():
-                    raise HTTPException(503, "the server is shutting down", headers={"Retry-After": str(RETRY_AFTER_S)})
-                if await request.is_disconnected():
-                    return Response(status_code=499)
-                queue["running"] += 1
-                watcher = asyncio.create_task(_watch_disconnect(request, left))
-                try:
-                    content, headers = await run_in_threadpool(work, image_data, mask_data, invert_mask, left)
-                except Cancelled:
-                    status = 499 if left.is_set() else 503
-                    return JSONResponse({"detail": "cancelled"}, status_code=status)
-                finally:
-                    queue["running"] -= 1
-                    watcher.cancel()
+            return await _run(request, inpainter, image_data, mask_data, invert_mask)
         finally:
-            queue["admitted"] -= 1
-        return Response(content, media_type="image/png", headers=headers)
+            inpainter.admitted -= 1
 
-    return app
+
+async def _run(request: Request, inpainter: _Inpainter, image_data: bytes, mask_data: bytes, invert: bool) -> Response:
+    """Wait for the model slot, then run the request in a worker thread; stop it if its client leaves."""
+    if inpainter.slot is None:
+        inpainter.slot = asyncio.Semaphore(1)
+    async with inpainter.slot:
+        left = threading.Event()
+        if inpainter.cancel_all.is_set():
+            raise HTTPException(503, "the server is shutting down", headers={"Retry-After": str(RETRY_AFTER_S)})
+        if await request.is_disconnected():
+            return Response(status_code=499)
+        inpainter.running += 1
+        watcher = asyncio.create_task(_watch_disconnect(request, left))
+        try:
+            content, headers = await run_in_threadpool(inpainter, image_data, mask_data, invert, left)
+        except PconvError as err:
+            raise HTTPException(err.status, str(err)) from None
+        except Cancelled:
+            return JSONResponse({"detail": "cancelled"}, status_code=499 if left.is_set() else 503)
+        finally:
+            inpainter.running -= 1
+            watcher.cancel()
+    return Response(content, media_type="image/png", headers=headers)
 
 
 class _Guard:

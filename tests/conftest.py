@@ -50,3 +50,19 @@ def randomise_batchnorm(model: torch.nn.Module, spread: float = 0.5) -> torch.nn
             module.weight.uniform_(1 - spread, 1 + spread)
             module.bias.uniform_(-spread, spread)
     return model
+
+
+class StandIn(torch.nn.Module):
+    """A fake model that meets :class:`pconv.models.InpaintingModel`: subclasses implement
+    ``predict(image, mask)`` (or ``forward`` with ``sample``) to test inference exactly."""
+
+    in_channels = 3
+    multiple = 1
+    hole_depth = None
+    can_sample = False
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        return self.predict(image, mask)
+
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

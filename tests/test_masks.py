@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pconv.errors import InputError
 from pconv.masks import (
     CONTACT_SHEET,
     KINDS,
@@ -161,10 +162,10 @@ def test_read_rgba_uses_alpha_and_rgb_uses_luminance(tmp_path):
 
 
 def test_read_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="mask not found"):
         read_mask(tmp_path / "missing.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="cannot read mask"):
+    with pytest.raises(InputError, match="cannot read mask"):
         read_mask(tmp_path / "bad.png")
 
 

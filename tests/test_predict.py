@@ -9,14 +9,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import image_size, synthetic_photo
+from conftest import StandIn, image_size, synthetic_photo
 from PIL import Image
 
 import pconv.io
 from pconv import PConvUNet, save_model
-from pconv.inpaint import inpaint, tile_origins
+from pconv.inpaint import inpaint
 from pconv.masks import write_mask
 from pconv.predict import main
+from pconv.tiling import tile_origins
 
 
 def _model(depth: int = 3, dropout: float = 0.0, seed: int = 0) -> PConvUNet:
@@ -113,10 +114,10 @@ def test_tiles_run_only_where_holes_are_and_cover_every_hole():
     assert np.array_equal(spread.image[known], image[known])
 
 
-class _Ramp(torch.nn.Module):
+class _Ramp(StandIn):
     """Predicts a left-to-right ramp 0..1 whatever the input: its mirror average is 0.5 everywhere."""
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ramp = torch.linspace(0, 1, image.shape[-1], dtype=image.dtype)
         return ramp.expand_as(image).clone()
 
@@ -230,9 +231,10 @@ def test_sampling_is_random_only_when_asked():
     model = _model(dropout=0.3)
     image, known = synthetic_photo(32, 32), _holes(32, 32, (8, 20, 8, 20))
     once = [inpaint(model, image, known).image for _ in range(2)]
-    assert np.array_equal(*once) and model.mc_dropout is False
+    assert np.array_equal(*once)
     a, b = (inpaint(model, image, known, samples=3, batch=2) for _ in range(2))
-    assert not np.array_equal(a.image, b.image) and a.std is not None and model.mc_dropout is False
+    assert not np.array_equal(a.image, b.image) and a.std is not None
+    assert np.array_equal(inpaint(model, image, known).image, once[0])  # sampling left nothing switched on
 
 
 def test_grayscale_and_alpha_images_round_trip(weights, tmp_path):
@@ -520,12 +522,12 @@ def test_a_decompression_bomb_is_a_failed_pair_in_folder_mode(weights, tmp_path,
     assert (tmp_path / "out" / "fine.png").is_file()
 
 
-class _Half(torch.nn.Module):
+class _Half(StandIn):
     """Predicts 0.5 everywhere: every hole pixel must come out exactly 128 however the tiles fall."""
 
     multiple = 4
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.full_like(image, 0.5)
 
 
@@ -543,15 +545,14 @@ def test_every_hole_pixel_gets_a_prediction_from_the_tiles(tile, overlap):
     assert result.tiles > 6
 
 
-class _Spread(torch.nn.Module):
+class _Spread(StandIn):
     """A stand-in for a dropout model: sample ``b`` of a batch of ``n`` predicts ``b / (n - 1)``
     everywhere, so every pixel's samples are exactly ``0, 1/(n-1), ..., 1`` in every tile."""
 
     multiple = 4
-    mc_dropout = False
-    config = type("Config", (), {"dropout": 0.5})()
+    can_sample = True
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n = image.shape[0]
         return (torch.arange(n, dtype=image.dtype) / (n - 1)).view(n, 1, 1, 1).expand_as(image).clone()
 
@@ -574,7 +575,7 @@ def test_monte_carlo_mean_and_spread_are_exact_across_tiles_and_with_flip(flip, 
     np.testing.assert_allclose(result.stderr[checked], values.std(ddof=1) / np.sqrt(values.size), rtol=1e-5)
 
 
-class _Alternating(torch.nn.Module):
+class _Alternating(StandIn):
     """Each call (one tile) predicts a constant, 0.1 and 0.9 in turn: neighbouring tiles disagree."""
 
     multiple = 4
@@ -583,7 +584,7 @@ class _Alternating(torch.nn.Module):
         super().__init__()
         self.calls = 0
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return torch.full_like(image, 0.9 if self.calls % 2 == 0 else 0.1)
 

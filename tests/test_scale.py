@@ -8,10 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import StandIn
 
 from pconv import PConvUNet, load_model, save_model
-from pconv.inpaint import DEFAULT_HOLE_DEPTH, MIN_LEVEL_SIDE, crop_boxes, hole_levels, inpaint
+from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, hole_depth_of
+from pconv.tiling import DEFAULT_HOLE_DEPTH, MIN_LEVEL_SIDE, crop_boxes, hole_levels
 
 
 def _known(h: int, w: int, *boxes: tuple[int, int, int, int]) -> np.ndarray:
@@ -121,24 +123,20 @@ def test_known_pixels_are_byte_identical_and_every_hole_is_filled(scale):
         assert (ones[~known] == 255).all()
 
 
-class _Const(torch.nn.Module):
-    multiple = 1
-
+class _Const(StandIn):
     def __init__(self, value: float) -> None:
         super().__init__()
         self.value = value
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.full_like(image, self.value)
 
 
-class _Mean(torch.nn.Module):
+class _Mean(StandIn):
     """Fills each hole pixel with the mean of the known pixels of its input: the coarse level sees
     far-away context, the full-resolution pass only its tile."""
 
-    multiple = 1
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mean = (image * mask).sum((-2, -1), keepdim=True) / mask.sum((-2, -1), keepdim=True).clamp(min=1)
         return mean.expand_as(image).clone()
 

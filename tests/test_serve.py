@@ -28,6 +28,7 @@ from conftest import synthetic_photo
 from PIL import Image, ImageOps
 
 from pconv import PConvUNet
+from pconv.options import InpaintOptions
 from pconv.serve import allowed_hosts, create_app
 from pconv.webapp import server_config
 
@@ -385,10 +386,10 @@ class _Slow(PConvUNet):
         super().__init__(depth=3, base_width=4)
         self.delay, self.calls = delay, 0
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, sample: bool = False) -> torch.Tensor:
         self.calls += 1
         time.sleep(self.delay)
-        return super().forward(image, mask)
+        return super().forward(image, mask, sample)
 
 
 def _rss_mb() -> float:
@@ -432,7 +433,7 @@ def test_under_load_the_queue_is_bounded_health_stays_fast_and_the_server_recove
 
 def test_work_stops_when_the_client_disconnects():
     model = _Slow(0.1)
-    app = create_app(model, tile=32, scale=1, max_work_mp=10)
+    app = create_app(model, options=InpaintOptions(tile=32, scale=1), max_work_mp=10)
     holes = np.zeros((256, 256), np.uint8)
     holes[::4] = 255  # every row of tiles has holes: 64 tiles of 32 px
     with _running(app) as url:
@@ -450,7 +451,7 @@ def test_work_stops_when_the_client_disconnects():
 
 def test_shutdown_cancels_running_work():
     model = _Slow(0.1)
-    app = create_app(model, tile=32, scale=1, max_work_mp=10)
+    app = create_app(model, options=InpaintOptions(tile=32, scale=1), max_work_mp=10)
     holes = np.zeros((256, 256), np.uint8)
     holes[::4] = 255
     with _running(app) as url:

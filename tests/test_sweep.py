@@ -152,7 +152,7 @@ def test_yaml_numbers_read_as_strings_are_converted_and_a_failing_trial_does_not
 
 
 def test_a_fixed_value_of_the_wrong_type_is_refused_when_the_space_is_read(data, tmp_path):
-    from pconv.cli import UsageError
+    from pconv.errors import ConfigError
 
-    with pytest.raises(UsageError, match="steps: 'many' is not a valid int"):
+    with pytest.raises(ConfigError, match="steps: 'many' is not a valid int"):
         load_space(_space(data, tmp_path / "s.json", 1, {"lr": {"low": 1e-4, "high": 1e-2}}, steps="many"))

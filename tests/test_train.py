@@ -20,9 +20,10 @@ from safetensors.torch import load_file
 
 import pconv.training.loop as loop
 from pconv import PConvUNet, load_model
-from pconv.data import EpochSampler, InpaintingDataset, load_image
-from pconv.train import main
-from pconv.training import config_from_args, lr_at
+from pconv.data import EpochSampler, InpaintingDataset
+from pconv.images import load_rgb
+from pconv.train import config_from_args, main
+from pconv.training import lr_at
 from pconv.training import train as run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,14 +409,14 @@ def test_load_image_applies_exif_orientation_and_converts_modes(tmp_path):
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     img.save(tmp_path / "rot.jpg", exif=exif)
-    assert load_image(tmp_path / "rot.jpg").size == (20, 40)
+    assert load_rgb(tmp_path / "rot.jpg").size == (20, 40)
     Image.new("L", (8, 6), 77).save(tmp_path / "gray.png")
     Image.new("RGBA", (8, 6), (0, 0, 0, 0)).save(tmp_path / "clear.png")
-    assert load_image(tmp_path / "gray.png").getpixel((0, 0)) == (77, 77, 77)
-    assert load_image(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+    assert load_rgb(tmp_path / "gray.png").getpixel((0, 0)) == (77, 77, 77)
+    assert load_rgb(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(ValueError, match="cannot read image"):
-        load_image(tmp_path / "bad.png")
+        load_rgb(tmp_path / "bad.png")
 
 
 # train.py under torchrun, keeping each rank's model (the module DDP wraps) after training.
@@ -423,7 +424,7 @@ _RANK_WEIGHTS = """
 import os, sys
 import torch
 import pconv.training.loop as loop
-from pconv.training.config import config_from_args
+from pconv.train import config_from_args
 
 wrapped = []
 
@@ -478,15 +479,15 @@ def test_two_process_gloo_run_trains_and_keeps_the_ranks_weights_equal(folders, 
 def test_sixteen_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
     Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit grey ("I;16")
-    got = np.asarray(load_image(tmp_path / "deep.png"))[..., 0]
+    got = np.asarray(load_rgb(tmp_path / "deep.png"))[..., 0]
     assert np.abs(got.astype(int) - np.rint(ramp / 257)).max() <= 1 and got.min() == 0 and got.max() == 255
     floats = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     Image.fromarray(floats, "F").save(tmp_path / "float.tif")
-    got = np.asarray(load_image(tmp_path / "float.tif"))[..., 0]
+    got = np.asarray(load_rgb(tmp_path / "float.tif"))[..., 0]
     assert np.abs(got.astype(int) - np.rint(floats * 255)).max() <= 1
     Image.fromarray(floats * 300, "F").save(tmp_path / "hdr.tif")
     with pytest.raises(ValueError, match=r"only \[0, 1\] float images"):
-        load_image(tmp_path / "hdr.tif")
+        load_rgb(tmp_path / "hdr.tif")
 
 
 def test_checkpoint_on_a_full_disk_is_one_clear_line_and_leaves_no_partial_file(folders, tmp_path, monkeypatch, capsys):

@@ -148,8 +148,7 @@ def test_dropout_only_when_training_or_sampling():
     x, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x, mask), model(x, mask))
-        model.mc_dropout = True
-        assert not torch.allclose(model(x, mask), model(x, mask))
+        assert not torch.allclose(model(x, mask, sample=True), model(x, mask, sample=True))
 
 
 @pytest.mark.parametrize("kwargs", [{"depth": 1}, {"dropout": 1.0}, {"upsample_mode": "area"}, {"in_channels": 0}])

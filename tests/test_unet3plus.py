@@ -106,8 +106,7 @@ def test_monte_carlo_samples_differ_only_when_sampling():
     model = UNet3Plus(depth=3, base_width=4, dropout=0.3).eval()
     image, mask = torch.rand(1, 3, 16, 16), torch.ones(1, 1, 16, 16)
     assert torch.equal(model(image, mask), model(image, mask))
-    model.mc_dropout = True
-    assert not torch.equal(model(image, mask), model(image, mask))
+    assert not torch.equal(model(image, mask, sample=True), model(image, mask, sample=True))
 
 
 def test_release_file_round_trip(tmp_path):
@@ -150,10 +149,9 @@ def test_uncertainty_is_higher_in_a_blind_zone_after_training():
         loss.backward()
         opt.step()
     model.eval()
-    model.mc_dropout = True
     image = fields(4)
     with torch.no_grad():
-        samples = torch.stack([model(image, mask) for _ in range(20)])  # (S, N, 1, H, W)
+        samples = torch.stack([model(image, mask, sample=True) for _ in range(20)])  # (S, N, 1, H, W)
     std = samples.std(0).mean((0, 1))  # (H, W)
     known = mask[0, 0].bool()
     assert std[~known].mean() > 1.5 * std[known].mean()

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from pconv.errors import InputError
 from pconv.files import atomic_save_image
+from pconv.images import open_image
 
 __all__ = [
     "CONTACT_SHEET",
@@ -68,21 +70,23 @@ def write_mask(path: str | Path, known: np.ndarray) -> None:
 
 
 def read_mask(path: str | Path, invert: bool = False) -> tuple[np.ndarray, str]:
-    """Read a mask image; returns ``(known, rule)`` where ``rule`` says how holes were found.
+    """Read a mask image as it is shown (EXIF orientation applied); returns ``(known, rule)``
+    where ``rule`` says how holes were found.
 
     Args:
         path: any image Pillow reads.
         invert: treat white as known instead (for mask sets drawn the other way round).
+
+    Raises:
+        InputError: the file is missing or not a readable image.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: {path}")
-    try:
-        with Image.open(path) as img:
+    with open_image(path, "mask") as img:
+        try:
             img.load()
-            return mask_from_image(img, invert)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read mask {path}: {err}") from err
+            img = ImageOps.exif_transpose(img)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise InputError(f"cannot read mask {path}: {err}") from None
+        return mask_from_image(img, invert)
 
 
 def mask_from_image(img: Image.Image, invert: bool = False) -> tuple[np.ndarray, str]:

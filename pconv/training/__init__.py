@@ -18,8 +18,6 @@ from pconv.lazy import lazy_exports
 _EXPORTS = {
     "TrainConfig": "pconv.training.config",
     "TrainState": "pconv.training.checkpoint",
-    "build_parser": "pconv.training.config",
-    "config_from_args": "pconv.training.config",
     "load_checkpoint": "pconv.training.checkpoint",
     "lr_at": "pconv.training.loop",
     "train": "pconv.training.loop",
@@ -31,7 +29,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from pconv.training.checkpoint import TrainState, load_checkpoint
-    from pconv.training.config import TrainConfig, build_parser, config_from_args
+    from pconv.training.config import TrainConfig
     from pconv.training.loop import lr_at, train, train_stage, validate
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pconv.cli import UsageError
+from pconv.errors import CheckpointError
 from pconv.files import atomic_write, refused_pickle
 
 __all__ = ["CHECKPOINT_VERSION", "TrainState", "load_checkpoint", "restore_rng", "save_checkpoint"]
@@ -91,7 +91,7 @@ def save_checkpoint(
     try:
         atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as err:
-        raise UsageError(f"{err}; the previous {path.name} (if any) is intact") from None
+        raise CheckpointError(f"{err}; the previous {path.name} (if any) is intact") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -99,11 +99,11 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UsageError(refused_pickle(path, err)) from None
+        raise CheckpointError(refused_pickle(path, err)) from None
     except (OSError, RuntimeError, EOFError) as err:
-        raise UsageError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
-        raise UsageError(f"{path} is not a pconv training checkpoint")
+        raise CheckpointError(f"{path} is not a pconv training checkpoint")
     ckpt["state"] = TrainState.from_dict(ckpt["state"])
     return ckpt
 

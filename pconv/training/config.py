@@ -1,25 +1,23 @@
-"""What a training run depends on: nested frozen dataclasses, and the command line built from them.
+"""What a training run depends on: nested frozen dataclasses, checked by :func:`check`.
 
-Each field carries its help text (and, where needed, argparse options) in its metadata, so every
-option is written once. ``config.json`` and checkpoints store the flat form (``--loss-hole`` is
-``loss_hole``, everything else its field name), which is what ``--resume`` compares.
+Each field carries its help text (and, where needed, command-line options) in its metadata, so
+every option is written once (:mod:`pconv.train` builds ``train.py``'s flags from them).
+``config.json`` and checkpoints store the flat form (``--loss-hole`` is ``loss_hole``, everything
+else its field name), which is what ``--resume`` compares.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pconv.cli import UsageError, prog_name
 from pconv.configs import BASE_FILLS, LossWeights, PConvUNetConfig, UNet3PlusConfig
+from pconv.errors import ConfigError
 from pconv.masks import DEFAULT_MIX, KINDS, MIXES, parse_kind, parse_ratio
+from pconv.models import ARCHITECTURES
 
 __all__ = [
     "RESUMABLE",
@@ -30,8 +28,7 @@ __all__ = [
     "RunConfig",
     "ScheduleConfig",
     "TrainConfig",
-    "build_parser",
-    "config_from_args",
+    "check",
 ]
 
 STAGES = ("pretrain", "finetune", "both")
@@ -56,9 +53,10 @@ RESUMABLE = {
 }
 
 
-def opt(default: Any, help: str, **argparse_options: Any) -> Any:
-    """A dataclass field with its command-line help (and argparse options) in its metadata."""
-    return field(default=default, metadata={"help": help, **argparse_options})
+def opt(default: Any, help: str, **flag_options: Any) -> Any:
+    """A dataclass field with its command-line help (and flag options: ``metavar``, ``choices``, ...)
+    in its metadata."""
+    return field(default=default, metadata={"help": help, **flag_options})
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ class DataConfig:
 class ModelChoice:
     """The architecture and its size; :meth:`build` gives the architecture's own configuration."""
 
-    arch: str = opt("pconv_unet", "architecture", choices=("pconv_unet", "unet3plus"))
+    arch: str = opt("pconv_unet", "architecture", choices=tuple(ARCHITECTURES))
     depth: int | None = opt(None, "encoder levels (default: pconv_unet 8 at 512 px, 7 at 256 px, ...; unet3plus 4)")
     base_width: int = opt(64, "channels of the first level")
     dropout: float = opt(0.0, "dropout probability (for Monte Carlo uncertainty)")
@@ -260,44 +258,6 @@ class TrainConfig:
         return cls(**sections)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """``train.py``'s flags, derived from the dataclasses; defaults are suppressed so given flags are known."""
-    p = argparse.ArgumentParser(
-        prog=prog_name("train.py"),
-        description="Two-stage training of an inpainting network on folders of images.",
-        argument_default=argparse.SUPPRESS,
-    )
-    for name, section in _SECTIONS.items():
-        group = p.add_argument_group(name, section.__doc__)
-        defaults = section()
-        for f in dataclasses.fields(section):
-            if f.name == "weights":
-                for w in dataclasses.fields(LossWeights):
-                    group.add_argument(
-                        f"--loss-{w.name}",
-                        type=float,
-                        dest=f"loss_{w.name}",
-                        help=f"weight of the {w.name} term (default {w.default})",
-                    )
-                continue
-            options = {k: v for k, v in f.metadata.items() if k != "help"}
-            default = getattr(defaults, f.name)
-            shown = (
-                ""
-                if default in (None, "", ())
-                else f" (default {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
-            )
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(default, bool):
-                group.add_argument(flag, action="store_true", help=f.metadata["help"])
-            else:
-                options.setdefault("type", _field_type(f))
-                group.add_argument(flag, help=f.metadata["help"] + shown, **options)
-            if f.name == "stage":
-                group.add_argument("--stages", dest="stage", choices=STAGES, help="same as --stage")
-    return p
-
-
 def _convert(f: dataclasses.Field, value: Any) -> Any:
     """``value`` as the type of field ``f`` (annotations: str, int, float, bool, their ``| None``
     forms, and tuples of floats)."""
@@ -329,60 +289,30 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
         raise ValueError(f"{f.name}: {value!r} is not a valid {text.replace(' | None', '')}") from None
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    text = str(f.type)
-    return int if text.startswith("int") else float if text.startswith("float") else str
-
-
-def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
-    """Parse the command line; with ``--resume`` the saved run's configuration is the base."""
-    given = vars(build_parser().parse_args(argv))
-    for key in ("crop_scale", "lr_milestones"):
-        if key in given:
-            given[key] = tuple(given[key])
-    if given.get("resume"):
-        if given.get("overwrite"):
-            raise UsageError("--resume continues a run and --overwrite replaces it: give one of them")
-        out = Path(given.get("out", RunConfig.out))
-        saved = out / "config.json"
-        if not (out / "last.pt").is_file() or not saved.is_file():
-            raise UsageError(f"nothing to resume in {out} (no last.pt and config.json)")
-        base = TrainConfig.from_flat(json.loads(saved.read_text())).to_flat()
-        changed = sorted(k for k, v in given.items() if k not in RESUMABLE | {"out"} and _norm(base.get(k)) != _norm(v))
-        if changed:
-            raise UsageError(f"--resume continues the saved run; these options differ from it: {', '.join(changed)}")
-        return TrainConfig.from_flat({**base, **given})
-    if "train" not in given:
-        raise UsageError("--train DIR is required")
-    cfg = TrainConfig.from_flat(given)
-    check(cfg)
-    return cfg
-
-
-def _norm(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def check(cfg: TrainConfig) -> None:
-    """Refuse impossible combinations with one clear line each."""
+    """Refuse impossible combinations with one clear line each.
+
+    Raises:
+        ConfigError: the first problem found (named by its ``train.py`` flag).
+    """
     d, r = cfg.data, cfg.run
     if d.size < 16 or d.batch_size < 1 or d.workers < 0:
-        raise UsageError("--size must be at least 16, --batch-size at least 1 and --workers at least 0")
+        raise ConfigError("--size must be at least 16, --batch-size at least 1 and --workers at least 0")
     if r.val_masks < 1:
-        raise UsageError(f"--val-masks must be at least 1, got {r.val_masks}")
+        raise ConfigError(f"--val-masks must be at least 1, got {r.val_masks}")
     if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
-        raise UsageError(f"--crop-scale must satisfy 0 < MIN <= MAX <= 1, got {d.crop_scale}")
+        raise ConfigError(f"--crop-scale must satisfy 0 < MIN <= MAX <= 1, got {d.crop_scale}")
     try:
         parse_kind(d.mask_kind)
         if d.mask_ratio is not None:
             parse_ratio(d.mask_ratio)
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise ConfigError(str(err)) from None
     if d.masks is not None and d.mask_ratio is not None:
-        raise UsageError("--mask-ratio applies to generated masks, not to --masks DIR")
+        raise ConfigError("--mask-ratio applies to generated masks, not to --masks DIR")
     if cfg.model.arch != "pconv_unet" and (cfg.model.base_fill != "none" or cfg.model.fill_input):
-        raise UsageError("--base-fill and --fill-input apply to --arch pconv_unet")
+        raise ConfigError("--base-fill and --fill-input apply to --arch pconv_unet")
     try:
         cfg.model_config()
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise ConfigError(str(err)) from None

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pconv.errors import require
 from pconv.files import atomic_save_image
 from pconv.losses import composite
 
@@ -104,12 +105,9 @@ def _start_wandb(project: str, out: Path, config: dict | None, run_id: str | Non
     """A W&B run; offline unless an API key (or ``WANDB_MODE``) says otherwise."""
     import os
 
-    try:
-        import wandb
-    except ImportError:
-        from pconv.cli import UsageError
+    require("wandb", "--wandb", "wandb")
+    import wandb
 
-        raise UsageError("--wandb needs Weights & Biases: pip install -e .[wandb]") from None
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     return wandb.init(
         project=project,

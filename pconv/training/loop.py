@@ -34,18 +34,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pconv.cli import UsageError, require, resolve_device
 from pconv.data import EpochSampler, InpaintingDataset, MaskSource, UnreadableData, collate, find_images
+from pconv.devices import resolve_device
+from pconv.errors import CheckpointError, ConfigError, InputError, require
 from pconv.files import atomic_write_bytes, check_writable
-from pconv.io import ARCHITECTURES, load_model, save_model
+from pconv.io import load_model, save_model
 from pconv.losses import InpaintingLoss, composite, hole_valid_losses
 from pconv.masks import parse_ratio
 from pconv.metrics import score
+from pconv.models import ARCHITECTURES
 from pconv.training.checkpoint import TrainState, load_checkpoint, restore_rng, save_checkpoint
 from pconv.training.config import TrainConfig
 from pconv.training.distributed import World, init_distributed
 from pconv.training.logs import RunLogs, sample_grid
-from pconv.unet3plus import UNet3Plus
 from pconv.vgg import VGG16Features
 
 __all__ = ["Stage", "lr_at", "train", "train_stage", "training_hole_depth", "validate"]
@@ -69,10 +70,10 @@ def plan_stages(cfg: TrainConfig, batches_per_epoch: int) -> list[Stage]:
 
     def length(steps: int | None, epochs: float | None, default: int, what: str) -> int:
         if steps is not None and epochs is not None:
-            raise UsageError(f"give the {what} length in steps or in epochs, not both")
+            raise ConfigError(f"give the {what} length in steps or in epochs, not both")
         n = math.ceil(epochs * batches_per_epoch) if epochs is not None else steps if steps is not None else default
         if n < 1:
-            raise UsageError(f"the {what} stage needs at least one step")
+            raise ConfigError(f"the {what} stage needs at least one step")
         return n
 
     plan = []
@@ -318,20 +319,20 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
             d.size, d.mask_kind, parse_ratio(d.mask_ratio) if d.mask_ratio else None, d.masks, d.invert_masks
         )
     except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from None
+        raise InputError(str(err)) from None
     if val_files:
         require("train", "validation (--val)", "skimage")
     if cfg.schedule.early_stop is not None and not val_files:
-        raise UsageError("--early-stop needs a validation folder (--val)")
+        raise ConfigError("--early-stop needs a validation folder (--val)")
     if cfg.schedule.stage == "finetune" and cfg.schedule.init is None and not r.resume:
-        raise UsageError(
+        raise ConfigError(
             "--stage finetune starts from trained weights: give --init FILE (a release file or checkpoint)"
         )
     if not r.resume and world.main:
         try:
             check_writable(out)
         except OSError as err:
-            raise UsageError(str(err)) from None
+            raise ConfigError(str(err)) from None
         _claim_out(out, r.overwrite)
     batches_per_epoch = max(1, len(train_files) // world.world_size // d.batch_size)
     plan = plan_stages(cfg, batches_per_epoch)
@@ -339,16 +340,13 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     ckpt = load_checkpoint(out / "last.pt") if r.resume else None
     torch.manual_seed(r.seed + world.rank)
     model_cfg = cfg.model_config()
-    model_cls, _ = ARCHITECTURES[cfg.model.arch]
-    model = model_cls(model_cfg)
+    model = ARCHITECTURES[cfg.model.arch].build(model_cfg)
     if cfg.schedule.init is not None and ckpt is None:
         weights, init_config = _initial_weights(cfg.schedule.init)
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
-            raise UsageError(
-                f"--init {cfg.schedule.init} does not fit this architecture: {str(err).splitlines()[0]}"
-            ) from None
+            raise CheckpointError(_init_mismatch(cfg.schedule.init, init_config, model_cfg.to_dict(), err)) from None
         if getattr(model_cfg, "base_fill", "none") != "none" and init_config.get("base_fill", "none") == "none":
             model.start_at_fill()  # a direct model's weights, corrections from zero: the run starts at the fill
     model.to(device)
@@ -470,7 +468,7 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
             "best_psnr": state.best if val_files else None,
         }
         if world.main:
-            summary.update(_release(run, model_cls, model_cfg, masks))
+            summary.update(_release(run, model_cfg, masks))
     finally:  # also when stopped, interrupted, pruned by a sweep or failed: no log file left open
         if logs is not None:
             logs.close()
@@ -498,7 +496,7 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
             f"{stage.steps}; the stage ends here",
             file=sys.stderr,
         )
-    deep_weight = cfg.model.deep_weight if isinstance(model, UNet3Plus) else None
+    deep_weight = cfg.model.deep_weight if ARCHITECTURES[cfg.model.arch].deep_supervision else None
     bar = tqdm(
         total=stage.steps,
         initial=min(state.stage_step, stage.steps),
@@ -520,7 +518,7 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
                 shutdown = getattr(run.batches, "_shutdown_workers", None)
                 if shutdown is not None:  # end the workers now, not at interpreter exit
                     shutdown()
-                raise UsageError(str(err).strip().splitlines()[-1].split("UnreadableData: ")[-1]) from None
+                raise InputError(str(err).strip().splitlines()[-1].split("UnreadableData: ")[-1]) from None
             _report_skipped(run, batch["skipped"])
             image, mask = _to_device(batch, run.device, cfg.run.channels_last)
             terms = train_step(run.wrapped, run.loss_fn, optimizer, scaler, image, mask, run.amp_dtype, deep_weight)
@@ -628,11 +626,11 @@ def _validate_and_track(run: _Run, stage: Stage) -> tuple[bool, bool]:
     return verdict[0], verdict[1]
 
 
-def _release(run: _Run, model_cls: type[nn.Module], model_cfg: object, masks: MaskSource) -> dict:
+def _release(run: _Run, model_cfg: object, masks: MaskSource) -> dict:
     """Write ``model.safetensors``: this run's ``best.pt`` when it was written in the last stage,
     else the final weights."""
     best_path = run.out / "best.pt"
-    release = model_cls(model_cfg)
+    release = ARCHITECTURES[run.cfg.model.arch].build(model_cfg)
     source = "last"
     if run.state.best_stage == len(run.plan) - 1 and best_path.is_file():
         best = load_checkpoint(best_path)
@@ -674,7 +672,7 @@ def _claim_out(out: Path, overwrite: bool) -> None:
     if not any(name in WEIGHT_FILES for name in found):
         print(f"note: {out} holds a run that stopped before it saved any weights; starting over there", file=sys.stderr)
     elif not overwrite:
-        raise UsageError(
+        raise ConfigError(
             f"{out} holds another run ({', '.join(found)}); continue it with --resume, "
             "start over with --overwrite, or choose another --out"
         )
@@ -715,12 +713,21 @@ def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
         try:
             model = load_model(path)
         except (FileNotFoundError, ValueError) as err:
-            raise UsageError(str(err)) from None
+            raise CheckpointError(str(err)) from None
         return model.state_dict(), model.config.to_dict()
     if not Path(path).is_file():
-        raise UsageError(f"initial weights not found: {path}")
+        raise CheckpointError(f"initial weights not found: {path}")
     ckpt = load_checkpoint(path)
     return ckpt["model"], ckpt.get("model_config") or {}
+
+
+def _init_mismatch(path: str, saved: dict, wanted: dict, err: RuntimeError) -> str:
+    """Why ``--init`` weights do not load: the architecture options that differ, as flags to pass."""
+    differ = [k for k in ("depth", "base_width", "dropout") if k in saved and saved[k] != wanted.get(k)]
+    if differ:
+        flags = " ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in differ)
+        return f"--init {path} is a model with {flags.replace('--', '')}; pass {flags} to start from it"
+    return f"--init {path} does not fit this architecture: {str(err).strip().splitlines()[0]}"
 
 
 def _vgg(cfg: TrainConfig, device: torch.device, world: World) -> VGG16Features | None:
@@ -738,4 +745,4 @@ def _vgg(cfg: TrainConfig, device: torch.device, world: World) -> VGG16Features 
             warnings.simplefilter("ignore")
             return VGG16Features(None if name == "none" else name).to(device)
     except (RuntimeError, FileNotFoundError, KeyError, ValueError) as err:
-        raise UsageError(str(err).strip("'\"")) from None
+        raise ConfigError(str(err).strip("'\"")) from None

@@ -1,0 +1,59 @@
+"""Inference options: one frozen object that ``inpaint``, ``model_pixels``, ``predict.py``,
+``evaluate`` and the web server share, checked once when it is made."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pconv.errors import ConfigError
+
+__all__ = ["MIN_TILE", "InpaintOptions"]
+
+# The smallest tile side; smaller tiles give the network too little context to be useful.
+MIN_TILE = 32
+
+
+@dataclass(frozen=True)
+class InpaintOptions:
+    """How :func:`pconv.inpaint.inpaint` runs a model over an image.
+
+    Attributes:
+        tile: ``"auto"`` (one pass up to about one megapixel, else 512-px crops around the holes),
+            ``None`` (always one pass) or a tile side in pixels.
+        overlap: pixels shared by neighbouring tiles (``None``: a quarter of the tile).
+        scale: ``"auto"`` (a working scale per hole from its depth: see :mod:`pconv.tiling`), or a
+            downscale factor for every hole (1 = full resolution).
+        samples: Monte Carlo dropout samples; more than 1 needs a model with dropout.
+        batch: samples per forward pass.
+        flip: average each prediction with that of the mirror image (twice the time, less noise).
+        hole_depth: the hole depth (pixels) the model handles at full resolution; ``None``: the
+            model's own (from its release file).
+
+    Raises:
+        ConfigError: a value out of range (when the object is made).
+    """
+
+    tile: int | str | None = "auto"
+    overlap: int | None = None
+    scale: float | str = "auto"
+    samples: int = 1
+    batch: int = 8
+    flip: bool = False
+    hole_depth: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile != "auto" and self.tile is not None and (not isinstance(self.tile, int) or self.tile < MIN_TILE):
+            raise ConfigError(f"tiles must be 'auto', None or at least {MIN_TILE} pixels, got {self.tile!r}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"the tile overlap must be at least 0, got {self.overlap}")
+        if isinstance(self.tile, int) and self.overlap is not None and self.overlap >= self.tile:
+            raise ConfigError(f"the overlap must be smaller than the tile, got {self.overlap} for tile {self.tile}")
+        if self.scale != "auto" and not (
+            isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale >= 1
+        ):
+            raise ConfigError(f"scale must be 'auto' or a factor of at least 1, got {self.scale!r}")
+        if self.samples < 1 or self.batch < 1:
+            raise ConfigError(f"samples and batch must be at least 1, got {self.samples} and {self.batch}")
+        if self.hole_depth is not None and not self.hole_depth > 0:
+            raise ConfigError(f"the hole depth must be positive, got {self.hole_depth}")
