@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from common import time_interleaved
 
-from pconv.evaluate import BASELINES, _load_images, evaluate, generated_cases, summarise
+from pconv.baselines import BASELINES
+from pconv.evaluate import _load_images, evaluate, generated_cases, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 

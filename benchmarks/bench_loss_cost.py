@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import time_interleaved  # noqa: E402
 
 from pconv import InpaintingLoss, LossWeights, PConvUNet, VGG16Features  # noqa: E402
-from pconv.training.loop import cpu_has_native_bf16  # noqa: E402
+from pconv.training.steps import cpu_has_native_bf16  # noqa: E402
 
 
 def main() -> None:

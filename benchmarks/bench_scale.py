@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 
 from pconv import load_model
+from pconv.baselines import BASELINES
 from pconv.data import center_crop
-from pconv.evaluate import BASELINES, evaluate, generated_cases, summarise
+from pconv.evaluate import evaluate, generated_cases, summarise
 from pconv.images import load_rgb
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS

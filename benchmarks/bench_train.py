@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from pconv import InpaintingLoss, PConvUNet, VGG16Features
 from pconv.data import EpochSampler, InpaintingDataset, collate, find_images
 from pconv.training.config import DataConfig
-from pconv.training.loop import worker_init
+from pconv.training.setup import worker_init
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "train"
 

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from pconv.baselines import BASELINES
 from pconv.data import center_crop, find_images
-from pconv.evaluate import BASELINES
 from pconv.images import load_rgb
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model

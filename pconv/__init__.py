@@ -27,7 +27,20 @@ _EXPORTS = {
     "save_model": "pconv.io",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "InpaintingLoss",
+    "LossWeights",
+    "PConvUNet",
+    "PConvUNetConfig",
+    "PartialConv2d",
+    "PartialConv3d",
+    "UNet3Plus",
+    "UNet3PlusConfig",
+    "VGG16Features",
+    "__version__",
+    "load_model",
+    "save_model",
+]  # literal, so linters see the lazy names as exported
 
 if TYPE_CHECKING:
     from pconv.configs import LossWeights, PConvUNetConfig, UNet3PlusConfig

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pconv.baselines import BASELINES, Method
 from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
 from pconv.errors import InputError, MissingExtraError, MissingFileError, OutputError, require
 from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv, check_writable
@@ -38,50 +39,7 @@ from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.metrics import METRICS, score
 from pconv.options import InpaintOptions
 
-__all__ = ["BASELINES", "Case", "bin_of", "evaluate", "main", "write_report"]
-
-Method = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (uint8 image, known) -> uint8 result
-
-
-def _opencv(flag: int) -> Method:
-    def run(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-        return cv2.inpaint(image, (~known).astype(np.uint8) * 255, 3, flag)
-
-    return run
-
-
-def _biharmonic(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    from skimage.restoration import inpaint_biharmonic  # scipy: slow to import, so here
-
-    filled = inpaint_biharmonic(image.astype(np.float64) / 255.0, ~known, channel_axis=-1)
-    return np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8)
-
-
-def _pushpull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    import torch
-
-    from pconv.fill import push_pull
-
-    x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
-    m = torch.from_numpy(known)[None, None].float()
-    with torch.no_grad():
-        filled = push_pull(x, m)[0].permute(1, 2, 0).numpy()
-    return np.where(known[..., None], image, np.clip(np.rint(filled * 255), 0, 255).astype(np.uint8))
-
-
-def _patchmatch(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    from patchmatch import patch_match  # PyPatchMatch: optional (checked by the command line), seconds per image
-
-    return patch_match.inpaint(image, (~known).astype(np.uint8) * 255, patch_size=3)  # the radius its examples use
-
-
-BASELINES: dict[str, Method] = {
-    "telea": _opencv(cv2.INPAINT_TELEA),
-    "ns": _opencv(cv2.INPAINT_NS),
-    "biharmonic": _biharmonic,
-    "pushpull": _pushpull,
-    "patchmatch": _patchmatch,
-}
+__all__ = ["Case", "bin_of", "evaluate", "main", "write_report"]
 
 
 @dataclass

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pconv.errors import ConfigError, InputError, TooLargeError
+from pconv.errors import ConfigError, InputError, MissingFileError, TooLargeError
 from pconv.files import Writer
 
 __all__ = [
@@ -99,7 +99,7 @@ def open_image(source: str | Path | bytes, what: str = "image", max_megapixels: 
         name, stream = f"the {what}", io.BytesIO(source)
     else:
         if not Path(source).is_file():
-            raise InputError(f"{what} not found: {source}")
+            raise MissingFileError(f"{what} not found: {source}")
         name, stream = f"{what} {source}", source
     try:
         img = Image.open(stream)

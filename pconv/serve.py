@@ -80,7 +80,8 @@ def _main(argv: Sequence[str] | None) -> int:
     weights = args.weights or DEFAULT_WEIGHTS
     import uvicorn
 
-    from pconv.webapp import create_app, server_config
+    from pconv.webapp import create_app
+    from pconv.webguard import server_config
 
     app = create_app(
         model,

@@ -103,13 +103,13 @@ def _main(argv: Sequence[str] | None) -> int:
         summary = train(cfg)
     except KeyboardInterrupt:
         return 130
-    if summary.get("release"):
-        best = f", best validation PSNR {summary['best_psnr']:.2f} dB" if summary["best_psnr"] is not None else ""
+    if summary.release is not None:
+        best = f", best validation PSNR {summary.best_psnr:.2f} dB" if summary.best_psnr is not None else ""
         print(
-            f"trained {summary['steps']} steps in {summary['seconds']:.0f} s{best}; "
-            f"{summary['skipped']} unreadable image(s) skipped"
+            f"trained {summary.steps} steps in {summary.seconds:.0f} s{best}; "
+            f"{summary.skipped} unreadable image(s) skipped"
         )
-        print(f"release file: {summary['release']} (sha256 {summary['sha256']}; {summary['weights']} weights)")
+        print(f"release file: {summary.release} (sha256 {summary.sha256}; {summary.weights} weights)")
     return 0
 
 

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -41,27 +40,14 @@ from pconv.masks import mask_from_image
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
 from pconv.tiling import DEFAULT_HOLE_DEPTH, model_pixels
+from pconv.webguard import RequestGuard
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "HEADER_TIMEOUT_S",
-    "LOOPBACK_HOSTS",
-    "MAX_CONNECTIONS",
-    "RETRY_AFTER_S",
-    "Limits",
-    "create_app",
-    "server_config",
-]
+__all__ = ["RETRY_AFTER_S", "Limits", "create_app"]
 
 RETRY_AFTER_S = 5
-# A connection must deliver a request's headers within this many seconds.
-HEADER_TIMEOUT_S = 10.0
-# Open connections beyond this are answered 503 at once.
-MAX_CONNECTIONS = 64
-# The names of this machine on the loopback interface: the Host allow-list of a server bound there.
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def create_app(
@@ -93,7 +79,7 @@ def create_app(
             post work; ``"*"`` allows any.
         allowed_hosts: host names or addresses (without port) that requests may name in their
             ``Host`` header; others are answered 400. ``None`` accepts any (``pconv-serve`` passes
-            the address it binds, and for loopback :data:`LOOPBACK_HOSTS`).
+            the address it binds, and for loopback :data:`pconv.webguard.LOOPBACK_HOSTS`).
     """
     # No /docs or /redoc pages: FastAPI's load their scripts from a CDN.
     app = FastAPI(title="pconv", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
@@ -102,7 +88,7 @@ def create_app(
     inpainter = _Inpainter(model, torch_device(device), options or InpaintOptions(), limits, app.state.cancel_all)
     hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
     app.add_middleware(
-        _Guard,
+        RequestGuard,
         limit=limits.upload_bytes,
         max_upload_mb=max_upload_mb,
         allow_origins=tuple(allow_origins),
@@ -273,95 +259,6 @@ async def _run(request: Request, inpainter: _Inpainter, image_data: bytes, mask_
     return Response(content, media_type="image/png", headers=headers)
 
 
-class _Guard:
-    """Pure ASGI middleware (so ``request.is_disconnected()`` keeps working behind it): refuses
-    requests naming a host not allowed (400), POSTs from other origins (403), and uploads over
-    the limit (413): by their ``Content-Length`` at once, or while the body streams."""
-
-    def __init__(
-        self,
-        app,
-        *,
-        limit: int,
-        max_upload_mb: float,
-        allow_origins: tuple[str, ...],
-        allowed_hosts: frozenset[str] | None,
-    ) -> None:
-        self.app, self.limit, self.max_upload_mb = app, limit, max_upload_mb
-        self.allow_origins, self.allowed_hosts = allow_origins, allowed_hosts
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = None
-        host = headers.get("host", "")
-        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
-            refusal = JSONResponse(
-                {
-                    "detail": f"this server is not reached as {host or 'an unnamed host'}; start it "
-                    "with --allow-host to allow that name"
-                },
-                status_code=400,
-            )
-        elif scope["method"] == "POST":
-            origin, length = headers.get("origin"), headers.get("content-length")
-            if origin is not None and not _origin_allowed(origin, host, self.allow_origins):
-                refusal = JSONResponse(
-                    {
-                        "detail": f"requests from web pages at {origin} are not allowed; start the "
-                        "server with --allow-origin to allow them"
-                    },
-                    status_code=403,
-                )
-            elif length is not None and length.isdigit() and int(length) > self.limit:
-                refusal = self._too_large()
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        if scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        await self._limited(scope, receive, send)
-
-    def _too_large(self) -> JSONResponse:
-        """413, closing the connection: the rest of the body is never read."""
-        return JSONResponse(
-            {"detail": f"the upload is over the limit of {self.max_upload_mb:g} MB"},
-            status_code=413,
-            headers={"Connection": "close"},
-        )
-
-    async def _limited(self, scope, receive, send) -> None:
-        """Run the app with the body counted as it arrives: past the limit, answer 413 and tell
-        the app the client has gone (what it sends after that is dropped)."""
-        received, refused, started = 0, False, False
-
-        async def counted_receive() -> dict:
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    refused = True
-                    if not started:
-                        await self._too_large()(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: dict) -> None:
-            nonlocal started
-            if refused:
-                return
-            started = True
-            await send(message)
-
-        await self.app(scope, counted_receive, guarded_send)
-
-
 async def _watch_disconnect(request: Request, left: threading.Event) -> None:
     """Set ``left`` when the client goes away (the work then stops at its next tile)."""
     while not left.is_set():
@@ -369,84 +266,3 @@ async def _watch_disconnect(request: Request, left: threading.Event) -> None:
             left.set()
             return
         await asyncio.sleep(0.1)
-
-
-def _host_name(host: str) -> str:
-    """The name or address of a ``Host`` header, without port or IPv6 brackets, lower case."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def server_config(
-    app: FastAPI,
-    *,
-    host: str,
-    port: int,
-    header_timeout: float = HEADER_TIMEOUT_S,
-    max_connections: int = MAX_CONNECTIONS,
-    **options: object,
-):
-    """The ``uvicorn.Config`` to serve ``app``: h11 with a deadline for each request's headers,
-    a 5-second idle timeout between requests, and at most ``max_connections`` connections."""
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=_header_deadline_protocol(header_timeout),
-        limit_concurrency=max_connections,
-        timeout_keep_alive=5,
-        **options,
-    )
-
-
-def _header_deadline_protocol(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request headers are not complete
-    ``seconds`` after it opened or after the request's first bytes (a slow-headers attack holds
-    a connection forever otherwise; the keep-alive timeout only covers idle connections)."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeaderDeadline(H11Protocol):
-        _deadline: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is h11.IDLE:  # headers still incomplete
-                self._arm()
-            else:
-                self._disarm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            if self._deadline is None:
-                self._deadline = self.loop.call_later(seconds, self._expire)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expire(self) -> None:
-            self._deadline = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()
-
-    return HeaderDeadline
-
-
-def _origin_allowed(origin: str, host: str, allowed: Sequence[str]) -> bool:
-    """The page's own origin (same host and port as the request's ``Host``) or an allowed one."""
-    if "*" in allowed or origin.rstrip("/") in {a.rstrip("/") for a in allowed}:
-        return True
-    return urlsplit(origin).netloc.lower() == host.lower()

@@ -9,7 +9,7 @@ import torch
 
 from pconv import InpaintingLoss, PartialConv2d, PConvUNet, UNet3Plus, VGG16Features
 from pconv.fill import push_pull
-from pconv.training.loop import train_step
+from pconv.training.steps import train_step
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 AMP = [None, torch.bfloat16]

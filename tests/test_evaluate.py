@@ -14,7 +14,8 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from pconv import PConvUNet, save_model
-from pconv.evaluate import BASELINES, bin_of, evaluate, generated_cases, main, summarise
+from pconv.baselines import BASELINES
+from pconv.evaluate import bin_of, evaluate, generated_cases, main, summarise
 from pconv.masks import RATIO_BINS, write_mask
 from pconv.metrics import score
 

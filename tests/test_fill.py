@@ -180,7 +180,7 @@ def test_release_files_without_the_option_still_load():
 
 def test_inpaint_with_an_untrained_residual_model_equals_the_fill_baseline():
     """Through the whole inference path (uint8 in and out, working scales, crops)."""
-    from pconv.evaluate import BASELINES
+    from pconv.baselines import BASELINES
     from pconv.inpaint import inpaint
 
     rng = np.random.default_rng(0)

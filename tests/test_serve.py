@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 from pconv import PConvUNet
 from pconv.options import InpaintOptions
 from pconv.serve import allowed_hosts, create_app
-from pconv.webapp import server_config
+from pconv.webguard import server_config
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -208,7 +208,7 @@ def test_the_guard_stops_reading_at_the_limit():
     """At the ASGI level: the app behind the guard never sees more than the limit."""
     import asyncio
 
-    from pconv.webapp import _Guard
+    from pconv.webguard import RequestGuard as _Guard
 
     seen, pulled, sent = [0], [0], []
 

@@ -19,7 +19,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import pconv.training.loop as loop
-from pconv import PConvUNet, load_model
+import pconv.training.steps as steps
+from pconv import PConvUNet, load_model, save_model
 from pconv.data import EpochSampler, InpaintingDataset
 from pconv.images import load_rgb
 from pconv.train import config_from_args, main
@@ -112,7 +113,7 @@ def test_summary_counts_skipped_files(folders, tmp_path):
             _args(train, None, tmp_path / "r", "--stage", "pretrain", "--steps", "4", "--sample-every", "0")
         )
     )
-    assert summary["skipped"] == 1 and summary["best_psnr"] is None
+    assert summary.skipped == 1 and summary.best_psnr is None
     assert (tmp_path / "r" / "model.safetensors").is_file() and not (tmp_path / "r" / "best.pt").exists()
 
 
@@ -335,6 +336,14 @@ def test_finetune_from_a_release_file(folders, tmp_path):
     assert (second / "model.safetensors").is_file()
 
 
+def test_init_weights_of_another_size_say_which_flags_fit_them(folders, tmp_path, capsys):
+    train, _ = folders
+    save_model(PConvUNet(depth=3, base_width=8), tmp_path / "other.safetensors")
+    assert main(_args(train, None, tmp_path / "run", "--init", str(tmp_path / "other.safetensors"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pass --depth 3 --base-width 8 to start from it" in err
+
+
 def test_early_stop_needs_validation(folders, tmp_path, capsys):
     train, _ = folders
     assert main(_args(train, None, tmp_path / "run", "--early-stop", "2")) == 2
@@ -524,12 +533,12 @@ def test_a_folder_of_only_unreadable_images_is_one_clear_line(tmp_path, capsys):
 
 
 def test_amp_on_a_cpu_without_native_bf16_says_so_and_trains_in_float32(monkeypatch, capsys):
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
-    assert loop.amp_dtype_for("on", torch.device("cpu")) is None
+    monkeypatch.setattr(steps, "cpu_has_native_bf16", lambda: False)
+    assert steps.amp_dtype_for("on", torch.device("cpu")) is None
     assert "no native bfloat16" in capsys.readouterr().err
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    assert loop.amp_dtype_for("on", torch.device("cpu")) == torch.bfloat16
-    assert loop.amp_dtype_for("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(steps, "cpu_has_native_bf16", lambda: True)
+    assert steps.amp_dtype_for("on", torch.device("cpu")) == torch.bfloat16
+    assert steps.amp_dtype_for("auto", torch.device("cpu")) is None
 
 
 def test_errors_name_the_command_the_user_ran(monkeypatch, capsys):
@@ -632,7 +641,7 @@ def test_one_step_with_each_speed_option(folders, tmp_path, flag, capsys):
     )
     weights = load_file(tmp_path / "run" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
-    if flag == "--amp" and not loop.cpu_has_native_bf16():
+    if flag == "--amp" and not steps.cpu_has_native_bf16():
         assert "no native bfloat16" in capsys.readouterr().err
 
 

@@ -1,0 +1,98 @@
+"""One policy for reading images, whoever reads them: orientation, depth, alpha, size guards."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pconv.errors import ConfigError, InputError, MissingFileError, TooLargeError
+from pconv.images import decode_image, encode, load_rgb, open_image, output_format, read_image
+from pconv.masks import read_mask
+from pconv.options import InpaintOptions
+
+
+def _rotated_jpeg(path, pixels: np.ndarray) -> None:
+    """Stored as ``pixels`` with EXIF orientation 6: shown rotated 90 degrees clockwise."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(path, exif=exif, quality=100)
+
+
+def test_a_mask_is_read_as_shown_like_its_photo(tmp_path):
+    """A phone's mask file with EXIF orientation: predict.py and the mask tools see it upright."""
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :10] = 255  # a hole along the stored image's left edge
+    _rotated_jpeg(tmp_path / "m.jpg", stored)
+    known, _ = read_mask(tmp_path / "m.jpg")
+    assert known.shape == (40, 20)  # as shown: portrait
+    assert not known[:8].any() and known[12:].all()  # the left edge, turned clockwise, is the top
+
+
+def test_deep_images_are_scaled_when_read_and_refused_when_written_back(tmp_path):
+    """16-bit grey and 16-bit RGB under one rule: training and evaluation read them as 8 bits,
+    predict and serve refuse them (their known pixels could not stay as they are)."""
+    values = np.full((6, 8, 3), 40000, np.uint16)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), values)
+    cv2.imwrite(str(tmp_path / "grey16.png"), values[..., 0])
+    for name in ("rgb16.png", "grey16.png"):
+        got = np.asarray(load_rgb(tmp_path / name)).astype(int)
+        assert np.abs(got - 40000 / 257).max() <= 1, name  # scaled, not clipped to 255 or cut
+        with pytest.raises(InputError, match="more than 8 bits per pixel"):
+            read_image(tmp_path / name, 3)
+
+
+def test_alpha_is_kept_aside_for_the_result_and_composited_on_white_for_training(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent black
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    decoded = read_image(tmp_path / "a.png", 3)
+    assert decoded.alpha is not None and decoded.mode == "RGB" and (decoded.pixels == 0).all()
+    assert (np.asarray(load_rgb(tmp_path / "a.png")) == 255).all()
+
+
+def test_opening_errors_name_the_problem(tmp_path):
+    with pytest.raises(MissingFileError, match="image not found"):
+        open_image(tmp_path / "nope.png")
+    with pytest.raises(InputError, match="the mask is empty"):
+        open_image(b"", "mask")
+    with pytest.raises(InputError, match="not an image Pillow can read"):
+        open_image(b"hello", "image")
+    with pytest.raises(TooLargeError, match="megapixels; the limit is 0.0001"):
+        open_image(encode(Image.new("RGB", (20, 20))), "image", max_megapixels=0.0001)
+
+
+def test_an_image_decodes_upright_with_the_models_channels(tmp_path):
+    stored = np.zeros((10, 30, 3), np.uint8)
+    stored[..., 0] = 200
+    _rotated_jpeg(tmp_path / "p.jpg", stored)
+    with open_image(tmp_path / "p.jpg") as img:
+        decoded = decode_image(img, 1)
+    assert decoded.pixels.shape == (30, 10, 1) and decoded.mode == "L"
+
+
+def test_output_formats_are_checked_before_any_work():
+    assert output_format("x.PNG") == "PNG" and output_format("y.jpeg") == "JPEG"
+    with pytest.raises(ConfigError, match="unsupported extension '.txt'"):
+        output_format("result.txt")
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"tile": 16}, "at least 32"),
+        ({"tile": 64, "overlap": 64}, "smaller than the tile"),
+        ({"scale": 0.5}, "factor of at least 1"),
+        ({"scale": float("nan")}, "factor of at least 1"),
+        ({"samples": 0}, "at least 1"),
+        ({"hole_depth": 0}, "positive"),
+    ],
+)
+def test_inference_options_are_checked_when_made(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        InpaintOptions(**fields)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        InpaintOptions().tile = 64  # type: ignore[misc]
