@@ -64,6 +64,16 @@ TRUSTED_MAX_PIXELS = 1_000_000_000
 _pixel_limit = threading.Lock()
 
 _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+# Output formats by extension, known without asking Pillow to load all its plugins.
+COMMON_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+}
 
 
 @dataclass(frozen=True)
@@ -242,7 +252,10 @@ def output_format(path: str | Path) -> str:
         ConfigError: an extension Pillow cannot write.
     """
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
+    fmt = COMMON_FORMATS.get(path.suffix.lower())
+    if fmt is not None:
+        return fmt
+    fmt = Image.registered_extensions().get(path.suffix.lower())  # loads every Pillow plugin: ~0.1 s
     if fmt is None or fmt not in Image.SAVE:
         raise ConfigError(
             f"cannot write {path}: unsupported extension {path.suffix or '(none)'!r}; "

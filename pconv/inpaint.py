@@ -14,7 +14,7 @@ each pair first would shrink it by about ``sqrt(2)``, and the standard error use
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,13 @@ from tqdm import tqdm
 from pconv.errors import ConfigError, InputError
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
-from pconv.tiling import DEFAULT_HOLE_DEPTH, crop_boxes, feather, scale_levels, scale_plan, upsample_box
+from pconv.tiling import DEFAULT_HOLE_DEPTH, Box, crops_for, feather, scale_levels, scale_plan, upsample_box
 
 __all__ = ["Cancelled", "InpaintOptions", "InpaintResult", "inpaint"]
+
+# Crops of one size go through the model together, up to this many crops and pixels per forward
+# pass (a pass is also how often a cancelled request is noticed).
+BATCH_CROPS, BATCH_PIXELS = 8, 1 << 18
 
 
 class Cancelled(Exception):
@@ -93,6 +97,18 @@ class _Job:
             )
             pred = (pred + mirrored.flip(-1)) / 2
         return pred.clamp_(0, 1)
+
+    @torch.no_grad()
+    def predict_many(
+        self, images: list[np.ndarray], knowns: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """:meth:`predict` for crops of one size, in one forward pass (a single pass each when sampling)."""
+        if len(images) == 1 or self.options.samples > 1:
+            return [self.predict(image, known) for image, known in zip(images, knowns)]
+        x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        m = torch.from_numpy(np.stack(knowns)).to(self.device)[:, None].float()
+        pred = self.forward(x, m).permute(0, 2, 3, 1).cpu().numpy()
+        return [(p, None) for p in pred]
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -225,33 +241,46 @@ def _inpaint(
             std[targets] = np.sqrt(var[targets])
         return 1
 
-    overlap = tile // 4 if job.options.overlap is None else job.options.overlap
-    if overlap >= tile:
-        raise ConfigError(f"the overlap must be smaller than the tile, got {overlap} for tile {tile}")
-    boxes = crop_boxes(targets, tile, overlap, min(job.model.multiple, tile))
+    crops = crops_for(targets, known, tile, job.options.overlap, job.model.multiple)
     # Accumulators cover only the bounding box of the crops, so memory follows the holes.
-    top = min(y for y, _, _, _ in boxes)
-    left = min(x for _, x, _, _ in boxes)
-    bottom = max(y + h for y, _, h, _ in boxes)
-    right = max(x + w for _, x, _, w in boxes)
+    top = min(y for (y, _, _, _), _ in crops)
+    left = min(x for (_, x, _, _), _ in crops)
+    bottom = max(y + h for (y, _, h, _), _ in crops)
+    right = max(x + w for (_, x, _, w), _ in crops)
     acc = np.zeros((bottom - top, right - left, image.shape[2]), np.float32)
     acc_var = np.zeros(acc.shape, np.float32) if std is not None else None
     weight = np.zeros((bottom - top, right - left), np.float32)
-    for y, x, box_h, box_w in tqdm(boxes, desc="tiles", unit="tile", disable=not job.progress, leave=False):
+    bar = tqdm(total=len(crops), desc="tiles", unit="tile", disable=not job.progress, leave=False)
+    for batch in _batches(crops, job.options.samples):
         job.check_stop()
-        y1, x1 = y + box_h, x + box_w
-        pred, var = job.predict(image[y:y1, x:x1], known[y:y1, x:x1])
-        w = feather(y1 - y, x1 - x, overlap)
-        region = (slice(y - top, y1 - top), slice(x - left, x1 - left))
-        acc[region] += pred * w[..., None]
-        weight[region] += w
-        if acc_var is not None:
-            acc_var[region] += var * w[..., None]
+        images = [image[y : y + h, x : x + w] for (y, x, h, w), _ in batch]
+        masks = [known[y : y + h, x : x + w] for (y, x, h, w), _ in batch]
+        for ((y, x, h, w), overlap), (pred, var) in zip(batch, job.predict_many(images, masks)):
+            wt = feather(h, w, overlap)
+            region = (slice(y - top, y + h - top), slice(x - left, x + w - left))
+            acc[region] += pred * wt[..., None]
+            weight[region] += wt
+            if acc_var is not None:
+                acc_var[region] += var * wt[..., None]
+        bar.update(len(batch))
+    bar.close()
     sub = targets[top:bottom, left:right]
     out[top:bottom, left:right][sub] = _to_uint8(acc[sub] / weight[sub][:, None])
     if std is not None:
         std[top:bottom, left:right][sub] = np.sqrt(acc_var[sub] / weight[sub][:, None])
-    return len(boxes)
+    return len(crops)
+
+
+def _batches(crops: list[tuple[Box, int]], samples: int) -> Iterator[list[tuple[Box, int]]]:
+    """Crops of one size together, at most :data:`BATCH_CROPS` and :data:`BATCH_PIXELS` per forward
+    pass (one crop per pass when sampling: the samples fill the batch then)."""
+    by_size: dict[tuple[int, int], list[tuple[Box, int]]] = {}
+    for crop in crops:
+        by_size.setdefault(crop[0][2:], []).append(crop)
+    for (h, w), group in by_size.items():
+        n = 1 if samples > 1 else max(1, min(BATCH_CROPS, BATCH_PIXELS // (h * w)))
+        for i in range(0, len(group), n):
+            yield group[i : i + n]
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pconv.errors import InputError
+from pconv.errors import ConfigError, InputError
 from pconv.options import InpaintOptions
 
 __all__ = [
@@ -40,6 +40,8 @@ __all__ = [
     "Level",
     "auto_tile",
     "crop_boxes",
+    "crop_plan",
+    "crops_for",
     "feather",
     "hole_levels",
     "model_pixels",
@@ -183,14 +185,15 @@ Box = tuple[int, int, int, int]  # (y, x, height, width) of a crop through the m
 GROUP_CELL = 16
 
 
-def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int) -> list[Box]:
+def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int, step: int | None = None) -> list[Box]:
     """Crops ``(y, x, h, w)`` that cover every target pixel, each at most ``tile`` on a side.
 
     Target pixels within about ``tile // 4`` of each other form a group. A group that fits in a tile
     with ``tile // 8`` pixels of context on every side gets one crop centred on it, with about the
     group's own size of context around it (the model sees known pixels on all sides, and a small hole
     costs a small crop). A bigger group is covered by those tiles of a grid over it (sharing
-    ``overlap`` pixels) that touch a target. Sides are multiples of ``align`` where the image allows.
+    ``overlap`` pixels) that touch a target. Sides are multiples of ``align`` where the image allows;
+    grid offsets are multiples of ``step`` (default ``align``).
     """
     height, width = targets.shape
     cell = GROUP_CELL
@@ -204,7 +207,8 @@ def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int) -> list
     cy, cx = np.nonzero(coarse)
     group = labels[cy, cx]
     context = max(1, tile // 8)
-    step = max(1, min(align, cell))
+    grid_step = step or align
+    step = max(1, min(grid_step, cell))
     boxes: list[Box] = []
     for g in range(1, count):
         sel = group == g
@@ -226,14 +230,89 @@ def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int) -> list
             )
             boxes.append((y, x, h, w))
             continue
-        sy0, sy1 = max(0, y0 - context), min(height, y1 + context)
-        sx0, sx1 = max(0, x0 - context), min(width, x1 + context)
+        # the grid's area: the group with context, at least a tile wide each way (centred) where
+        # the image allows, so a thin group's crops see known pixels on both sides
+        sy0, sy1 = _span(y0 - context, y1 + context, tile, height)
+        sx0, sx1 = _span(x0 - context, x1 + context, tile, width)
         th, tw = min(tile, sy1 - sy0), min(tile, sx1 - sx0)
-        for y in tile_origins(sy1 - sy0, tile, overlap, align):
-            for x in tile_origins(sx1 - sx0, tile, overlap, align):
+        for y in tile_origins(sy1 - sy0, tile, overlap, grid_step):
+            for x in tile_origins(sx1 - sx0, tile, overlap, grid_step):
                 if targets[sy0 + y : sy0 + y + th, sx0 + x : sx0 + x + tw].any():
                     boxes.append((sy0 + y, sx0 + x, th, tw))
     return sorted(set(boxes))
+
+
+# Crops along a hole are about this many times its depth on a side: context enough for the
+# network to continue what is around a thin hole, without sending a tile of mostly known pixels.
+CONTEXT_DEPTHS = 8
+# and never smaller than this: a few pixels of hole still need some surroundings.
+MIN_CROP = 64
+
+
+def crop_plan(targets: np.ndarray, known: np.ndarray, tile: int, multiple: int) -> list[tuple[Box, int]]:
+    """Crops ``(box, overlap)`` covering every target pixel, each sized to the holes it covers.
+
+    Each connected hole gets crops of side ``CONTEXT_DEPTHS`` times its depth (the largest distance
+    from one of its pixels to a known pixel), rounded up to the model's ``multiple`` and at most
+    ``tile`` (and at least :data:`MIN_CROP`): a 20-px stroke runs in 128-px crops along it
+    instead of 512-px tiles. Crops of one
+    side come from :func:`crop_boxes` with a quarter of the side as overlap; crops of different
+    sides may overlap each other, and their predictions are blended like any others.
+    """
+    if not targets.any():
+        return []
+    holes = ~known
+    ys, xs = np.nonzero(targets)
+    pad = tile
+    y0, y1 = max(0, ys.min() - pad), min(known.shape[0], ys.max() + 1 + pad)
+    x0, x1 = max(0, xs.min() - pad), min(known.shape[1], xs.max() + 1 + pad)
+    window = holes[y0:y1, x0:x1].astype(np.uint8)
+    depth = cv2.distanceTransform(window, cv2.DIST_L2, 5)
+    count, labels = cv2.connectedComponents(window, connectivity=8)
+    deepest = np.zeros(count, np.float32)
+    inside = np.flatnonzero(window)
+    np.maximum.at(deepest, labels.ravel()[inside], depth.ravel()[inside])
+    unit = max(1, min(multiple, tile))
+    smallest = min(tile, -(-max(MIN_CROP, unit) // unit) * unit)
+    sides = np.minimum(np.ceil(CONTEXT_DEPTHS * deepest / unit).astype(np.int64) * unit, tile)
+    sides = np.maximum(sides, smallest)
+    side_of = np.zeros(known.shape, np.int64)
+    side_of[y0:y1, x0:x1] = sides[labels] * (labels > 0)
+    plan: list[tuple[Box, int]] = []
+    for side in sorted({int(v) for v in np.unique(side_of[targets])}):
+        mine = targets & (side_of == side)
+        overlap = side // 4
+        step = unit if side >= 4 * unit else max(1, side // 4)  # small crops: overlap before alignment
+        plan += [(box, overlap) for box in crop_boxes(mine, side, overlap, unit, step)]
+    return plan
+
+
+def crops_for(
+    targets: np.ndarray, known: np.ndarray, tile: int, overlap: int | None, multiple: int
+) -> list[tuple[Box, int]]:
+    """The crops ``(box, overlap)`` a tiled level runs. With an ``overlap``: tiles of one size sharing
+    that many pixels (:func:`crop_boxes`). Without: crops sized to the holes (:func:`crop_plan`) or
+    tiles sharing a quarter of their side, whichever sends fewer pixels through the model (small
+    crops win along thin holes far apart; where holes are dense, tiles cover them with less
+    overlap)."""
+    if overlap is None:
+        sized = crop_plan(targets, known, tile, multiple)
+        tiles = [(box, tile // 4) for box in crop_boxes(targets, tile, tile // 4, min(multiple, tile))]
+        return min(tiles, sized, key=lambda crops: sum(h * w for (_, _, h, w), _ in crops))
+    if overlap >= tile:
+        raise ConfigError(f"the overlap must be smaller than the tile, got {overlap} for tile {tile}")
+    return [(box, overlap) for box in crop_boxes(targets, tile, overlap, min(multiple, tile))]
+
+
+def _span(lo: int, hi: int, tile: int, length: int) -> tuple[int, int]:
+    """``[lo, hi)`` widened to at least ``tile`` about its centre, inside ``[0, length)``."""
+    if hi - lo < tile:
+        lo = (lo + hi - tile) // 2
+        hi = lo + tile
+    lo, hi = max(0, lo), min(length, hi)
+    if hi - lo < min(tile, length):  # cut by an edge: extend on the other side
+        lo, hi = (0, min(length, tile)) if lo == 0 else (max(0, length - tile), length)
+    return lo, hi
 
 
 def _centred(lo: int, hi: int, margin: int, tile: int, align: int, step: int, length: int) -> tuple[int, int]:
@@ -256,9 +335,8 @@ def model_pixels(known: np.ndarray, options: InpaintOptions, hole_depth: float, 
         if level.tile is None or (level.tile >= h and level.tile >= w):
             total += h * w
         else:
-            overlap = level.tile // 4 if options.overlap is None else options.overlap
-            boxes = crop_boxes(level.targets, level.tile, overlap, min(multiple, level.tile))
-            total += sum(bh * bw for _, _, bh, bw in boxes)
+            crops = crops_for(level.targets, level.known, level.tile, options.overlap, multiple)
+            total += sum(bh * bw for (_, _, bh, bw), _ in crops)
     return total
 
 

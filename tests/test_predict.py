@@ -576,7 +576,8 @@ def test_monte_carlo_mean_and_spread_are_exact_across_tiles_and_with_flip(flip, 
 
 
 class _Alternating(StandIn):
-    """Each call (one tile) predicts a constant, 0.1 and 0.9 in turn: neighbouring tiles disagree."""
+    """Each tile predicts a constant, 0.1 and 0.9 in turn: neighbouring tiles disagree. Tiles of one
+    size arrive batched: each sample of a batch counts as a tile."""
 
     multiple = 4
 
@@ -585,8 +586,10 @@ class _Alternating(StandIn):
         self.calls = 0
 
     def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return torch.full_like(image, 0.9 if self.calls % 2 == 0 else 0.1)
+        n = image.shape[0]
+        values = torch.tensor([0.9 if (self.calls + i + 1) % 2 == 0 else 0.1 for i in range(n)])
+        self.calls += n
+        return values.view(n, 1, 1, 1).expand_as(image).clone()
 
 
 def test_overlapping_tiles_are_feathered_into_each_other_without_steps():

@@ -182,3 +182,58 @@ def test_released_model_fills_a_big_hole_in_a_smooth_image_better_than_at_full_r
         out = inpaint(model, image, known, scale=scale).image
         errors[scale] = np.abs(out[~known].astype(float) - image[~known]).mean()
     assert errors["auto"] < 0.85 * errors[1] and errors["auto"] < 4.5, errors
+
+
+def test_crops_follow_the_depth_of_the_holes():
+    """A 20-px stroke runs in small crops along it, a deep blob in tile-size ones; every hole pixel
+    is in some crop, with the crop's side a multiple of the model's."""
+    from pconv.tiling import crop_plan
+
+    known = _known(1500, 2000, (700, 720, 100, 1900), (100, 400, 100, 400))
+    targets = ~known
+    plan = crop_plan(targets, known, tile=512, multiple=128)
+    covered = np.zeros_like(targets)
+    sides = {}
+    for (y, x, h, w), overlap in plan:
+        covered[y : y + h, x : x + w] = True
+        assert h % 128 == 0 and w % 128 == 0 and overlap == max(h, w) // 4
+        part = "stroke" if y + h > 700 and y < 720 else "blob"
+        sides.setdefault(part, set()).add(max(h, w))
+    assert covered[targets].all()
+    assert sides == {"stroke": {128}, "blob": {512}}  # depths 10 and 150 px
+    stroke_pixels = sum(h * w for (y, x, h, w), _ in plan if y + h > 700 and y < 720)
+    assert stroke_pixels < 0.4 * 512 * 1800  # a quarter of a row of 512-px tiles, give or take overlaps
+
+
+def test_batched_crops_give_the_result_of_one_crop_at_a_time(monkeypatch):
+    import pconv.inpaint as inpaint_module
+
+    torch.manual_seed(0)
+    model = PConvUNet(depth=3, base_width=4).eval()
+    image = np.random.default_rng(1).integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    known = _known(300, 420, (100, 110, 10, 400), (200, 206, 30, 380))
+    batched = inpaint(model, image, known, tile=96, scale=1)
+    monkeypatch.setattr(inpaint_module, "BATCH_CROPS", 1)
+    single = inpaint(model, image, known, tile=96, scale=1)
+    assert batched.tiles == single.tiles > 4
+    assert np.abs(batched.image.astype(int) - single.image.astype(int)).max() <= 1
+
+
+def test_crops_are_sized_to_the_holes_only_where_that_sends_fewer_pixels():
+    from pconv.tiling import crop_boxes, crop_plan, crops_for
+
+    def pixels(crops):
+        return sum(h * w for (_, _, h, w), _ in crops)
+
+    sparse = _known(1500, 2000, (700, 720, 100, 1900))  # one thin stroke: small crops along it
+    dense = np.ones((1024, 1024), bool)
+    for y in range(40, 1024, 200):
+        dense[y : y + 60] = False  # wide bands everywhere: crops of their size overlap more than tiles
+    for known in (sparse, dense):
+        tiles = [(box, 128) for box in crop_boxes(~known, 512, 128, 128)]
+        sized = crop_plan(~known, known, 512, 128)
+        chosen = crops_for(~known, known, 512, None, 128)
+        assert pixels(chosen) == min(pixels(tiles), pixels(sized))
+    assert pixels(crops_for(~sparse, sparse, 512, None, 128)) < 0.5 * pixels(
+        [(box, 128) for box in crop_boxes(~sparse, 512, 128, 128)]
+    )

@@ -379,7 +379,7 @@ def test_page_in_a_headless_browser(server, tmp_path: Path, kind: str):
 
 
 class _Slow(PConvUNet):
-    """A tiny model that takes ``delay`` seconds per forward pass and counts its calls."""
+    """A tiny model that takes ``delay`` seconds per forward pass (a batch of tiles) and counts its passes."""
 
     def __init__(self, delay: float) -> None:
         torch.manual_seed(0)
@@ -433,30 +433,30 @@ def test_under_load_the_queue_is_bounded_health_stays_fast_and_the_server_recove
 
 def test_work_stops_when_the_client_disconnects():
     model = _Slow(0.1)
-    app = create_app(model, options=InpaintOptions(tile=32, scale=1), max_work_mp=10)
-    holes = np.zeros((256, 256), np.uint8)
-    holes[::4] = 255  # every row of tiles has holes: 64 tiles of 32 px
+    app = create_app(model, options=InpaintOptions(tile=32, overlap=8, scale=1), max_work_mp=10)
+    holes = np.zeros((512, 512), np.uint8)
+    holes[::4] = 255  # every tile has holes: 441 tiles of 32 px, 56 passes of 8 tiles
     with _running(app) as url:
         with pytest.raises(httpx.TimeoutException):
             httpx.post(
                 f"{url}/api/inpaint",
-                files={"image": ("i.png", _png(synthetic_photo(256, 256, noise=0))), "mask": ("m.png", _png(holes))},
+                files={"image": ("i.png", _png(synthetic_photo(512, 512, noise=0))), "mask": ("m.png", _png(holes))},
                 timeout=0.5,
             )
         time.sleep(1.0)
         calls = model.calls
         time.sleep(0.5)
-        assert model.calls == calls and calls < 30  # stopped well before the 81 tiles
+        assert model.calls == calls and calls < 20  # stopped well before the 56 passes
 
 
 def test_shutdown_cancels_running_work():
     model = _Slow(0.1)
-    app = create_app(model, options=InpaintOptions(tile=32, scale=1), max_work_mp=10)
-    holes = np.zeros((256, 256), np.uint8)
-    holes[::4] = 255
+    app = create_app(model, options=InpaintOptions(tile=32, overlap=8, scale=1), max_work_mp=10)
+    holes = np.zeros((512, 512), np.uint8)
+    holes[::4] = 255  # 56 passes of 0.1 s
     with _running(app) as url:
         with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(_post, url, _png(synthetic_photo(256, 256, noise=0)), _png(holes))
+            future = pool.submit(_post, url, _png(synthetic_photo(512, 512, noise=0)), _png(holes))
             time.sleep(0.5)
             app.state.cancel_all.set()  # what SIGTERM does
             start = time.perf_counter()
