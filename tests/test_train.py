@@ -716,3 +716,37 @@ def test_a_file_that_is_not_weights_is_named_as_such(folders, tmp_path, capsys):
     assert main([*args, "--loss-perceptual", "0.05"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("notes.md is not a PyTorch weights file") and len(err.splitlines()) == 1
+
+
+def test_weight_average_follows_the_formula_with_its_warm_up():
+    from pconv.training.ema import WeightAverage
+
+    model = torch.nn.BatchNorm1d(2)
+    average = WeightAverage(model, 0.99, torch.nn.BatchNorm1d(2))
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.num_batches_tracked += 5
+    average.update(model, step=0)  # warm-up: decay (1 + 0) / (10 + 0) = 0.1
+    torch.testing.assert_close(average.state["weight"], 0.1 * start + 0.9 * (start + 1))
+    assert average.state["num_batches_tracked"] == 5  # integers are copied
+    average.update(model, step=10_000)  # past the warm-up: the decay asked for
+    expected = 0.99 * (0.1 * start + 0.9 * (start + 1)) + 0.01 * (start + 1)
+    torch.testing.assert_close(average.model().weight.detach(), expected)
+
+
+def test_ema_weights_are_validated_saved_released_and_resumed_exactly(folders, tmp_path, monkeypatch):
+    train, val = folders
+    common = ("--stage", "pretrain", "--steps", "4", "--ema", "0.5", "--sample-every", "0", "--val-every", "100")
+    assert main(_args(train, val, tmp_path / "straight", *common)) == 0
+    last = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    released = load_file(tmp_path / "straight" / "model.safetensors")
+    key = next(k for k, v in last["model"].items() if v.is_floating_point() and v.dim() == 4)
+    assert not torch.equal(last["model"][key], last["ema"][key])  # the average lags the weights
+    torch.testing.assert_close(released[key].float(), last["ema"][key])  # and is what is released
+
+    _patched_step(monkeypatch, 3, lambda: signal.raise_signal(signal.SIGINT))  # stop after step 3 ...
+    assert main(_args(train, val, tmp_path / "split", *common)) == 130
+    monkeypatch.undo()
+    assert main(["--resume", "--out", str(tmp_path / "split")]) == 0  # ... and continue: the same average
+    _same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "split" / "model.safetensors")

@@ -71,10 +71,12 @@ def save_checkpoint(
     config: dict,
     model_config: dict,
     device: torch.device,
+    ema: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write a checkpoint atomically; the random generators are captured now, at save time.
 
-    ``optimizer`` is ``None`` at a stage boundary (the next stage starts a fresh one).
+    ``optimizer`` is ``None`` at a stage boundary (the next stage starts a fresh one); ``ema`` is
+    the moving average of the weights (``--ema``), or ``None``.
     """
     torch_rng, cuda_rng = _rng_state(device)
     payload = {
@@ -82,6 +84,7 @@ def save_checkpoint(
         "config": config,
         "model_config": model_config,
         "model": model.state_dict(),
+        "ema": ema,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scaler": scaler.state_dict(),
         "state": dataclasses.asdict(state),

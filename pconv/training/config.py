@@ -151,6 +151,12 @@ class ScheduleConfig:
         None, "end a stage after this many validations without a better PSNR", metavar="PATIENCE"
     )
     init: str | None = opt(None, "start from these weights (release file or checkpoint)", metavar="FILE")
+    ema: float = opt(
+        0.0,
+        "keep an exponential moving average of the weights with this decay (e.g. 0.999; warmed up over the "
+        "first steps): validation, best.pt and the release use it; 0 = off",
+        metavar="DECAY",
+    )
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,8 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("--size must be at least 16, --batch-size at least 1 and --workers at least 0")
     if r.val_masks < 1:
         raise ConfigError(f"--val-masks must be at least 1, got {r.val_masks}")
+    if not 0 <= cfg.schedule.ema < 1:
+        raise ConfigError(f"--ema must be in [0, 1), got {cfg.schedule.ema}")
     if not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
         raise ConfigError(f"--crop-scale must satisfy 0 < MIN <= MAX <= 1, got {d.crop_scale}")
     try:

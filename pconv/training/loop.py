@@ -35,6 +35,7 @@ from pconv.models import ARCHITECTURES
 from pconv.training.checkpoint import TrainState, load_checkpoint, restore_rng, save_checkpoint
 from pconv.training.config import TrainConfig
 from pconv.training.distributed import World, init_distributed
+from pconv.training.ema import WeightAverage
 from pconv.training.logs import RunLogs, sample_grid
 from pconv.training.release import write_release
 from pconv.training.schedule import Stage, global_step, lr_at, plan_stages
@@ -43,6 +44,7 @@ from pconv.training.setup import (
     build_model,
     find_data,
     make_loaders,
+    open_logs,
     prepare_out,
     vgg_for,
     write_config,
@@ -101,6 +103,11 @@ class _Run:
     start_time: float = 0.0
     seen_skipped: set[str] = dataclasses.field(default_factory=set)
     on_validate: Callable[[int, dict[str, float]], None] | None = None
+    average: WeightAverage | None = None  # --ema
+
+    def scored_model(self) -> nn.Module:
+        """The weights validation, samples and the release use: the moving average with ``--ema``."""
+        return self.model if self.average is None else self.average.model()
 
     def global_step(self) -> int:
         return global_step(self.plan, self.state)
@@ -119,6 +126,7 @@ class _Run:
             config=self.cfg.to_flat(),
             model_config=self.model.config.to_dict(),
             device=self.device,
+            ema=self.average.state if self.average is not None else None,
         )
 
 
@@ -150,10 +158,13 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     state = ckpt["state"] if ckpt is not None else TrainState(run_id=uuid.uuid4().hex)
     if world.main:
         write_config(cfg, out, plan, data, world)
-    logs = _logs(cfg, out, plan, state, resumed=ckpt is not None) if world.main else None
+    logs = open_logs(cfg, out, plan, state, resumed=ckpt is not None) if world.main else None
     try:
         run = _start(cfg, world, device, model, loss_fn, data, plan, state, logs, out, ckpt)
         run.on_validate = on_validate
+        if cfg.schedule.ema > 0:
+            twin = ARCHITECTURES[cfg.model.arch].build(cfg.model_config()).to(device)
+            run.average = WeightAverage(model, cfg.schedule.ema, twin, ckpt.get("ema") if ckpt is not None else None)
         _run_stages(run, ckpt)
         summary = TrainSummary(
             steps=state.batches,
@@ -163,7 +174,7 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
         )
         if world.main:
             seconds = time.perf_counter() - run.start_time
-            path, sha, source = write_release(cfg, model, plan, state, world, out, data.masks, seconds)
+            path, sha, source = write_release(cfg, run.scored_model(), plan, state, world, out, data.masks, seconds)
             summary = dataclasses.replace(summary, release=path, sha256=sha, weights=source)
     finally:  # also when stopped, interrupted, pruned by a sweep or failed: no log file left open
         if logs is not None:
@@ -171,18 +182,6 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     if world.world_size > 1:
         dist.barrier()
     return summary
-
-
-def _logs(cfg: TrainConfig, out: Path, plan: list[Stage], state: TrainState, resumed: bool) -> RunLogs:
-    r = cfg.run
-    return RunLogs(
-        out,
-        global_step(plan, state) if resumed else None,
-        wandb=r.wandb,
-        wandb_config=cfg.to_flat(),
-        run_id=state.run_id,
-        wandb_group=r.wandb_group,
-    )
 
 
 def _start(
@@ -299,6 +298,8 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
             _report_skipped(run, batch["skipped"])
             image, mask = to_device(batch, run.device, cfg.run.channels_last)
             terms = train_step(run.wrapped, run.loss_fn, optimizer, scaler, image, mask, run.amp_dtype, deep_weight)
+            if run.average is not None:
+                run.average.update(model, state.batches)
             if not math.isfinite(terms["total"]):
                 raise FloatingPointError(
                     f"the loss became {terms['total']} at step {state.stage_step} "
@@ -372,7 +373,9 @@ def _write_samples(run: _Run, batch: dict) -> None:
     image, mask = to_device(
         {k: v[:4] for k, v in source.items() if k != "skipped"}, run.device, run.cfg.run.channels_last
     )
-    run.logs.grid(run.global_step(), sample_grid(image, mask, eval_forward(run.model, image, mask, run.amp_dtype)))
+    run.logs.grid(
+        run.global_step(), sample_grid(image, mask, eval_forward(run.scored_model(), image, mask, run.amp_dtype))
+    )
 
 
 def _validate_and_track(run: _Run, stage: Stage) -> tuple[bool, bool]:
@@ -380,7 +383,8 @@ def _validate_and_track(run: _Run, stage: Stage) -> tuple[bool, bool]:
     verdict = [False, False]
     state = run.state
     if run.world.main and run.val_loader is not None:
-        metrics = validate(run.model, run.val_loader, run.device, run.amp_dtype, run.cfg.run.channels_last)
+        scored = run.scored_model()
+        metrics = validate(scored, run.val_loader, run.device, run.amp_dtype, run.cfg.run.channels_last)
         run.logs.row("val.csv", {"step": run.global_step(), "stage": stage.name, **metrics})
         tqdm.write(
             f"{stage.name} step {state.stage_step}: val PSNR {metrics['psnr']:.2f} dB, "

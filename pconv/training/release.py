@@ -31,18 +31,18 @@ def write_release(
     seconds: float,
 ) -> tuple[Path, str, str]:
     """Write ``model.safetensors``: this run's ``best.pt`` when it was written in the last stage,
-    else the final weights; returns its path, sha256 and which weights it holds."""
+    else the final weights (``model``: with ``--ema``, the averaged ones); returns its path, sha256
+    and which weights it holds."""
     best_path = out / "best.pt"
     release = ARCHITECTURES[cfg.model.arch].build(cfg.model_config())
     source = "last"
     if state.best_stage == len(plan) - 1 and best_path.is_file():
         best = load_checkpoint(best_path)
         if best["state"].run_id == state.run_id:
-            release.load_state_dict(best["model"])
+            release.load_state_dict(best["ema"] if best.get("ema") is not None else best["model"])
             source = "best"
     if source == "last":
         release.load_state_dict(model.state_dict())
-    cfg = cfg
     extra = {
         "training": json.dumps(
             {
@@ -55,6 +55,7 @@ def write_release(
                 "crop_scale": list(cfg.data.crop_scale),
                 "world_size": world.world_size,
                 "weights": source,
+                "ema": cfg.schedule.ema,
                 "seconds": round(seconds, 1),
             }
         )

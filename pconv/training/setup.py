@@ -26,7 +26,8 @@ from pconv.models import ARCHITECTURES
 from pconv.training.checkpoint import TrainState, load_checkpoint
 from pconv.training.config import TrainConfig
 from pconv.training.distributed import World
-from pconv.training.schedule import Stage
+from pconv.training.logs import RunLogs
+from pconv.training.schedule import Stage, global_step
 from pconv.vgg import VGG16Features
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "claim_out",
     "find_data",
     "make_loaders",
+    "open_logs",
     "training_hole_depth",
     "vgg_for",
     "worker_init",
@@ -240,3 +242,16 @@ def vgg_for(cfg: TrainConfig, device: torch.device, world: World) -> VGG16Featur
             return VGG16Features(None if name == "none" else name).to(device)
     except (RuntimeError, FileNotFoundError, KeyError, ValueError) as err:
         raise ConfigError(str(err).strip("'\"")) from None
+
+
+def open_logs(cfg: TrainConfig, out: Path, plan: list[Stage], state: TrainState, resumed: bool) -> RunLogs:
+    """The run's CSV logs (and TensorBoard, W&B), continuing at the saved step when resumed."""
+    r = cfg.run
+    return RunLogs(
+        out,
+        global_step(plan, state) if resumed else None,
+        wandb=r.wandb,
+        wandb_config=cfg.to_flat(),
+        run_id=state.run_id,
+        wandb_group=r.wandb_group,
+    )
