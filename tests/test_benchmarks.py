@@ -18,6 +18,7 @@ VAL = [str(REPO / "data" / "photos" / "val")]
 
 CASES = {
     "bench_cli.py": ["--repeats", "1", "--sizes", "quickstart"],
+    "bench_crops.py": ["--weights", "{tiny}", "--sparse", "--upscale", "1", "--images", *VAL],
     "bench_fill.py": ["--repeats", "1", "--per-bin", "1", "--sizes", "64x48", "--size", "64", "--images", *VAL],
     "bench_layer.py": ["--quick", "--repeats", "1"],
     "bench_loss_cost.py": ["--size", "32", "--batch", "1", "--base-width", "4", "--depth", "3", "--repeats", "1"],
