@@ -6,7 +6,8 @@ image, runs OpenCV Telea and writes the PNG; start-up, reading and writing inclu
 ``quickstart`` is the README's example photo and mask; a number is a photo of that many
 megapixels (an example photo upscaled) with four holes: two strokes and two blobs. Each command
 runs ``--repeats`` times in a fresh process, interleaved; the shortest run counts, and the peak
-memory of that process is its maximum resident set size.
+memory of that process is its maximum resident set size. A process that only imports PyTorch
+is timed beside them: the floor of any command that runs a PyTorch model.
 """
 
 from __future__ import annotations
@@ -85,15 +86,18 @@ def main(argv: list[str] | None = None) -> None:
                 *(["--weights", args.weights] if args.weights else []),
             ]
             telea = [sys.executable, str(folder / "telea.py"), str(image), str(mask), str(folder / "telea.png")]
-            results: dict[str, list[tuple[float, float]]] = {"predict.py": [], "Telea script": []}
+            results: dict[str, list[tuple[float, float]]] = {"predict.py": [], "Telea script": [], "torch": []}
             for _ in range(args.repeats):
                 results["predict.py"].append(run(ours))
                 results["Telea script"].append(run(telea))
+                results["torch"].append(run([sys.executable, "-c", "import torch"]))
             best = {name: min(r) for name, r in results.items()}
             ratio = best["predict.py"][0] / best["Telea script"][0]
             print(
                 f"  {label}: predict.py {best['predict.py'][0]:.2f} s (peak {best['predict.py'][1]:.2f} GiB), "
-                f"Telea script {best['Telea script'][0]:.2f} s (peak {best['Telea script'][1]:.2f} GiB): {ratio:.1f}x"
+                f"Telea script {best['Telea script'][0]:.2f} s (peak {best['Telea script'][1]:.2f} GiB): {ratio:.1f}x; "
+                f"a process that only imports PyTorch: {best['torch'][0]:.2f} s "
+                f"({best['torch'][0] / best['Telea script'][0]:.1f}x)"
             )
 
 

@@ -21,7 +21,8 @@ class InpaintOptions:
     Attributes:
         tile: ``"auto"`` (one pass up to about one megapixel, else 512-px crops around the holes),
             ``None`` (always one pass) or a tile side in pixels.
-        overlap: pixels shared by neighbouring tiles (``None``: a quarter of the tile).
+        overlap: every crop a full tile sharing this many pixels with its neighbours; ``None``: crops
+            sized to the holes or tiles sharing a quarter, whichever is less work (:func:`pconv.tiling.crops_for`).
         scale: ``"auto"`` (a working scale per hole from its depth: see :mod:`pconv.tiling`), or a
             downscale factor for every hole (1 = full resolution).
         samples: Monte Carlo dropout samples; more than 1 needs a model with dropout.

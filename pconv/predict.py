@@ -109,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (one pass up to ~1 megapixel, else 512-px tiles), none, or a tile side in pixels",
     )
-    opt.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default a quarter tile)")
+    opt.add_argument(
+        "--overlap",
+        type=int,
+        help="every crop a full tile sharing this many pixels with its neighbours (default: crops sized to the "
+        "holes, or tiles sharing a quarter, whichever is less work)",
+    )
     opt.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
     opt.add_argument("--samples", type=int, default=1, help="Monte Carlo dropout samples (needs a model with dropout)")
     opt.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (default 8)")
