@@ -194,6 +194,7 @@ def write_report(
         "psnr": "PSNR (dB)",
         "ssim": "SSIM",
         "hole_psnr": "PSNR inside the hole (dB)",
+        "edge": "Error in the 2-px band inside hole edges (grey levels) lower is better",
         "seconds": "seconds per image",
     }
     lines = [
@@ -378,7 +379,7 @@ def _main(argv: Sequence[str] | None) -> int:
         s = summary[(method, "all")]
         print(
             f"{method:>20}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, L1 {s['l1']:.2f}%, "
-            f"hole PSNR {s['hole_psnr']:.2f} dB, {s['seconds']:.3f} s/image"
+            f"hole PSNR {s['hole_psnr']:.2f} dB, edge error {s['edge']:.2f}, {s['seconds']:.3f} s/image"
         )
     print(f"report: {args.out / 'report.md'}")
     return 0

@@ -17,7 +17,7 @@ from pconv import PConvUNet, save_model
 from pconv.baselines import BASELINES
 from pconv.evaluate import bin_of, evaluate, generated_cases, main, summarise
 from pconv.masks import RATIO_BINS, write_mask
-from pconv.metrics import score
+from pconv.metrics import edge_band, score
 
 
 def test_metrics_agree_with_scikit_image_and_the_hole_formula():
@@ -38,6 +38,29 @@ def test_a_perfect_result_scores_infinite_psnr_and_unit_ssim():
     s = score(truth.copy(), truth, np.eye(16, dtype=bool) == 0)
     assert s["psnr"] == math.inf and s["hole_psnr"] == math.inf and s["ssim"] == 1.0 and s["l1"] == 0.0
     assert math.isnan(score(truth, truth, np.ones((16, 16), bool))["hole_psnr"])  # no hole to score
+    assert s["edge"] == 0.0 and math.isnan(score(truth, truth, np.ones((16, 16), bool))["edge"])
+
+
+def test_edge_error_is_the_mean_error_of_the_two_pixel_band_inside_the_hole():
+    """A 6x6 hole: its outer ring (20 px) is off by 10 levels, the next ring (12 px) by 20, the 2x2
+    centre by 100; the band is the two rings, so the edge error is (20*10 + 12*20) / 32 levels."""
+    known = np.ones((10, 10), bool)
+    known[2:8, 2:8] = False
+    truth = np.full((10, 10), 0.5)
+    error = np.zeros((10, 10))
+    error[2:8, 2:8] = 10
+    error[3:7, 3:7] = 20
+    error[4:6, 4:6] = 100
+    s = score(truth + error / 255, truth, known)
+    assert s["edge"] == pytest.approx((20 * 10 + 12 * 20) / 32)
+    assert edge_band(known).sum() == 32
+
+
+def test_the_image_border_is_not_a_hole_edge():
+    known = np.ones((8, 8), bool)
+    known[:, :5] = False  # a hole touching the left, top and bottom borders
+    band = edge_band(known)
+    assert band[:, 3:5].all() and not band[:, :3].any()
 
 
 def test_perfect_method_and_baselines_through_evaluate():
@@ -115,7 +138,7 @@ def test_report_files_are_written(setup, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == {"tiny", "telea", "ns"}
     assert {r["bin"] for r in rows} == {*RATIO_BINS, "all"}
-    assert {r["metric"] for r in rows} == {"l1", "psnr", "ssim", "hole_psnr", "seconds"}
+    assert {r["metric"] for r in rows} == {"l1", "psnr", "ssim", "hole_psnr", "edge", "seconds"}
     report = (out / "report.md").read_text()
     assert "| telea |" in report and "## SSIM" in report and "seconds per image" in report
     with open(out / "cases.csv") as f:
