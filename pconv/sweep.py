@@ -2,8 +2,8 @@
 
 A search-space file (YAML or JSON) names what to search, what stays fixed and what to optimise:
 
-    objective: hole_psnr          # any column of val.csv (psnr, ssim, l1, hole_psnr)
-    direction: maximize           # or minimize (default: minimize for l1, else maximize)
+    objective: hole_psnr          # any column of val.csv (psnr, ssim, l1, hole_psnr, edge)
+    direction: maximize           # or minimize (default: the metric's own: minimize l1 and edge)
     trials: 30                    # finished trials to reach (complete or pruned)
     fixed:                        # train.py options, as in config.json (flag names with _)
       train: data/train
@@ -46,6 +46,7 @@ from typing import Any
 from pconv.cli import prog_name, run_main
 from pconv.errors import ConfigError, PconvError, require
 from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv
+from pconv.metrics import METRICS
 
 __all__ = ["SearchSpace", "load_space", "main", "run_sweep", "write_results"]
 
@@ -79,7 +80,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise ConfigError(f"{path} needs a 'params' mapping with at least one parameter to search")
     objective = str(raw.get("objective", "hole_psnr"))
-    direction = str(raw.get("direction", "minimize" if objective == "l1" else "maximize"))
+    direction = str(raw.get("direction", "maximize" if METRICS.get(objective, True) else "minimize"))
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be maximize or minimize, got {direction!r}")
     from pconv.training.config import TrainConfig

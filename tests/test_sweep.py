@@ -156,3 +156,11 @@ def test_a_fixed_value_of_the_wrong_type_is_refused_when_the_space_is_read(data,
 
     with pytest.raises(ConfigError, match="steps: 'many' is not a valid int"):
         load_space(_space(data, tmp_path / "s.json", 1, {"lr": {"low": 1e-4, "high": 1e-2}}, steps="many"))
+
+
+@pytest.mark.parametrize("objective, direction", [("psnr", "maximize"), ("l1", "minimize"), ("edge", "minimize")])
+def test_the_default_direction_is_the_metrics_own(data, tmp_path, objective, direction):
+    path = _space(data, tmp_path / "s.json", 1, {"lr": {"choices": [1e-4]}})
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, "objective": objective}))
+    assert load_space(path).direction == direction
