@@ -117,6 +117,37 @@ def test_summary_counts_skipped_files(folders, tmp_path):
     assert (tmp_path / "r" / "model.safetensors").is_file() and not (tmp_path / "r" / "best.pt").exists()
 
 
+def test_a_residual_release_fills_holes_a_quarter_of_its_size_deep_at_full_resolution(folders, tmp_path, monkeypatch):
+    """Its network only corrects the fill: the recorded depth is the context a crop holds, at least."""
+    import pconv.training.release as release
+
+    assert release.release_hole_depth(88.24, 512, "pushpull") == 128.0
+    assert release.release_hole_depth(150.0, 512, "pushpull") == 150.0
+    assert release.release_hole_depth(88.24, 512, "none") == 88.2
+    monkeypatch.setattr(release, "training_hole_depth", lambda masks: 3.0)  # thin masks
+    train, _ = folders
+    out = tmp_path / "r"
+    run_training(
+        config_from_args(
+            _args(
+                train,
+                None,
+                out,
+                "--stage",
+                "pretrain",
+                "--steps",
+                "1",
+                "--sample-every",
+                "0",
+                "--base-fill",
+                "pushpull",
+            )
+        )
+    )
+    model = load_model(out / "model.safetensors")
+    assert model.config.base_fill == "pushpull" and model.hole_depth == 8.0  # a quarter of 32 px, not the masks' 3
+
+
 def _same_weights(a_path: Path, b_path: Path) -> None:
     a, b = load_file(a_path), load_file(b_path)
     assert a.keys() == b.keys()
