@@ -139,6 +139,21 @@ class PConvUNet(InpaintingNet):
         out = h if fill is None else h + fill
         return out[..., :height, :width]
 
+    def with_fill_channels(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Weights of the same net without ``fill_input``, made to fit this one: the layers that read
+        the input (the first encoder layer and, through its skip, the last decoder layer) get zero
+        weights for the fill's channels, which come after the image's; so ``--init`` can start a
+        fill-input model from a direct or residual model's weights."""
+        own = self.state_dict()
+        extra = self.config.in_channels
+        out = dict(weights)
+        for name, value in weights.items():
+            want = own.get(name)
+            if want is not None and value.ndim == 4 and want.shape[1] == value.shape[1] + extra:
+                pad = value.new_zeros(value.shape[0], extra, *value.shape[2:])
+                out[name] = torch.cat([value, pad], dim=1)
+        return out
+
     def start_at_fill(self) -> PConvUNet:
         """Zero the last layer, so the model returns exactly its base fill; how a residual model
         starts, also from the weights of a model that predicted the image directly."""

@@ -171,6 +171,37 @@ def test_residual_config_is_checked_and_saved(tmp_path):
     assert torch.equal(loaded(image, mask), push_pull(image, mask, smooth=5))
 
 
+@pytest.mark.parametrize("base_fill", ["none", "pushpull"])
+def test_a_fill_input_model_starts_from_a_model_without_the_fill_channels(base_fill):
+    """The image channels keep their weights, the fill's start at zero; with the last layer zeroed
+    the model is its fill, and the first layer's response to the image is the original's."""
+    torch.manual_seed(1)
+    source = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32, base_fill=base_fill))
+    target = residual(fill_input=True)
+    target.load_state_dict(target.with_fill_channels(source.state_dict()))  # strict: every shape fits
+    first, src_first = target.encoder[0].conv.weight, source.encoder[0].conv.weight
+    assert torch.equal(first[:, :3], src_first) and not first[:, 3:].any()
+    last, src_last = target.decoder[-1].conv.weight, source.decoder[-1].conv.weight
+    assert torch.equal(last[:, : src_last.shape[1]], src_last) and not last[:, src_last.shape[1] :].any()
+    target.start_at_fill().eval()
+    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    assert torch.equal(target(image, mask), push_pull(image, mask))
+
+
+def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
+    from pconv.io import save_model
+    from pconv.train import config_from_args
+    from pconv.training.setup import build_model
+
+    direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8))
+    save_model(direct, tmp_path / "direct.safetensors")
+    args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
+    args += ["--base-fill", "pushpull", "--fill-input", "--init", str(tmp_path / "direct.safetensors")]
+    model = build_model(config_from_args(args), torch.device("cpu"), None)
+    assert torch.equal(model.encoder[0].conv.weight[:, :3], direct.encoder[0].conv.weight)
+    assert not model.decoder[-1].conv.weight.any()  # starts at the fill
+
+
 def test_release_files_without_the_option_still_load():
     """The released file predates base_fill: it loads as a direct model."""
     from pconv.io import DEFAULT_WEIGHTS, load_model
