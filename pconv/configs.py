@@ -39,6 +39,10 @@ class PConvUNetConfig:
         fill_input: with a base fill, also give the fill to the first layer as extra input
             channels marked known (the network then sees no holes below its first layer).
         fill_smooth: 3x3 smoothing passes of the base fill inside the holes.
+        fill_gate: with a base fill, the network predicts the image and a per-pixel weight ``g``
+            instead of a correction: the output is ``fill + g * (image - fill)``. ``g`` starts at
+            zero (the fill) while the image channels keep the weights of a direct model they
+            start from, so the run begins at the fill and learns where to trust the network.
     """
 
     in_channels: int = 3
@@ -51,6 +55,7 @@ class PConvUNetConfig:
     base_fill: str = "none"
     fill_input: bool = False
     fill_smooth: int = 20
+    fill_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
@@ -59,8 +64,8 @@ class PConvUNetConfig:
             raise ValueError(f"base_fill must be one of {', '.join(BASE_FILLS)}, got {self.base_fill!r}")
         if self.base_fill != "none" and (self.out_channels or self.in_channels) != self.in_channels:
             raise ValueError("a base fill needs out_channels equal to in_channels (the fill has the input's channels)")
-        if self.fill_input and self.base_fill == "none":
-            raise ValueError("fill_input needs a base fill")
+        if (self.fill_input or self.fill_gate) and self.base_fill == "none":
+            raise ValueError("fill_input and fill_gate need a base fill")
         if self.fill_smooth < 0:
             raise ValueError(f"fill_smooth must be at least 0, got {self.fill_smooth}")
         if not 2 <= self.depth <= 10:

@@ -83,7 +83,7 @@ class PConvUNet(InpaintingNet):
         self.decoder = nn.ModuleList()
         for i in reversed(range(config.depth)):
             last = i == 0
-            target = cout if last else skips[i]
+            target = cout + int(config.fill_gate) if last else skips[i]  # + the gate's channel
             act = None if last else nn.LeakyReLU(0.2)
             self.decoder.append(_Block(prev + skips[i], target, 3, 1, bn=not last, act=act))
             prev = target
@@ -136,31 +136,44 @@ class PConvUNet(InpaintingNet):
             h, m = block(torch.cat([up_h, skip_h], dim=1), coverage)
             if j < len(self.decoder) - 1:
                 h = self.dropout(h, sample)
-        out = h if fill is None else h + fill
+        if fill is None:
+            out = h
+        elif self.config.fill_gate:
+            out = fill + h[:, -1:] * (h[:, :-1] - fill)
+        else:
+            out = h + fill
         return out[..., :height, :width]
 
-    def with_fill_channels(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Weights of the same net without ``fill_input``, made to fit this one: the layers that read
-        the input (the first encoder layer and, through its skip, the last decoder layer) get zero
-        weights for the fill's channels, which come after the image's; so ``--init`` can start a
-        fill-input model from a direct or residual model's weights."""
+    def fit_weights(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Weights of the same net without ``fill_input`` or ``fill_gate``, made to fit this one, for
+        ``--init``: the layers that read the input (the first encoder layer and, through its skip,
+        the last decoder layer) get zero weights for the fill's channels, which come after the
+        image's; the last layer gets a zero gate channel after the image's. Others pass unchanged."""
         own = self.state_dict()
-        extra = self.config.in_channels
         out = dict(weights)
         for name, value in weights.items():
             want = own.get(name)
-            if want is not None and value.ndim == 4 and want.shape[1] == value.shape[1] + extra:
-                pad = value.new_zeros(value.shape[0], extra, *value.shape[2:])
-                out[name] = torch.cat([value, pad], dim=1)
+            if want is None or want.shape == value.shape or want.ndim != value.ndim:
+                continue
+            grown = value
+            for dim in range(min(2, value.ndim)):  # output channels, then input channels
+                extra = want.shape[dim] - grown.shape[dim]
+                if extra > 0:
+                    pad_shape = list(grown.shape)
+                    pad_shape[dim] = extra
+                    grown = torch.cat([grown, grown.new_zeros(pad_shape)], dim=dim)
+            out[name] = grown
         return out
 
     def start_at_fill(self) -> PConvUNet:
-        """Zero the last layer, so the model returns exactly its base fill; how a residual model
-        starts, also from the weights of a model that predicted the image directly."""
+        """Zero the last layer (with ``fill_gate``: only the gate's channel), so the model returns
+        exactly its base fill; how a residual model starts, also from the weights of a model that
+        predicted the image directly."""
         if self.config.base_fill == "none":
             raise ValueError("start_at_fill needs a model with a base fill")
         last = self.decoder[-1].conv
+        rows = slice(-1, None) if self.config.fill_gate else slice(None)
         with torch.no_grad():
-            last.weight.zero_()
-            last.bias.zero_()
+            last.weight[rows].zero_()
+            last.bias[rows].zero_()
         return self

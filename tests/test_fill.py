@@ -161,8 +161,9 @@ def test_residual_config_is_checked_and_saved(tmp_path):
 
     with pytest.raises(ValueError, match="base_fill"):
         PConvUNetConfig(base_fill="telea")
-    with pytest.raises(ValueError, match="fill_input needs"):
-        PConvUNetConfig(fill_input=True)
+    for option in ("fill_input", "fill_gate"):
+        with pytest.raises(ValueError, match="need a base fill"):
+            PConvUNetConfig(**{option: True})
     model = residual(fill_input=True, fill_smooth=5)
     save_model(model, tmp_path / "m.safetensors")
     loaded = load_model(tmp_path / "m.safetensors")
@@ -178,7 +179,7 @@ def test_a_fill_input_model_starts_from_a_model_without_the_fill_channels(base_f
     torch.manual_seed(1)
     source = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32, base_fill=base_fill))
     target = residual(fill_input=True)
-    target.load_state_dict(target.with_fill_channels(source.state_dict()))  # strict: every shape fits
+    target.load_state_dict(target.fit_weights(source.state_dict()))  # strict: every shape fits
     first, src_first = target.encoder[0].conv.weight, source.encoder[0].conv.weight
     assert torch.equal(first[:, :3], src_first) and not first[:, 3:].any()
     last, src_last = target.decoder[-1].conv.weight, source.decoder[-1].conv.weight
@@ -186,6 +187,25 @@ def test_a_fill_input_model_starts_from_a_model_without_the_fill_channels(base_f
     target.start_at_fill().eval()
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     assert torch.equal(target(image, mask), push_pull(image, mask))
+
+
+def test_a_gated_model_starts_at_the_fill_with_the_direct_models_image_inside():
+    """fill + g * (image - fill): g = 0 gives the fill; g = 1 (the gate's bias at one) gives the
+    direct model's prediction exactly; the gate gets a gradient at the start."""
+    torch.manual_seed(2)
+    direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32)).eval()
+    gated = residual(fill_gate=True).eval()
+    gated.load_state_dict(gated.fit_weights(direct.state_dict()))
+    gated.start_at_fill()
+    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    assert torch.equal(gated(image, mask), push_pull(image, mask))
+    out = gated(image, mask)
+    out.sum().backward()
+    gate = gated.decoder[-1].conv
+    assert gate.bias.grad[-1] != 0 and gate.weight.grad[-1].abs().sum() > 0
+    with torch.no_grad():
+        gate.bias[-1] = 1.0
+    assert torch.allclose(gated(image, mask), direct(image, mask), atol=1e-6)
 
 
 def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
@@ -196,10 +216,13 @@ def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
     direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8))
     save_model(direct, tmp_path / "direct.safetensors")
     args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
-    args += ["--base-fill", "pushpull", "--fill-input", "--init", str(tmp_path / "direct.safetensors")]
-    model = build_model(config_from_args(args), torch.device("cpu"), None)
+    args += ["--base-fill", "pushpull", "--init", str(tmp_path / "direct.safetensors")]
+    model = build_model(config_from_args([*args, "--fill-input"]), torch.device("cpu"), None)
     assert torch.equal(model.encoder[0].conv.weight[:, :3], direct.encoder[0].conv.weight)
     assert not model.decoder[-1].conv.weight.any()  # starts at the fill
+    gated = build_model(config_from_args([*args, "--fill-gate"]), torch.device("cpu"), None)
+    last, direct_last = gated.decoder[-1].conv, direct.decoder[-1].conv
+    assert torch.equal(last.weight[:3], direct_last.weight) and not last.weight[3:].any()
 
 
 def test_release_files_without_the_option_still_load():

@@ -104,6 +104,11 @@ class ModelChoice:
         choices=BASE_FILLS,
     )
     fill_input: bool = opt(False, "pconv_unet with a base fill: also give the fill to the network as input channels")
+    fill_gate: bool = opt(
+        False,
+        "pconv_unet with a base fill: predict the image and a per-pixel weight g; output = fill + "
+        "g * (image - fill), g starting at zero (--init from a direct model keeps its image)",
+    )
 
     def build(self, size: int) -> PConvUNetConfig | UNet3PlusConfig:
         """The architecture's configuration dataclass for crops of ``size`` pixels."""
@@ -118,6 +123,7 @@ class ModelChoice:
             dropout=self.dropout,
             base_fill=self.base_fill,
             fill_input=self.fill_input,
+            fill_gate=self.fill_gate,
         )
 
 
@@ -318,8 +324,9 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(str(err)) from None
     if d.masks is not None and d.mask_ratio is not None:
         raise ConfigError("--mask-ratio applies to generated masks, not to --masks DIR")
-    if cfg.model.arch != "pconv_unet" and (cfg.model.base_fill != "none" or cfg.model.fill_input):
-        raise ConfigError("--base-fill and --fill-input apply to --arch pconv_unet")
+    m = cfg.model
+    if m.arch != "pconv_unet" and (m.base_fill != "none" or m.fill_input or m.fill_gate):
+        raise ConfigError("--base-fill, --fill-input and --fill-gate apply to --arch pconv_unet")
     try:
         cfg.model_config()
     except ValueError as err:

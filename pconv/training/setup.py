@@ -103,8 +103,8 @@ def build_model(cfg: TrainConfig, device: torch.device, ckpt: dict | None) -> nn
         model.load_state_dict(ckpt["model"])
     elif cfg.schedule.init is not None:
         weights, init_config = _initial_weights(cfg.schedule.init)
-        if getattr(model_cfg, "fill_input", False) and not init_config.get("fill_input", False):
-            weights = model.with_fill_channels(weights)  # the fill's input channels start at zero
+        if any(getattr(model_cfg, k, False) and not init_config.get(k, False) for k in ("fill_input", "fill_gate")):
+            weights = model.fit_weights(weights)  # the fill's input channels and the gate start at zero
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
