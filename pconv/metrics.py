@@ -46,12 +46,13 @@ def score(result: np.ndarray, truth: np.ndarray, known: np.ndarray) -> dict[str,
     with np.errstate(divide="ignore"):  # a perfect result has infinite PSNR, and says so
         psnr = peak_signal_noise_ratio(truth, result, data_range=1.0)
         hole = ~known
-        band = edge_band(known)
         hole_psnr = peak_signal_noise_ratio(truth[hole], result[hole], data_range=1.0) if hole.any() else float("nan")
+    error = np.abs(result - truth)
+    band = edge_band(known)
     return {
-        "l1": float(np.abs(result - truth).mean() * 100.0),
+        "l1": float(error.mean() * 100.0),
         "psnr": float(psnr),
         "ssim": float(structural_similarity(truth, result, data_range=1.0, channel_axis=channel_axis)),
         "hole_psnr": float(hole_psnr),
-        "edge": float(np.abs(result - truth)[band].mean() * 255.0) if band.any() else float("nan"),
+        "edge": float(error[band].mean() * 255.0) if band.any() else float("nan"),
     }

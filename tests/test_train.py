@@ -127,23 +127,8 @@ def test_a_residual_release_fills_holes_a_quarter_of_its_size_deep_at_full_resol
     monkeypatch.setattr(release, "training_hole_depth", lambda masks: 3.0)  # thin masks
     train, _ = folders
     out = tmp_path / "r"
-    run_training(
-        config_from_args(
-            _args(
-                train,
-                None,
-                out,
-                "--stage",
-                "pretrain",
-                "--steps",
-                "1",
-                "--sample-every",
-                "0",
-                "--base-fill",
-                "pushpull",
-            )
-        )
-    )
+    flags = "--stage pretrain --steps 1 --sample-every 0 --base-fill pushpull".split()
+    run_training(config_from_args(_args(train, None, out, *flags)))
     model = load_model(out / "model.safetensors")
     assert model.config.base_fill == "pushpull" and model.hole_depth == 8.0  # a quarter of 32 px, not the masks' 3
 
