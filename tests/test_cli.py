@@ -12,6 +12,7 @@ COMMANDS = [
     "pconv.train",
     "pconv.predict",
     "pconv.evaluate",
+    "pconv.compare",
     "pconv.serve",
     "pconv.sweep",
     "pconv.masks.__main__",
