@@ -139,7 +139,7 @@ class PConvUNet(InpaintingNet):
         if fill is None:
             out = h
         elif self.config.fill_gate:
-            out = fill + h[:, -1:] * (h[:, :-1] - fill)
+            out = fill + (self.config.gate_gain * h[:, -1:]) * (h[:, :-1] - fill)
         else:
             out = h + fill
         return out[..., :height, :width]
@@ -164,6 +164,16 @@ class PConvUNet(InpaintingNet):
                     grown = torch.cat([grown, grown.new_zeros(pad_shape)], dim=dim)
             out[name] = grown
         return out
+
+    def regain_gate(self, gain: float) -> PConvUNet:
+        """Scale the gate's channel so weights trained at gate gain ``gain`` give the same ``g`` at
+        this model's gain (``--init`` from a gated model saved with another gain)."""
+        if self.config.fill_gate and gain != self.config.gate_gain:
+            last = self.decoder[-1].conv
+            with torch.no_grad():
+                last.weight[-1:].mul_(gain / self.config.gate_gain)
+                last.bias[-1:].mul_(gain / self.config.gate_gain)
+        return self
 
     def start_at_fill(self) -> PConvUNet:
         """Zero the last layer (with ``fill_gate``: only the gate's channel), so the model returns

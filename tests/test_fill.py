@@ -208,6 +208,39 @@ def test_a_gated_model_starts_at_the_fill_with_the_direct_models_image_inside():
     assert torch.allclose(gated(image, mask), direct(image, mask), atol=1e-6)
 
 
+def test_the_gate_gain_scales_g_and_init_keeps_g_across_gains(tmp_path):
+    """g = gain * the gate channel: at gain 10 a bias of 0.1 gives the direct model. A run that
+    starts (--init) from a gated file saved at another gain rescales the channel: same output."""
+    from pconv.io import save_model
+    from pconv.train import config_from_args
+    from pconv.training.setup import build_model
+
+    with pytest.raises(ValueError, match="gate_gain"):
+        PConvUNetConfig(base_fill="pushpull", fill_gate=True, gate_gain=0)
+    torch.manual_seed(3)
+    direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8)).eval()
+    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10))
+    gated.load_state_dict(gated.fit_weights(direct.state_dict()))
+    gated.start_at_fill().eval()
+    with torch.no_grad():
+        gated.decoder[-1].conv.bias[-1] = 0.1
+    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    assert torch.allclose(gated(image, mask), direct(image, mask), atol=1e-6)
+
+    old = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True)).eval()
+    with torch.no_grad():
+        old.decoder[-1].conv.weight[-1].normal_(0, 0.1)
+        old.decoder[-1].conv.bias[-1] = 0.3
+    save_model(old, tmp_path / "gated.safetensors")
+    args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
+    args += ["--base-fill", "pushpull", "--fill-gate", "--init", str(tmp_path / "gated.safetensors")]
+    cfg = config_from_args(args)
+    assert cfg.model_config().gate_gain == 10
+    new = build_model(cfg, torch.device("cpu"), None).eval()
+    assert torch.allclose(new(image, mask), old(image, mask), atol=1e-6)
+    assert new.decoder[-1].conv.bias[-1].item() == pytest.approx(0.03)
+
+
 def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
     from pconv.io import save_model
     from pconv.train import config_from_args

@@ -109,6 +109,11 @@ class ModelChoice:
         "pconv_unet with a base fill: predict the image and a per-pixel weight g; output = fill + "
         "g * (image - fill), g starting at zero (--init from a direct model keeps its image)",
     )
+    gate_gain: float = opt(
+        10.0,
+        "with --fill-gate: g is this times the network's gate channel, so g moves about this many "
+        "times the learning rate per step (at 1 it barely leaves zero in a CPU run)",
+    )
 
     def build(self, size: int) -> PConvUNetConfig | UNet3PlusConfig:
         """The architecture's configuration dataclass for crops of ``size`` pixels."""
@@ -124,6 +129,7 @@ class ModelChoice:
             base_fill=self.base_fill,
             fill_input=self.fill_input,
             fill_gate=self.fill_gate,
+            gate_gain=self.gate_gain if self.fill_gate else 1.0,
         )
 
 

@@ -111,6 +111,8 @@ def build_model(cfg: TrainConfig, device: torch.device, ckpt: dict | None) -> nn
             raise CheckpointError(_init_mismatch(cfg.schedule.init, init_config, model_cfg.to_dict(), err)) from None
         if getattr(model_cfg, "base_fill", "none") != "none" and init_config.get("base_fill", "none") == "none":
             model.start_at_fill()  # a direct model's weights, corrections from zero: the run starts at the fill
+        elif init_config.get("fill_gate"):
+            model.regain_gate(init_config.get("gate_gain", 1.0))  # the same g at this run's gain
     model.to(device)
     if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
