@@ -429,6 +429,15 @@ def test_bad_val_masks_is_a_clear_error(folders, tmp_path, capsys):
     assert "--val-masks must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("gain", ["0", "-1", "nan"])
+def test_a_bad_gate_gain_is_a_clear_error(folders, tmp_path, capsys, gain):
+    train, val = folders
+    argv = _args(train, val, tmp_path / "run", "--steps", "1", "--base-fill", "pushpull", "--fill-gate")
+    assert main([*argv, "--gate-gain", gain]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--gate-gain must be a positive number" in err and len(err.splitlines()) == 1
+
+
 def test_load_image_applies_exif_orientation_and_converts_modes(tmp_path):
     img = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = img.getexif()

@@ -333,6 +333,8 @@ def check(cfg: TrainConfig) -> None:
     m = cfg.model
     if m.arch != "pconv_unet" and (m.base_fill != "none" or m.fill_input or m.fill_gate):
         raise ConfigError("--base-fill, --fill-input and --fill-gate apply to --arch pconv_unet")
+    if not 0 < m.gate_gain < float("inf"):
+        raise ConfigError(f"--gate-gain must be a positive number, got {m.gate_gain}")
     try:
         cfg.model_config()
     except ValueError as err:
