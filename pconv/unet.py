@@ -21,6 +21,13 @@ from pconv.partialconv import PartialConv2d
 __all__ = ["PConvUNet", "PConvUNetConfig"]
 
 
+def _gate_rows_only(grad: Tensor) -> Tensor:
+    """A gradient of the last layer with every output channel but the gate's (the last) zeroed."""
+    keep = torch.zeros_like(grad)
+    keep[-1:] = 1
+    return grad * keep
+
+
 class _Block(nn.Module):
     """Partial convolution, optional BatchNorm, re-zeroing of holes, activation."""
 
@@ -164,6 +171,30 @@ class PConvUNet(InpaintingNet):
                     grown = torch.cat([grown, grown.new_zeros(pad_shape)], dim=dim)
             out[name] = grown
         return out
+
+    def train_gate_only(self) -> PConvUNet:
+        """Leave every weight but the gate's channel as it is, BatchNorm statistics included: the
+        network's prediction stays that of the direct model it started from, and training learns
+        only ``g``, where to trust it. (Trained together, the image channels drifted into a
+        scaled-up correction behind a small ``g``.) Stays in force across ``train()``/``eval()``."""
+        if not self.config.fill_gate:
+            raise ValueError("train_gate_only needs a model with fill_gate")
+        last = self.decoder[-1].conv
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for p in (last.weight, last.bias):
+            p.requires_grad_(True)
+            p.register_hook(_gate_rows_only)
+        self._gate_only = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> PConvUNet:
+        super().train(mode)
+        if getattr(self, "_gate_only", False):
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
 
     def regain_gate(self, gain: float) -> PConvUNet:
         """Scale the gate's channel so weights trained at gate gain ``gain`` give the same ``g`` at

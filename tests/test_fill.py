@@ -241,6 +241,47 @@ def test_the_gate_gain_scales_g_and_init_keeps_g_across_gains(tmp_path):
     assert new.decoder[-1].conv.bias[-1].item() == pytest.approx(0.03)
 
 
+def test_gate_only_training_changes_the_gate_alone(tmp_path):
+    """train.py --gate-only: after optimisation steps in train mode only the gate's channel of the
+    last layer has moved; every other weight and BatchNorm statistic is the --init model's."""
+    from pconv.io import save_model
+    from pconv.train import config_from_args
+    from pconv.training.setup import build_model
+
+    torch.manual_seed(4)
+    direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8))
+    save_model(direct, tmp_path / "direct.safetensors")
+    args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
+    args += ["--base-fill", "pushpull", "--fill-gate", "--init", str(tmp_path / "direct.safetensors"), "--gate-only"]
+    model = build_model(config_from_args(args), torch.device("cpu"), None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) == 2  # the last layer's weight and bias
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    model.train()
+    image, mask = torch.rand(2, 3, 32, 32), random_mask(2, 32, 32)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (model(image, mask) - image).abs().mean().backward()
+        optimizer.step()
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"decoder.3.conv.weight", "decoder.3.conv.bias"}, moved
+    for name in moved:
+        assert torch.equal(before[name][:-1], after[name][:-1]) and not torch.equal(before[name][-1], after[name][-1])
+    with pytest.raises(ValueError, match="fill_gate"):
+        residual().train_gate_only()
+
+
+def test_gate_only_needs_a_gate_and_init(tmp_path, capsys):
+    from pconv.train import main
+
+    argv = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--base-fill", "pushpull", "--gate-only"]
+    assert main(argv) == 2 and main([*argv, "--fill-gate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("--gate-only needs --fill-gate and --init" in line for line in err)
+
+
 def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
     from pconv.io import save_model
     from pconv.train import config_from_args

@@ -109,6 +109,11 @@ class ModelChoice:
         "pconv_unet with a base fill: predict the image and a per-pixel weight g; output = fill + "
         "g * (image - fill), g starting at zero (--init from a direct model keeps its image)",
     )
+    gate_only: bool = opt(
+        False,
+        "with --fill-gate and --init: train the gate alone; the network's prediction (every other "
+        "weight, BatchNorm statistics included) stays that of the --init model",
+    )
     gate_gain: float = opt(
         10.0,
         "with --fill-gate: g is this times the network's gate channel, so g moves about this many "
@@ -333,6 +338,8 @@ def check(cfg: TrainConfig) -> None:
     m = cfg.model
     if m.arch != "pconv_unet" and (m.base_fill != "none" or m.fill_input or m.fill_gate):
         raise ConfigError("--base-fill, --fill-input and --fill-gate apply to --arch pconv_unet")
+    if m.gate_only and not (m.fill_gate and cfg.schedule.init):
+        raise ConfigError("--gate-only needs --fill-gate and --init (the model whose prediction the gate weighs)")
     if not 0 < m.gate_gain < float("inf"):
         raise ConfigError(f"--gate-gain must be a positive number, got {m.gate_gain}")
     try:

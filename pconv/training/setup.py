@@ -113,6 +113,8 @@ def build_model(cfg: TrainConfig, device: torch.device, ckpt: dict | None) -> nn
             model.start_at_fill()  # a direct model's weights, corrections from zero: the run starts at the fill
         elif init_config.get("fill_gate"):
             model.regain_gate(init_config.get("gate_gain", 1.0))  # the same g at this run's gain
+    if cfg.model.gate_only:
+        model.train_gate_only()
     model.to(device)
     if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
