@@ -16,6 +16,7 @@ COMMAND_LINE = {
     "cli.py",
     "predict.py",
     "evaluate.py",
+    "compare.py",
     "serve.py",
     "sweep.py",
     "export.py",
