@@ -68,9 +68,13 @@ def read_cases(paths: Iterable[str | Path]) -> Scores:
     for path in map(_csv_path, map(Path, paths)):
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        missing = {"case", "bin", "method", *METRICS} - set(rows[0] if rows else ())
-        if missing:
-            raise InputError(f"{path} is not a cases.csv of python -m pconv.evaluate (no {', '.join(sorted(missing))})")
+        columns = set(rows[0] if rows else ())
+        metrics = [m for m in METRICS if m in columns]  # older reports lack the later metrics
+        missing = {"case", "bin", "method"} - columns
+        if missing or not metrics:
+            raise InputError(
+                f"{path} is not a cases.csv of python -m pconv.evaluate (no {', '.join(sorted(missing) or METRICS)})"
+            )
         for row in rows:
             case, method = row["case"], row["method"]
             if bins.setdefault(case, row["bin"]) != row["bin"]:
@@ -79,13 +83,13 @@ def read_cases(paths: Iterable[str | Path]) -> Scores:
                     "the reports scored different masks"
                 )
             try:
-                values = {m: float(row[m]) for m in METRICS}
+                values = {m: float(row[m]) for m in metrics if row[m] != ""}
             except ValueError as err:
                 raise InputError(f"{path}: case {case}, {method}: {err}") from None
             seen = scores.setdefault(method, {}).get(case)
             if seen is not None:
                 for m, v in values.items():
-                    if not math.isclose(v, float(seen[m]), rel_tol=_TOLERANCE, abs_tol=1e-9):
+                    if m in seen and not math.isclose(v, float(seen[m]), rel_tol=_TOLERANCE, abs_tol=1e-9):
                         raise InputError(
                             f"{path}: {method}'s {m} on {case} is {v:.6g} here and {seen[m]:.6g} in an earlier "
                             "report: they scored different cases (use the same --images, --size, --seed, "
@@ -105,6 +109,11 @@ def paired(scores: Scores, model: str, against: str, metric: str) -> list[Differ
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     shared = [c for c in scores[model] if c in scores[against]]
+    for name in (model, against):
+        if any(metric not in scores[name][c] for c in shared):
+            raise InputError(
+                f"the reports have no {metric} for {name} (written before python -m pconv.evaluate scored it)"
+            )
     if not shared:
         raise InputError(f"{model} and {against} share no cases")
     groups: dict[str, list[float]] = {}

@@ -98,6 +98,17 @@ def test_unknown_names_and_missing_files_are_one_line_errors(tmp_path, reports, 
     assert "no cases.csv" in err and len(err.splitlines()) == 1
 
 
+def test_older_reports_without_a_metric_still_compare_on_the_others(tmp_path, reports):
+    old = tmp_path / "old"
+    old.mkdir()
+    header = [h for h in HEADER if h != "edge"]
+    atomic_write_csv(old / "cases.csv", [["p/01-10-000", "01-10", "older", 0.1, 1.0, 28.0, 0.9, 20.0]], header)
+    scores = read_cases([reports[0], old])
+    assert paired(scores, "model", "older", "psnr")[0].mean == pytest.approx(2.0)
+    with pytest.raises(InputError, match="no edge for older"):
+        paired(scores, "model", "older", "edge")
+
+
 def test_the_command_prints_each_table_and_a_verdict(reports, capsys):
     assert main([*map(str, reports), "--model", "model", "--metrics", "psnr,edge"]) == 0
     out = capsys.readouterr().out
