@@ -2,11 +2,12 @@
 
     python benchmarks/bench_flat.py [--weights FILE] [--levels 40,150,235] [--size 256] [--hole 96]
 
-A ``--hole`` px square in the middle of a ``--size`` px image of one grey level (also one
-colour, level and its two neighbours in the list, so a model that mixes channels shows it).
+A ``--hole`` px square in the middle of a ``--size`` px image of one grey level, for each of
+``--levels``, and of one colour whose channels are the first three levels (so a model that mixes
+channels shows it).
 Every method should return the level itself: printed are the largest, 99th-percentile and
 mean absolute error over the hole's pixels (grey levels), for the model and for push-pull and
-Telea. The issue's bar: every pixel within 10 levels.
+Telea. The bar: every pixel within 10 levels.
 """
 
 from __future__ import annotations

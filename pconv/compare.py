@@ -109,13 +109,13 @@ def paired(scores: Scores, model: str, against: str, metric: str) -> list[Differ
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     shared = [c for c in scores[model] if c in scores[against]]
+    if not shared:
+        raise InputError(f"{model} and {against} share no cases")
     for name in (model, against):
         if any(metric not in scores[name][c] for c in shared):
             raise InputError(
                 f"the reports have no {metric} for {name} (written before python -m pconv.evaluate scored it)"
             )
-    if not shared:
-        raise InputError(f"{model} and {against} share no cases")
     groups: dict[str, list[float]] = {}
     for case in shared:
         diff = float(scores[model][case][metric]) - float(scores[against][case][metric])

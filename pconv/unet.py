@@ -75,6 +75,7 @@ class PConvUNet(InpaintingNet):
     def __init__(self, config: PConvUNetConfig | None = None, **kwargs: object) -> None:
         super().__init__(config, **kwargs)
         config = self.config
+        self._gate_only = False  # train_gate_only
         cin = config.in_channels
         cout = config.out_channels or cin
         widths, kernels = config.widths, config.kernels
@@ -190,7 +191,7 @@ class PConvUNet(InpaintingNet):
 
     def train(self, mode: bool = True) -> PConvUNet:
         super().train(mode)
-        if getattr(self, "_gate_only", False):
+        if self._gate_only:
             for module in self.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.eval()
