@@ -47,6 +47,12 @@ class PConvUNetConfig:
             and Adam moves a weight by about the learning rate per step, so at gain 1 and lr 1e-4
             ``g`` stayed near 0.05 after 1,500 steps; a gain of 10 lets it reach the weights a
             fixed blend prefers (0.75-1) within a run. Files saved before this field have 1.
+        gate_head: with ``fill_gate``, the hidden width of a small convolutional head (3x3 conv,
+            ReLU, 3x3 conv) whose output is added to the gate channel; 0 = no head. The gate
+            channel alone is a linear function of the last decoder features; the head also sees
+            the fill and the prediction's difference from it, so ``g`` can fall where the
+            network's texture departs from the fill. Its last layer starts at zero (``g`` as
+            before).
     """
 
     in_channels: int = 3
@@ -61,6 +67,7 @@ class PConvUNetConfig:
     fill_smooth: int = 20
     fill_gate: bool = False
     gate_gain: float = 1.0
+    gate_head: int = 0
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or (self.out_channels is not None and self.out_channels < 1):
@@ -71,6 +78,8 @@ class PConvUNetConfig:
             raise ValueError("a base fill needs out_channels equal to in_channels (the fill has the input's channels)")
         if (self.fill_input or self.fill_gate) and self.base_fill == "none":
             raise ValueError("fill_input and fill_gate need a base fill")
+        if self.gate_head < 0 or (self.gate_head and not self.fill_gate):
+            raise ValueError(f"gate_head must be 0, or positive with fill_gate, got {self.gate_head}")
         if not self.gate_gain > 0:
             raise ValueError(f"gate_gain must be positive, got {self.gate_gain}")
         if self.fill_smooth < 0:

@@ -94,7 +94,14 @@ class PConvUNet(InpaintingNet):
             target = cout + int(config.fill_gate) if last else skips[i]  # + the gate's channel
             act = None if last else nn.LeakyReLU(0.2)
             self.decoder.append(_Block(prev + skips[i], target, 3, 1, bn=not last, act=act))
+            head_in = prev + skips[i] + 1 + 3 * cout  # the last layer's input, mask, fill, difference, |difference|
             prev = target
+        self.gate_head: nn.Sequential | None = None
+        if config.gate_head:
+            width = config.gate_head
+            self.gate_head = nn.Sequential(
+                nn.Conv2d(head_in, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 3, padding=1)
+            )
         if config.base_fill != "none":
             self.start_at_fill()
 
@@ -141,24 +148,33 @@ class PConvUNet(InpaintingNet):
                 up_h = up_h * up_m
             c1, c2 = up_h.shape[1], skip_h.shape[1]
             coverage = (c1 * up_m + c2 * skip_m) / (c1 + c2)  # fraction of known channels
-            h, m = block(torch.cat([up_h, skip_h], dim=1), coverage)
+            x = torch.cat([up_h, skip_h], dim=1)
+            h, m = block(x, coverage)
             if j < len(self.decoder) - 1:
                 h = self.dropout(h, sample)
         if fill is None:
             out = h
         elif self.config.fill_gate:
-            out = fill + (self.config.gate_gain * h[:, -1:]) * (h[:, :-1] - fill)
+            pred, gate = h[:, :-1], h[:, -1:]
+            if self.gate_head is not None:
+                diff = pred - fill
+                gate = gate + self.gate_head(torch.cat([x, mask, fill, diff, diff.abs()], dim=1))
+            out = fill + (self.config.gate_gain * gate) * (pred - fill)
         else:
             out = h + fill
         return out[..., :height, :width]
 
     def fit_weights(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Weights of the same net without ``fill_input`` or ``fill_gate``, made to fit this one, for
-        ``--init``: the layers that read the input (the first encoder layer and, through its skip,
-        the last decoder layer) get zero weights for the fill's channels, which come after the
-        image's; the last layer gets a zero gate channel after the image's. Others pass unchanged."""
+        """Weights of the same net without ``fill_input``, ``fill_gate`` or ``gate_head``, made to fit
+        this one, for ``--init``: the layers that read the input (the first encoder layer and,
+        through its skip, the last decoder layer) get zero weights for the fill's channels, which
+        come after the image's; the last layer gets a zero gate channel after the image's; a gate
+        head comes as built (its output zero). Others pass unchanged."""
         own = self.state_dict()
         out = dict(weights)
+        for name, value in own.items():  # a gate head the file lacks: as built (output zero)
+            if name.startswith("gate_head.") and name not in weights:
+                out[name] = value
         for name, value in weights.items():
             want = own.get(name)
             if want is None or want.shape == value.shape or want.ndim != value.ndim:
@@ -186,6 +202,8 @@ class PConvUNet(InpaintingNet):
         for p in (last.weight, last.bias):
             p.requires_grad_(True)
             p.register_hook(_gate_rows_only)
+        if self.gate_head is not None:
+            self.gate_head.requires_grad_(True)
         self._gate_only = True
         return self.train(self.training)
 
@@ -202,15 +220,19 @@ class PConvUNet(InpaintingNet):
         this model's gain (``--init`` from a gated model saved with another gain)."""
         if self.config.fill_gate and gain != self.config.gate_gain:
             last = self.decoder[-1].conv
+            scale = gain / self.config.gate_gain
             with torch.no_grad():
-                last.weight[-1:].mul_(gain / self.config.gate_gain)
-                last.bias[-1:].mul_(gain / self.config.gate_gain)
+                last.weight[-1:].mul_(scale)
+                last.bias[-1:].mul_(scale)
+                if self.gate_head is not None:
+                    self.gate_head[-1].weight.mul_(scale)
+                    self.gate_head[-1].bias.mul_(scale)
         return self
 
     def start_at_fill(self) -> PConvUNet:
-        """Zero the last layer (with ``fill_gate``: only the gate's channel), so the model returns
-        exactly its base fill; how a residual model starts, also from the weights of a model that
-        predicted the image directly."""
+        """Zero the last layer (with ``fill_gate``: only the gate's channel, and the gate head's last
+        layer), so the model returns exactly its base fill; how a residual model starts, also from
+        the weights of a model that predicted the image directly."""
         if self.config.base_fill == "none":
             raise ValueError("start_at_fill needs a model with a base fill")
         last = self.decoder[-1].conv
@@ -218,4 +240,7 @@ class PConvUNet(InpaintingNet):
         with torch.no_grad():
             last.weight[rows].zero_()
             last.bias[rows].zero_()
+            if self.gate_head is not None:
+                self.gate_head[-1].weight.zero_()
+                self.gate_head[-1].bias.zero_()
         return self

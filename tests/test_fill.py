@@ -316,3 +316,52 @@ def test_inpaint_with_an_untrained_residual_model_equals_the_fill_baseline():
     known = rng.random((64, 80)) > 0.3
     got = inpaint(residual().eval(), image, known, scale=1).image
     assert np.abs(got.astype(int) - BASELINES["pushpull"](image, known).astype(int)).max() <= 1
+
+
+def test_a_gate_head_starts_at_its_gated_init_and_trains_with_the_gate_alone(tmp_path):
+    """--gate-head from a gated file without one: the same output at the start; with --gate-only
+    the head and the gate's channel move, nothing else; the head then changes the output, and a
+    saved file with the head loads with it."""
+    from pconv.io import load_model, save_model
+    from pconv.train import config_from_args
+    from pconv.training.setup import build_model
+
+    torch.manual_seed(5)
+    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10))
+    with torch.no_grad():
+        gated.decoder[-1].conv.bias[-1] = 0.05
+    save_model(gated, tmp_path / "gated.safetensors")
+    args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
+    args += ["--base-fill", "pushpull", "--fill-gate", "--init", str(tmp_path / "gated.safetensors")]
+    model = build_model(config_from_args([*args, "--gate-only", "--gate-head", "4"]), torch.device("cpu"), None)
+    image, mask = torch.rand(2, 3, 32, 32), random_mask(2, 32, 32)
+    assert torch.equal(model.eval()(image, mask), gated.eval()(image, mask))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        (model(image, mask) - image).abs().mean().backward()
+        optimizer.step()
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    head = {f"gate_head.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    assert moved == head | {"decoder.3.conv.weight", "decoder.3.conv.bias"}, moved
+    model.eval()
+    with torch.no_grad():
+        model.decoder[-1].conv.load_state_dict(gated.decoder[-1].conv.state_dict())
+    assert not torch.allclose(model(image, mask), gated(image, mask))  # the head alone changes g
+    save_model(model, tmp_path / "head.safetensors")
+    loaded = load_model(tmp_path / "head.safetensors")
+    assert loaded.config.gate_head == 4 and torch.equal(loaded(image, mask), model(image, mask))
+    with pytest.raises(ValueError, match="gate_head"):
+        PConvUNetConfig(base_fill="pushpull", gate_head=4)
+
+
+def test_a_gate_head_without_a_gate_is_a_clear_error(tmp_path, capsys):
+    from pconv.train import main
+
+    argv = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--base-fill", "pushpull"]
+    assert main([*argv, "--gate-head", "8"]) == 2
+    assert main([*argv, "--fill-gate", "--gate-head", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--gate-head needs --fill-gate" in err[0] and "--gate-head must be 0 or more" in err[1]

@@ -120,6 +120,13 @@ class ModelChoice:
         "times the learning rate per step (at 1 it barely leaves zero in a CPU run)",
     )
 
+    gate_head: int = opt(
+        0,
+        "with --fill-gate: hidden width of a small convolutional head added to the gate, which also "
+        "sees the fill and the prediction's difference from it (0 = the gate is one channel of the "
+        "last layer); it starts at zero, so --init from a gated model starts at that model",
+    )
+
     def build(self, size: int) -> PConvUNetConfig | UNet3PlusConfig:
         """The architecture's configuration dataclass for crops of ``size`` pixels."""
         if self.arch == "unet3plus":
@@ -135,6 +142,7 @@ class ModelChoice:
             fill_input=self.fill_input,
             fill_gate=self.fill_gate,
             gate_gain=self.gate_gain if self.fill_gate else 1.0,
+            gate_head=self.gate_head,
         )
 
 
@@ -340,6 +348,10 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("--base-fill, --fill-input and --fill-gate apply to --arch pconv_unet")
     if m.gate_only and not (m.fill_gate and cfg.schedule.init):
         raise ConfigError("--gate-only needs --fill-gate and --init (the model whose prediction the gate weighs)")
+    if m.gate_head and not m.fill_gate:
+        raise ConfigError("--gate-head needs --fill-gate (the head adds to the gate)")
+    if m.gate_head < 0:
+        raise ConfigError(f"--gate-head must be 0 or more, got {m.gate_head}")
     if not 0 < m.gate_gain < float("inf"):
         raise ConfigError(f"--gate-gain must be a positive number, got {m.gate_gain}")
     try:

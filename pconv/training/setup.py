@@ -103,8 +103,9 @@ def build_model(cfg: TrainConfig, device: torch.device, ckpt: dict | None) -> nn
         model.load_state_dict(ckpt["model"])
     elif cfg.schedule.init is not None:
         weights, init_config = _initial_weights(cfg.schedule.init)
-        if any(getattr(model_cfg, k, False) and not init_config.get(k, False) for k in ("fill_input", "fill_gate")):
-            weights = model.fit_weights(weights)  # the fill's input channels and the gate start at zero
+        grown = ("fill_input", "fill_gate", "gate_head")
+        if any(getattr(model_cfg, k, 0) and not init_config.get(k, 0) for k in grown):
+            weights = model.fit_weights(weights)  # the fill's input channels, the gate and its head start at zero
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
