@@ -124,6 +124,19 @@ class PConvUNet(InpaintingNet):
             fill plus the network's correction); composite it with the known pixels for the
             final result.
         """
+        out, _ = self._predict(image, mask, sample)
+        return out
+
+    def gate(self, image: Tensor, mask: Tensor) -> Tensor:
+        """``g`` of a ``fill_gate`` model, ``(N, 1, H, W)``: how far each pixel's output moves from
+        the push-pull fill (0) toward the network's prediction (1); only hole pixels matter."""
+        if not self.config.fill_gate:
+            raise ValueError("gate needs a model with fill_gate")
+        _, g = self._predict(image, mask, False)
+        return g
+
+    def _predict(self, image: Tensor, mask: Tensor, sample: bool) -> tuple[Tensor, Tensor | None]:
+        """The output and, with ``fill_gate``, ``g``, both cropped to the input's size."""
         height, width = image.shape[-2:]
         image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
 
@@ -152,6 +165,7 @@ class PConvUNet(InpaintingNet):
             h, m = block(x, coverage)
             if j < len(self.decoder) - 1:
                 h = self.dropout(h, sample)
+        g = None
         if fill is None:
             out = h
         elif self.config.fill_gate:
@@ -159,10 +173,12 @@ class PConvUNet(InpaintingNet):
             if self.gate_head is not None:
                 diff = pred - fill
                 gate = gate + self.gate_head(torch.cat([x, mask, fill, diff, diff.abs()], dim=1))
-            out = fill + (self.config.gate_gain * gate) * (pred - fill)
+            g = self.config.gate_gain * gate
+            out = fill + g * (pred - fill)
+            g = g[..., :height, :width]
         else:
             out = h + fill
-        return out[..., :height, :width]
+        return out[..., :height, :width], g
 
     def fit_weights(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
         """Weights of the same net without ``fill_input``, ``fill_gate`` or ``gate_head``, made to fit
