@@ -775,3 +775,15 @@ def test_ema_weights_are_validated_saved_released_and_resumed_exactly(folders, t
     monkeypatch.undo()
     assert main(["--resume", "--out", str(tmp_path / "split")]) == 0  # ... and continue: the same average
     _same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "split" / "model.safetensors")
+
+
+def test_init_from_a_gated_model_names_its_gate_flags(folders, tmp_path, capsys):
+    """The release is a gated residual with a gate head: --init from it without those flags names them."""
+    train, _ = folders
+    gated = PConvUNet(depth=3, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10, gate_head=4)
+    save_model(gated, tmp_path / "gated.safetensors")
+    argv = _args(train, None, tmp_path / "run", "--depth", "3", "--base-width", "8")
+    assert main([*argv, "--init", str(tmp_path / "gated.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "pass --base-fill pushpull --fill-gate --gate-head 4 to start from it" in err, err

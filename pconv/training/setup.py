@@ -226,9 +226,10 @@ def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _init_mismatch(path: str, saved: dict, wanted: dict, err: RuntimeError) -> str:
     """Why ``--init`` weights do not load: the architecture options that differ, as flags to pass."""
-    differ = [k for k in ("depth", "base_width", "dropout") if k in saved and saved[k] != wanted.get(k)]
+    options = ("depth", "base_width", "dropout", "base_fill", "fill_input", "fill_gate", "gate_head")
+    differ = [k for k in options if saved.get(k) and saved[k] != wanted.get(k)]
     if differ:
-        flags = " ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in differ)
+        flags = " ".join(f"--{k.replace('_', '-')}" + ("" if saved[k] is True else f" {saved[k]}") for k in differ)
         return f"--init {path} is a model with {flags.replace('--', '')}; pass {flags} to start from it"
     return f"--init {path} does not fit this architecture: {str(err).strip().splitlines()[0]}"
 
