@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(np.concatenate([c for col in columns for c in (col, gap)][:-1], axis=1))
     band = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
     sheet = np.concatenate([r for row in rows for r in (row, band)][:-1], axis=0)
-    Image.fromarray(sheet).save(args.out, quality=90)
+    Image.fromarray(sheet).save(args.out, quality=85, optimize=True)
     print(f"wrote {args.out}: holes | OpenCV Telea | push-pull | {args.weights.name} | original")
 
 

@@ -299,11 +299,27 @@ def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
     assert torch.equal(last.weight[:3], direct_last.weight) and not last.weight[3:].any()
 
 
-def test_release_files_without_the_option_still_load():
-    """The released file predates base_fill: it loads as a direct model."""
-    from pconv.io import DEFAULT_WEIGHTS, load_model
+def test_release_files_without_the_newer_options_still_load(tmp_path):
+    """A file written before base_fill, fill_gate, gate_gain and gate_head existed (the releases
+    before the gated one) loads as the direct model it is."""
+    import json
 
-    assert load_model(DEFAULT_WEIGHTS).config.base_fill == "none"
+    from safetensors.torch import load_file, save_file
+
+    from pconv.io import load_model, read_metadata, save_model
+
+    model = PConvUNet(PConvUNetConfig(depth=4, base_width=8)).eval()
+    save_model(model, tmp_path / "new.safetensors")
+    metadata = read_metadata(tmp_path / "new.safetensors")
+    config = json.loads(metadata["config"])
+    for key in ("base_fill", "fill_input", "fill_smooth", "fill_gate", "gate_gain", "gate_head"):
+        del config[key]
+    metadata["config"] = json.dumps(config)
+    save_file(load_file(tmp_path / "new.safetensors"), tmp_path / "old.safetensors", metadata=metadata)
+    loaded = load_model(tmp_path / "old.safetensors")
+    assert loaded.config == model.config
+    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    assert torch.equal(loaded(image, mask), model(image, mask))
 
 
 def test_inpaint_with_an_untrained_residual_model_equals_the_fill_baseline():
@@ -365,3 +381,18 @@ def test_a_gate_head_without_a_gate_is_a_clear_error(tmp_path, capsys):
     assert main([*argv, "--fill-gate", "--gate-head", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--gate-head needs --fill-gate" in err[0] and "--gate-head must be 0 or more" in err[1]
+
+
+def test_gate_returns_g_at_the_input_size():
+    """g = gain x (gate channel + head): with the channel's bias at 0.03 and its weights and the
+    head at zero, g is 0.3 at every pixel, cropped like the output; models without a gate refuse."""
+    torch.manual_seed(6)
+    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10))
+    gated.eval()
+    with torch.no_grad():
+        gated.decoder[-1].conv.bias[-1] = 0.03
+    image, mask = torch.rand(2, 3, 30, 36), random_mask(2, 30, 36)
+    g = gated.gate(image, mask)
+    assert g.shape == (2, 1, 30, 36) and torch.allclose(g, torch.full_like(g, 0.3))
+    with pytest.raises(ValueError, match="fill_gate"):
+        residual().gate(image, mask)

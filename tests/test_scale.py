@@ -169,19 +169,19 @@ def test_hole_depth_comes_from_the_release_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_released_model_fills_a_big_hole_in_a_smooth_image_better_than_at_full_resolution():
-    """A smooth three-colour gradient with a 200-px hole at 512 px: the auto scale's fill is closer
-    to the truth than the full-resolution one, whose hole is deeper than any in training, and
-    within a few levels of it (fifth release: 3.3 levels on average, against 4.3 at full scale)."""
+def test_released_model_fills_a_big_hole_in_a_smooth_image_with_its_gradient():
+    """A smooth three-colour gradient with a 200-px hole at 512 px: the fill follows the gradient
+    (2.5 levels off on average; push-pull 1.2, OpenCV Telea 6.1, the fifth release 3.3 at its
+    auto scale and 4.3 at full resolution). The released residual model records a hole depth of
+    128 px, so this hole (100 px deep) stays at full resolution under ``--scale auto``."""
     model = load_model(DEFAULT_WEIGHTS)
     y, x = np.mgrid[0:512, 0:512].astype(np.float32) / 511
     image = np.stack([60 + 140 * x, 80 + 100 * y, 160 - 60 * x * y], -1).round().astype(np.uint8)
     known = _known(512, 512, (150, 350, 160, 360))
-    errors = {}
-    for scale in ("auto", 1):
-        out = inpaint(model, image, known, scale=scale).image
-        errors[scale] = np.abs(out[~known].astype(float) - image[~known]).mean()
-    assert errors["auto"] < 0.85 * errors[1] and errors["auto"] < 4.5, errors
+    auto, full = (inpaint(model, image, known, scale=scale).image for scale in ("auto", 1))
+    assert np.array_equal(auto, full)
+    error = np.abs(auto[~known].astype(float) - image[~known]).mean()
+    assert error < 3.0, error
 
 
 def test_crops_follow_the_depth_of_the_holes():
