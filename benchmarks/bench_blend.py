@@ -8,7 +8,9 @@ as ``p + w * (m - p)`` with ``w = g * min(1, d / D)``, ``d`` the pixel's distanc
 edge: ``g`` how far to trust the model, ``D`` how far inside the hole that trust ramps up. ``g =
 0`` is push-pull, ``g = 1, D = 0`` the model. Printed: mean PSNR, SSIM and edge error per blend
 and suite, with the differences from the better of the two ends. What a learned per-pixel gate
-(``train.py --fill-gate``) can start from.
+(``train.py --fill-gate``) can start from. The last row, "oracle", picks for each case the ``g``
+of ``ORACLE_GS`` (``D = 16``) with the highest PSNR against the truth: the most a gate that is one
+number per image could reach, with the model and the fill as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pconv.metrics import score
 
 ROOT = Path(__file__).resolve().parents[1]
 BLENDS = [(0.0, 0.0), (1.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.75, 0.0), (0.5, 16.0), (0.75, 16.0), (1.0, 16.0)]
+ORACLE_GS = [i / 10 for i in range(11)]
 
 
 def blend(model_out: np.ndarray, fill: np.ndarray, known: np.ndarray, g: float, depth: float) -> np.ndarray:
@@ -52,21 +55,28 @@ def main(argv: list[str] | None = None) -> None:
     images = _load_images(args.images, args.size)
     print(f"{'suite':8} {'g':>5} {'D':>4} {'PSNR':>7} {'SSIM':>7} {'edge':>6}   vs best end: dPSNR dSSIM")
     for kind in ("strokes", "solid"):
-        rows = {b: [] for b in BLENDS}
+        rows: dict = {b: [] for b in BLENDS}
+        rows["oracle"] = []
         for case in generated_cases(images, args.per_bin, args.seed, kind):
             ours = inpaint(model, case.image, case.known).image
             fill = BASELINES["pushpull"](case.image, case.known).astype(np.float64)
             truth = case.image / 255.0
-            for g, depth in BLENDS:
+
+            def scored(g: float, depth: float) -> tuple[float, float, float]:
                 out = np.where(case.known[..., None], case.image, blend(ours, fill, case.known, g, depth))
                 s = score(out / 255.0, truth, case.known)
-                rows[(g, depth)].append((s["psnr"], s["ssim"], s["edge"]))
+                return s["psnr"], s["ssim"], s["edge"]
+
+            for g, depth in BLENDS:
+                rows[(g, depth)].append(scored(g, depth))
+            rows["oracle"].append(max((scored(g, 16.0) for g in ORACLE_GS), key=lambda r: r[0]))
         means = {b: np.mean(r, axis=0) for b, r in rows.items()}
         best_psnr = max(means[(0.0, 0.0)][0], means[(1.0, 0.0)][0])
         best_ssim = max(means[(0.0, 0.0)][1], means[(1.0, 0.0)][1])
-        for (g, depth), (psnr, ssim, edge) in means.items():
+        for blend_id, (psnr, ssim, edge) in means.items():
+            label = f"{'oracle':>10}" if blend_id == "oracle" else f"{blend_id[0]:5.2f} {blend_id[1]:4.0f}"
             print(
-                f"{kind:8} {g:5.2f} {depth:4.0f} {psnr:7.3f} {ssim:7.4f} {edge:6.2f}   "
+                f"{kind:8} {label} {psnr:7.3f} {ssim:7.4f} {edge:6.2f}   "
                 f"{psnr - best_psnr:+.3f} {ssim - best_ssim:+.4f}"
             )
 
