@@ -396,3 +396,20 @@ def test_gate_returns_g_at_the_input_size():
     assert g.shape == (2, 1, 30, 36) and torch.allclose(g, torch.full_like(g, 0.3))
     with pytest.raises(ValueError, match="fill_gate"):
         residual().gate(image, mask)
+
+
+def test_regain_gate_scales_the_head_with_the_gate_channel():
+    """A gated model with a head saved at gain 1 and loaded into gain 10: the same g and output."""
+    torch.manual_seed(7)
+    config = dict(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_head=4)
+    old = PConvUNet(PConvUNetConfig(**config, gate_gain=1.0)).eval()
+    with torch.no_grad():
+        old.decoder[-1].conv.bias[-1] = 0.3
+        old.gate_head[-1].weight.normal_(0, 0.05)
+        old.gate_head[-1].bias.fill_(0.1)
+    new = PConvUNet(PConvUNetConfig(**config, gate_gain=10.0)).eval()
+    new.load_state_dict(old.state_dict())
+    new.regain_gate(1.0)
+    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    assert torch.allclose(new.gate(image, mask), old.gate(image, mask), atol=1e-6)
+    assert torch.allclose(new(image, mask), old(image, mask), atol=1e-6)
