@@ -171,8 +171,8 @@ def test_hole_depth_comes_from_the_release_file(tmp_path):
 @pytest.mark.slow
 def test_released_model_fills_a_big_hole_in_a_smooth_image_with_its_gradient():
     """A smooth three-colour gradient with a 200-px hole at 512 px: the fill follows the gradient
-    (2.5 levels off on average; push-pull 1.2, OpenCV Telea 6.1, the fifth release 3.3 at its
-    auto scale and 4.3 at full resolution). The released residual model records a hole depth of
+    (2.5 levels off on average; push-pull 1.2, OpenCV Telea 6.1, the fifth release 3.2: ``python
+    benchmarks/bench_flat.py --size 512 --hole 200``). The released residual model records a hole depth of
     128 px, so this hole (100 px deep) stays at full resolution under ``--scale auto``."""
     model = load_model(DEFAULT_WEIGHTS)
     y, x = np.mgrid[0:512, 0:512].astype(np.float32) / 511
