@@ -21,10 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pconv.baselines import BASELINES
 from pconv.evaluate import _load_images, generated_cases
 from pconv.inpaint import inpaint
 from pconv.io import load_model
+from pconv.methods import FILLS
 from pconv.metrics import score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         rows["oracle"] = []
         for case in generated_cases(images, args.per_bin, args.seed, kind):
             ours = inpaint(model, case.image, case.known).image
-            fill = BASELINES["pushpull"](case.image, case.known).astype(np.float64)
+            fill = FILLS["pushpull"](case.image, case.known).astype(np.float64)
             truth = case.image / 255.0
 
             def scored(g: float, depth: float) -> tuple[float, float, float]:

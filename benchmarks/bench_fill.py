@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from common import time_interleaved
 
-from pconv.baselines import BASELINES
 from pconv.evaluate import _load_images, evaluate, generated_cases, summarise
+from pconv.methods import FILLS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         image = cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)
         known = four_holes(height, width)
         times = time_interleaved(
-            {name: (lambda n=name: BASELINES[n](image, known)) for name in ("pushpull", "telea")},
+            {name: (lambda n=name: FILLS[n](image, known)) for name in ("pushpull", "telea")},
             args.repeats,
             warmup=1,
         )
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     images = _load_images(args.images, args.size)
-    methods = {name: BASELINES[name] for name in ("pushpull", "telea", "ns")}
+    methods = {name: FILLS[name] for name in ("pushpull", "telea", "ns")}
     for kind in ("strokes", "solid"):
         cases = generated_cases(images, args.per_bin, seed=5, kind=kind)
         summary = summarise(evaluate(cases, methods, progress=False))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pconv.baselines import BASELINES
 from pconv.inpaint import inpaint
 from pconv.io import load_model
+from pconv.methods import FILLS
 
 
 def flat_cases(levels: list[int], size: int, hole: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     name = args.weights.name if args.weights else "release"
     methods = {
         name: lambda image, known: inpaint(model, image, known).image,
-        "pushpull": BASELINES["pushpull"],
-        "telea": BASELINES["telea"],
+        "pushpull": FILLS["pushpull"],
+        "telea": FILLS["telea"],
     }
     levels = [int(v) for v in args.levels.split(",")]
     print(f"{args.hole}-px square hole in a flat {args.size}-px image: |error| in grey levels, max / p99 / mean")

@@ -28,13 +28,13 @@ import cv2
 import numpy as np
 
 from pconv import load_model
-from pconv.baselines import BASELINES
 from pconv.data import center_crop
 from pconv.evaluate import evaluate, generated_cases, summarise
 from pconv.images import load_rgb
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS
 from pconv.masks import RATIO_BINS
+from pconv.methods import FILLS
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_512 = [REPO / "data" / "photos" / "test", REPO / "data" / "photos-more" / "test"]
@@ -51,7 +51,7 @@ def quality(args: argparse.Namespace) -> None:
     methods = {
         "auto": lambda image, known: inpaint(model, image, known, scale="auto").image,
         "scale 1": lambda image, known: inpaint(model, image, known, scale=1).image,
-        "telea": BASELINES["telea"],
+        "telea": FILLS["telea"],
     }
     print(f"weights {Path(args.weights).name} (hole depth {model.hole_depth:.0f} px at its own scale)")
     for label, images, per_bin in (

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pconv.baselines import BASELINES
 from pconv.data import center_crop, find_images
 from pconv.images import load_rgb
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
+from pconv.methods import FILLS
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 384
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         shown[~known] = 255
         columns = [
             shown,
-            BASELINES["telea"](image, known),
-            BASELINES["pushpull"](image, known),
+            FILLS["telea"](image, known),
+            FILLS["pushpull"](image, known),
             inpaint(model, image, known).image,
             image,
         ]

@@ -23,6 +23,7 @@ _EXPORTS = {
     "UNet3Plus": "pconv.unet3plus",
     "UNet3PlusConfig": "pconv.configs",
     "VGG16Features": "pconv.vgg",
+    "load_method": "pconv.methods",
     "load_model": "pconv.io",
     "save_model": "pconv.io",
 }
@@ -38,6 +39,7 @@ __all__ = [
     "UNet3PlusConfig",
     "VGG16Features",
     "__version__",
+    "load_method",
     "load_model",
     "save_model",
 ]  # literal, so linters see the lazy names as exported
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from pconv.configs import LossWeights, PConvUNetConfig, UNet3PlusConfig
     from pconv.io import load_model, save_model
     from pconv.losses import InpaintingLoss
+    from pconv.methods import load_method
     from pconv.partialconv import PartialConv2d, PartialConv3d
     from pconv.unet import PConvUNet
     from pconv.unet3plus import UNet3Plus

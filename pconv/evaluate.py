@@ -8,8 +8,9 @@ the ground truth) over the whole image (L1 in % of the full range, PSNR, SSIM), 
 the hole alone, grouped by hole-to-image ratio bins (0.01, 0.1], (0.1, 0.2], ... (0.5, 0.6].
 Baselines run on exactly the same images and masks: OpenCV Telea and Navier-Stokes
 (radius 3), scikit-image biharmonic, the push-pull fill (:mod:`pconv.fill`, the residual
-model's starting point) and, optionally, PatchMatch (the paper's comparison; ``pip install
-PyPatchMatch``, seconds per image, so not among the defaults).
+model's starting point) and, when its extra is installed, PatchMatch (the paper's comparison;
+``pip install 'pconv[patchmatch]'``, seconds per image). They are the classical methods of
+:mod:`pconv.methods`, the registry ``predict.py --method`` also reads.
 
 Writes ``report.md`` (a table per metric), ``results.csv`` (method x bin x metric),
 ``cases.csv`` (every image, mask and method), ``metrics.png`` (each metric against hole ratio,
@@ -30,16 +31,20 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pconv.baselines import BASELINES, Method
 from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
-from pconv.errors import InputError, MissingExtraError, MissingFileError, OutputError, require
+from pconv.errors import InputError, MissingFileError, OutputError, require
 from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv, check_writable
 from pconv.images import load_rgb
 from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
+from pconv.methods import FILLS, METHODS, Fill
 from pconv.metrics import METRICS, score
 from pconv.options import InpaintOptions
+from pconv.sheets import label_bar
 
-__all__ = ["Case", "bin_of", "evaluate", "main", "write_report"]
+__all__ = ["DEFAULT_BASELINES", "Case", "bin_of", "evaluate", "main", "write_report"]
+
+# Run unless --baselines says otherwise (patchmatch joins them when it is installed: seconds per image).
+DEFAULT_BASELINES = ("telea", "ns", "biharmonic", "pushpull")
 
 
 @dataclass
@@ -118,7 +123,7 @@ def folder_cases(images: list[tuple[str, np.ndarray]], folder: Path, invert: boo
 
 def evaluate(
     cases: list[Case],
-    methods: dict[str, Method],
+    methods: dict[str, Fill],
     progress: bool = True,
     keep: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> list[dict]:
@@ -170,7 +175,7 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
 def write_report(
     records: list[dict],
     cases: list[Case],
-    methods: dict[str, Method],
+    methods: dict[str, Fill],
     out: Path,
     title: str,
     examples: dict[str, list[np.ndarray]],
@@ -263,12 +268,7 @@ def _grid(examples: dict[str, list[np.ndarray]], names: list[str]) -> np.ndarray
         for tiles in examples.values()
     ]
     grid = np.concatenate(rows, axis=0)
-    cell = grid.shape[1] // len(header)
-    bar = np.full((28, grid.shape[1], 3), 255, np.uint8)
-    for i, text in enumerate(header):
-        width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0]
-        scale = 0.55 * min(1.0, (cell - 12) / width)  # long names shrink to fit their column
-        cv2.putText(bar, text, (i * cell + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    bar = label_bar(grid.shape[1], header, grid.shape[1] / len(header))
     return np.concatenate([bar, grid], axis=0)
 
 
@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native", action="store_true", help="evaluate at each image's own size instead of --size")
     p.add_argument(
         "--baselines",
-        default="telea,ns,biharmonic,pushpull",
-        help=f"comma-separated, from {', '.join(BASELINES)}; 'none' for the model alone",
+        help=f"comma-separated, from {', '.join(FILLS)}; 'none' for the model alone (default: "
+        f"{', '.join(DEFAULT_BASELINES)}, and patchmatch when PyPatchMatch is installed)",
     )
     p.add_argument("--examples", type=int, default=6, help="cases shown in examples.png (default 6, one per bin)")
     p.add_argument(
@@ -325,21 +325,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _baselines(text: str | None) -> list[str]:
+    """``--baselines``: the classical methods to run (the defaults, with patchmatch when it is installed)."""
+    if text is None:
+        return [*DEFAULT_BASELINES, *(["patchmatch"] if METHODS["patchmatch"].available() else [])]
+    chosen = [] if text.strip() == "none" else [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in chosen if b not in FILLS]
+    if unknown:
+        raise UsageError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(FILLS)}")
+    for b in chosen:
+        METHODS[b].require()
+    return chosen
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     require("evaluate", "the evaluation", "skimage", "matplotlib")
     from pconv.inpaint import inpaint  # PyTorch loads once the command line is parsed
     from pconv.io import DEFAULT_WEIGHTS, load_model
 
-    chosen = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
-    unknown = [b for b in chosen if b not in BASELINES]
-    if unknown:
-        raise UsageError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
-    if "patchmatch" in chosen:
-        import importlib.util
-
-        if importlib.util.find_spec("patchmatch") is None:
-            raise MissingExtraError("the patchmatch baseline needs PyPatchMatch: pip install 'pconv[patchmatch]'")
+    chosen = _baselines(args.baselines)
     if args.per_bin < 1 or args.size < 16:
         raise UsageError("--per-bin must be at least 1 and --size at least 16")
     try:
@@ -357,10 +362,10 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     name = args.name or weights.stem
     plain, flipped = InpaintOptions(scale=args.scale), InpaintOptions(scale=args.scale, flip=True)
-    methods: dict[str, Method] = {name: lambda image, known: inpaint(model, image, known, plain, device=device).image}
+    methods: dict[str, Fill] = {name: lambda image, known: inpaint(model, image, known, plain, device=device).image}
     if args.flip:
         methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flipped, device=device).image
-    methods.update({b: BASELINES[b] for b in chosen})
+    methods.update({b: FILLS[b] for b in chosen})
     by_bin: dict[str, list[Case]] = {}
     for case in cases:
         by_bin.setdefault(case.bin, []).append(case)

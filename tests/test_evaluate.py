@@ -14,9 +14,9 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from pconv import PConvUNet, save_model
-from pconv.baselines import BASELINES
 from pconv.evaluate import bin_of, evaluate, generated_cases, main, summarise
 from pconv.masks import RATIO_BINS, write_mask
+from pconv.methods import FILLS
 from pconv.metrics import edge_band, score
 
 
@@ -65,7 +65,7 @@ def test_the_image_border_is_not_a_hole_edge():
 
 def test_perfect_method_and_baselines_through_evaluate():
     cases = generated_cases([("a", synthetic_photo(48, 48, 0)), ("b", synthetic_photo(48, 48, 1))], per_bin=2, seed=0)
-    methods = {"oracle": lambda image, known: image.copy(), "telea": BASELINES["telea"]}
+    methods = {"oracle": lambda image, known: image.copy(), "telea": FILLS["telea"]}
     keep = {cases[3].name: {}}
     records = evaluate(cases, methods, progress=False, keep=keep)
     assert len(records) == 2 * 6 * 2
@@ -259,5 +259,5 @@ def test_pushpull_baseline_fills_holes_from_their_surroundings():
     image[:, 20:] = 200
     known = np.ones((32, 40), bool)
     known[10:20, 5:12] = False  # inside the dark half
-    out = BASELINES["pushpull"](image, known)
+    out = FILLS["pushpull"](image, known)
     assert np.array_equal(out[known], image[known]) and np.abs(out[~known].astype(int) - 90).max() <= 12

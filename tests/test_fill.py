@@ -324,14 +324,14 @@ def test_release_files_without_the_newer_options_still_load(tmp_path):
 
 def test_inpaint_with_an_untrained_residual_model_equals_the_fill_baseline():
     """Through the whole inference path (uint8 in and out, working scales, crops)."""
-    from pconv.baselines import BASELINES
     from pconv.inpaint import inpaint
+    from pconv.methods import FILLS
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
     known = rng.random((64, 80)) > 0.3
     got = inpaint(residual().eval(), image, known, scale=1).image
-    assert np.abs(got.astype(int) - BASELINES["pushpull"](image, known).astype(int)).max() <= 1
+    assert np.abs(got.astype(int) - FILLS["pushpull"](image, known).astype(int)).max() <= 1
 
 
 def test_a_gate_head_starts_at_its_gated_init_and_trains_with_the_gate_alone(tmp_path):
