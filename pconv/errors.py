@@ -16,6 +16,7 @@ __all__ = [
     "InputError",
     "MissingExtraError",
     "MissingFileError",
+    "NonFiniteError",
     "OutputError",
     "PconvError",
     "TooLargeError",
@@ -55,6 +56,12 @@ class ConfigError(PconvError, ValueError):
 
 class CheckpointError(PconvError, ValueError):
     """A training checkpoint or weights file that cannot be read or written, or that does not fit."""
+
+
+class NonFiniteError(PconvError, ValueError):
+    """A model's output holds NaN or infinite values where it fills holes: its weights are broken."""
+
+    status = 500
 
 
 class MissingExtraError(PconvError, ImportError):

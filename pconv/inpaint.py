@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pconv.errors import ConfigError, InputError
+from pconv.errors import ConfigError, InputError, NonFiniteError
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
 from pconv.tiling import DEFAULT_HOLE_DEPTH, Box, crops_for, feather, scale_levels, scale_plan, upsample_box
@@ -96,7 +96,7 @@ class _Job:
                 self.model(x.flip(-1), m.flip(-1), sample=sample) if sample else self.model(x.flip(-1), m.flip(-1))
             )
             pred = (pred + mirrored.flip(-1)) / 2
-        return pred.clamp_(0, 1)
+        return _finite(pred).clamp_(0, 1)
 
     @torch.no_grad()
     def predict_many(
@@ -129,7 +129,7 @@ class _Job:
             if self.options.flip:
                 draws.append(self.model(xs.flip(-1), m.flip(-1), sample=True).flip(-1))
             for pred in draws:
-                pred = pred.clamp(0, 1).double()  # (n, C, h, w)
+                pred = _finite(pred).clamp(0, 1).double()  # (n, C, h, w)
                 total += pred.sum(0)
                 total_sq += pred.square().sum(0)
                 passes += n
@@ -140,7 +140,7 @@ class _Job:
 
 
 def inpaint(
-    model: InpaintingModel,
+    model: InpaintingModel | str,
     image: np.ndarray,
     known: np.ndarray,
     options: InpaintOptions | None = None,
@@ -154,7 +154,8 @@ def inpaint(
 
     Args:
         model: an :class:`~pconv.models.InpaintingModel`, e.g. a :class:`~pconv.PConvUNet`
-            (put in eval mode here).
+            (put in eval mode here), or the name of a method of :data:`pconv.methods.METHODS`
+            (``"model"``: the released model; ``"pushpull"``, ``"patchmatch"``, ``"telea"``, ...).
         image: ``(H, W, C)`` uint8.
         known: ``(H, W)`` bool, True = known pixel.
         options: tiles, working scale, Monte Carlo samples, flip (:class:`InpaintOptions`); or
@@ -166,13 +167,20 @@ def inpaint(
 
     Raises:
         InputError: an image or mask of the wrong type or shape.
-        ConfigError: bad options, or Monte Carlo samples from a model without dropout.
+        ConfigError: bad options, an unknown method, or Monte Carlo samples from a model without dropout.
+        MissingExtraError: a method whose optional dependency is not installed.
+        NonFiniteError: the model gave NaN or infinite values in the holes (broken weights); nothing
+            is returned.
         TypeError: ``model`` does not meet :class:`~pconv.models.InpaintingModel`.
     """
     if options is None:
         options = InpaintOptions(**fields)
     elif fields:
         raise TypeError("pass either options or their fields as keywords, not both")
+    if isinstance(model, str):
+        from pconv.methods import load_method
+
+        model = load_method(model, device=device)
     if not isinstance(model, InpaintingModel):
         raise TypeError(f"{type(model).__name__} does not meet pconv.models.InpaintingModel")
     if image.ndim != 3 or image.dtype != np.uint8:
@@ -281,6 +289,19 @@ def _batches(crops: list[tuple[Box, int]], samples: int) -> Iterator[list[tuple[
         n = 1 if samples > 1 else max(1, min(BATCH_CROPS, BATCH_PIXELS // (h * w)))
         for i in range(0, len(group), n):
             yield group[i : i + n]
+
+
+def _finite(pred: torch.Tensor) -> torch.Tensor:
+    """``pred``, or :class:`NonFiniteError` when any value is NaN or infinite (checked before clamping,
+    which would turn infinity into a plausible 0 or 1): such a model is broken, and NaN cast to uint8
+    would be written as a silent wrong value."""
+    bad = int((~torch.isfinite(pred)).sum())
+    if bad:
+        raise NonFiniteError(
+            f"the model gave NaN or infinite values for {bad} of {pred.numel()} predicted values: "
+            "its weights are broken"
+        )
+    return pred
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

@@ -1,14 +1,16 @@
 """One image file and its mask in, the result files out: what ``predict.py`` runs per image.
 
 :func:`inpaint_file` reads the image (:mod:`pconv.images`: as shown, 8 bits, alpha kept aside)
-and the mask, checks the outputs before any work, runs :func:`pconv.inpaint.inpaint`, and writes
-every output or none (:func:`pconv.files.atomic_write_many`). Known pixels of the result are the
-input's, byte for byte, in lossless formats.
+and the mask, checks the outputs before any work, runs :func:`pconv.inpaint.inpaint` with one
+method or several (:mod:`pconv.methods`), and writes every output or none
+(:func:`pconv.files.atomic_write_many`). Known pixels of the result are the input's, byte for
+byte, in lossless formats.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -22,6 +24,7 @@ from pconv.files import Writer, atomic_write_many
 from pconv.images import encoder, output_format, read_image, to_output_image
 from pconv.masks import read_mask
 from pconv.options import InpaintOptions
+from pconv.sheets import labelled_sheet
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +32,16 @@ if TYPE_CHECKING:
     from pconv.inpaint import InpaintResult
     from pconv.models import InpaintingModel
 
-__all__ = ["MIN_KNOWN_SHARE", "FileReport", "Outputs", "compare_image", "inpaint_file", "uncertainty_outputs"]
+__all__ = [
+    "MIN_KNOWN_SHARE",
+    "FileReport",
+    "Outputs",
+    "compare_image",
+    "inpaint_file",
+    "method_path",
+    "methods_sheet",
+    "uncertainty_outputs",
+]
 
 # Below this share of known pixels the result is mostly invented: say so.
 MIN_KNOWN_SHARE = 0.02
@@ -40,8 +52,10 @@ class Outputs:
     """The files one image's result goes to; each extension names its format.
 
     Attributes:
-        out: the result.
-        compare: input | holes | result side by side.
+        out: the result; with several methods, each method's result goes to :func:`method_path`
+            of it (``filled.png`` -> ``filled.telea.png``).
+        compare: input | holes | result side by side; with several methods, holes | each method
+            (| the original), labelled.
         uncertainty: Monte Carlo standard deviation (colour-mapped), with ``.npy`` and
             ``_stderr.npy`` raw values beside it.
         interval: the 95% confidence interval of the mean, as two images.
@@ -53,10 +67,18 @@ class Outputs:
     uncertainty: Path | None = None
     interval: tuple[Path, Path] | None = None
     smallest: bool = False
+    methods: tuple[str, ...] = ()
+
+    def results(self) -> dict[str, Path]:
+        """Where each method's result goes (one method, or none named: ``out``)."""
+        if len(self.methods) < 2:
+            return {name: self.out for name in self.methods or ("",)}
+        return {name: method_path(self.out, name) for name in self.methods}
 
     def named(self) -> dict[str, Path]:
         """Every file, by the option that names it."""
-        files = {"--out": self.out}
+        several = len(self.methods) > 1
+        files = {"--out" + (f" ({name})" if several else ""): path for name, path in self.results().items()}
         if self.compare is not None:
             files["--compare"] = self.compare
         if self.uncertainty is not None:
@@ -73,18 +95,24 @@ class Outputs:
         return files
 
 
+def method_path(out: Path, method: str) -> Path:
+    """Where ``method``'s result goes when several are asked for: ``filled.png`` -> ``filled.telea.png``."""
+    return out.with_name(f"{out.stem}.{method}{out.suffix}")
+
+
 @dataclass
 class FileReport:
-    """What :func:`inpaint_file` did: the result (``None`` when nothing was inpainted), a one-line
-    report and warnings for the user."""
+    """What :func:`inpaint_file` did: the result (the first method's; ``None`` when nothing was
+    inpainted), every method's result by name, a one-line report and warnings for the user."""
 
     result: InpaintResult | None
     message: str
     warnings: list[str] = field(default_factory=list)
+    results: dict[str, InpaintResult] = field(default_factory=dict)
 
 
 def inpaint_file(
-    model: InpaintingModel,
+    model: InpaintingModel | Mapping[str, InpaintingModel],
     image_path: Path,
     mask_path: Path,
     outputs: Outputs,
@@ -94,48 +122,72 @@ def inpaint_file(
     invert_mask: bool = False,
     resize_mask: bool = False,
     progress: bool = False,
+    original: Path | None = None,
 ) -> FileReport:
     """Inpaint one pair of files and write the outputs.
 
+    Args:
+        model: the model, or several methods by name (:func:`pconv.methods.load_method`), each
+            written to ``outputs.results()`` and shown side by side in ``outputs.compare``.
+        original: the photo without holes, shown last on a sheet of several methods.
+
     Raises:
-        InputError: an unreadable image or mask, a mask of another size (without
+        InputError: an unreadable image, mask or original, a mask of another size (without
             ``resize_mask``), a mask without known pixels.
         ConfigError: an output of an unknown format, or one that would overwrite another file
             of the job.
         OutputError: an output could not be written (nothing was).
+        NonFiniteError: a model gave NaN or infinite values (nothing was written).
     """
-    _check_outputs(image_path, mask_path, outputs)
-    source = read_image(image_path, model.in_channels)
+    models = dict(model) if isinstance(model, Mapping) else {"": model}
+    if not models:
+        raise ConfigError("no method to run")
+    if len(models) > 1 and tuple(models) != outputs.methods:
+        raise ConfigError(f"the outputs name methods {outputs.methods}, the models {tuple(models)}")
+    _check_outputs(image_path, mask_path, outputs, original)
+    source = read_image(image_path, next(iter(models.values())).in_channels)
     height, width = source.pixels.shape[:2]
     known = _read_known(mask_path, (width, height), invert_mask, resize_mask)
-    out_path = outputs.out
+    targets = list(outputs.results().values())
     if known.all():
-        if out_path.exists() and out_path.resolve() == image_path.resolve():
-            note = f"mask {mask_path} has no holes; {out_path} is the input and stays as it is"
+        if any(p.exists() and p.resolve() == image_path.resolve() for p in targets):
+            note = f"mask {mask_path} has no holes; {outputs.out} is the input and stays as it is"
             return FileReport(None, note, [note])
-        if out_path.suffix.lower() == image_path.suffix.lower():
-            _write_all([(out_path, lambda f: _copy_into(image_path, f))])
+        if outputs.out.suffix.lower() == image_path.suffix.lower():
+            _write_all([(p, lambda f: _copy_into(image_path, f)) for p in targets])
         else:
-            _write_all([encoder(to_output_image(source.pixels, source), out_path, outputs.smallest)])
-        note = f"mask {mask_path} has no holes; wrote the input unchanged to {out_path}"
+            _write_all([encoder(to_output_image(source.pixels, source), p, outputs.smallest) for p in targets])
+        note = f"mask {mask_path} has no holes; wrote the input unchanged to {', '.join(map(str, targets))}"
         return FileReport(None, note, [note])
     if not known.any():
         raise InputError(f"mask {mask_path} covers the whole image: there is nothing to inpaint from")
+    truth = _read_original(original, source.pixels.shape) if original is not None else None
     from pconv.inpaint import inpaint  # PyTorch loads here, not when the command line is parsed
 
-    result = inpaint(model, source.pixels, known, options, device=device, progress=progress)
-    report = FileReport(result, "")
+    results = {
+        name: inpaint(m, source.pixels, known, options, device=device, progress=progress) for name, m in models.items()
+    }
+    result = next(iter(results.values()))
+    report = FileReport(result, "", results={name: r for name, r in results.items() if name})
     known_share = float(known.mean())
     if known_share < MIN_KNOWN_SHARE:
         report.warnings.append(
             f"only {known_share:.2%} of {image_path.name} is known: the fill has almost nothing to go on and is a guess"
         )
-    writes = [encoder(to_output_image(result.image, source), out_path, outputs.smallest)]
-    tiles = f"{result.tiles} tile{'s' if result.tiles != 1 else ''}"
-    message = f"wrote {out_path} ({tiles}, {np.count_nonzero(~known)} hole pixels)"
+    paths = {name: outputs.out for name in results} if len(results) == 1 else outputs.results()
+    writes = [encoder(to_output_image(r.image, source), paths[name], outputs.smallest) for name, r in results.items()]
+    if len(results) == 1:
+        tiles = f"{result.tiles} tile{'s' if result.tiles != 1 else ''}"
+        message = f"wrote {outputs.out} ({tiles}, {np.count_nonzero(~known)} hole pixels)"
+    else:
+        message = f"wrote {', '.join(str(paths[name]) for name in results)} ({np.count_nonzero(~known)} hole pixels)"
     if outputs.compare is not None:
-        sheet = Image.fromarray(compare_image(source.pixels, known, result.image).squeeze())
-        writes.append(encoder(sheet, outputs.compare, outputs.smallest))
+        if len(results) == 1 and truth is None:
+            pixels = compare_image(source.pixels, known, result.image)
+        else:
+            shown = {name or "result": r.image for name, r in results.items()}
+            pixels = methods_sheet(source.pixels, known, shown, truth)
+        writes.append(encoder(Image.fromarray(pixels.squeeze()), outputs.compare, outputs.smallest))
         message += f"; comparison {outputs.compare}"
     if outputs.uncertainty is not None:
         more, top = uncertainty_outputs(result, known, outputs.uncertainty, outputs.smallest)
@@ -154,14 +206,26 @@ def inpaint_file(
     return report
 
 
-def _check_outputs(image_path: Path, mask_path: Path, outputs: Outputs) -> None:
-    """Every output has a known format and its own file, and none is the mask (the result may
-    replace the input image, on purpose)."""
+def _read_original(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The photo without holes for a sheet: read as the image is, and of its size."""
+    pixels = read_image(path, shape[2]).pixels
+    if pixels.shape != shape:
+        raise InputError(
+            f"the original {path} is {pixels.shape[1]}x{pixels.shape[0]} but the image is {shape[1]}x{shape[0]}"
+        )
+    return pixels
+
+
+def _check_outputs(image_path: Path, mask_path: Path, outputs: Outputs, original: Path | None = None) -> None:
+    """Every output has a known format and its own file, and none is the mask or the original (the
+    result may replace the input image, on purpose)."""
     named = outputs.named()
     for name, path in named.items():
         if not name.endswith(".npy)"):
             output_format(path)
     seen: dict[Path, str] = {mask_path.resolve(): "the mask"}
+    if original is not None:
+        seen[original.resolve()] = "the original"
     for name, path in named.items():
         real = path.resolve()
         if real == image_path.resolve() and name != "--out":
@@ -207,6 +271,18 @@ def compare_image(source: np.ndarray, known: np.ndarray, result: np.ndarray) -> 
         sheet = cv2.resize(sheet, (3072, max(1, round(sheet.shape[0] * scale))), interpolation=cv2.INTER_AREA)
         sheet = sheet.reshape(*sheet.shape[:2], -1)
     return sheet
+
+
+def methods_sheet(
+    source: np.ndarray, known: np.ndarray, results: dict[str, np.ndarray], original: np.ndarray | None = None
+) -> np.ndarray:
+    """Holes (white) | each method's result | the original (when given), labelled with the
+    methods' names, at most 3072 px wide."""
+    holes = source.copy()
+    holes[~known] = 255
+    panels = [holes, *results.values(), *([original] if original is not None else [])]
+    labels = ["holes", *results, *(["original"] if original is not None else [])]
+    return labelled_sheet(panels, labels)
 
 
 def uncertainty_outputs(

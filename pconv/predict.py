@@ -2,6 +2,12 @@
 
     python predict.py --image photo.jpg --mask holes.png --out filled.png
     python predict.py --image-dir photos/ --mask-dir masks/ --out-dir filled/
+    python predict.py --image photo.jpg --mask holes.png --out filled.png --method all --compare methods.png
+
+Methods (--method, one or a comma-separated list, or all): model (the released network, or
+--weights), pushpull, patchmatch (pip install 'pconv[patchmatch]'), telea, ns, biharmonic. With
+several, each result goes to its own file (filled.png -> filled.telea.png; in folder mode
+OUT_DIR/METHOD/) and --compare writes holes | each method (| --original), labelled.
 
 Masks: white = hole (``--invert-mask`` for the opposite); with a meaningful alpha channel,
 alpha > 127 is a hole. Known pixels of the output are the input's, byte for byte, in lossless
@@ -22,6 +28,7 @@ from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_mai
 from pconv.errors import MissingExtraError, PconvError, require
 from pconv.images import output_format, read_image
 from pconv.masks import IMAGE_SUFFIXES
+from pconv.methods import METHODS, MODEL, load_method, parse_methods
 from pconv.options import MIN_TILE, InpaintOptions
 from pconv.pipeline import Outputs, inpaint_file
 
@@ -78,7 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--image", type=Path, help="image to inpaint")
     one.add_argument("--mask", type=Path, help="its mask (white = hole)")
     one.add_argument("--out", type=Path, help="result file; the extension names the format")
-    one.add_argument("--compare", type=Path, metavar="FILE", help="also write input | holes | result side by side")
+    one.add_argument(
+        "--compare",
+        type=Path,
+        metavar="FILE",
+        help="also write input | holes | result side by side (several methods: holes | each method, labelled)",
+    )
+    one.add_argument(
+        "--original",
+        type=Path,
+        metavar="FILE",
+        help="the photo without holes, shown last on the --compare sheet of several methods",
+    )
     one.add_argument(
         "--uncertainty",
         type=Path,
@@ -99,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--out-dir", type=Path, help="results, named like the images")
     many.add_argument("--ext", default="png", help="format of the results in --out-dir (default png)")
     opt = p.add_argument_group("options")
+    opt.add_argument(
+        "--method",
+        default=MODEL,
+        metavar="NAME[,NAME...]|all",
+        help="how to fill: "
+        + "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items())
+        + "; all = every installed method (default model)",
+    )
     opt.add_argument("--weights", type=Path, help="release file from train.py (default: the project's released model)")
     opt.add_argument("--onnx", type=Path, help="run this ONNX file (python -m pconv.export) with onnxruntime instead")
     opt.add_argument("--invert-mask", action="store_true", help="masks use white = known")
@@ -149,6 +175,27 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--samples and --batch-size must be at least 1")
     if (args.uncertainty is not None or args.interval is not None) and args.samples < 2:
         raise UsageError("--uncertainty and --interval need --samples N with N >= 2")
+    if args.original is not None and args.compare is None:
+        raise UsageError("--original is shown on the --compare sheet: give --compare too")
+
+
+def _methods(args: argparse.Namespace) -> list[str]:
+    """The methods of ``--method``, checked against the options that only a model takes."""
+    methods = parse_methods(args.method)
+    if not methods:
+        raise UsageError("--method all found no installed method")
+    if (args.weights is not None or args.onnx is not None) and MODEL not in methods:
+        raise UsageError(f"--weights and --onnx choose the trained model: add {MODEL} to --method")
+    if methods != [MODEL] and (args.samples > 1 or args.uncertainty is not None or args.interval is not None):
+        raise UsageError(f"--samples, --uncertainty and --interval apply to --method {MODEL} alone")
+    return methods
+
+
+def _load_all(methods: list[str], args: argparse.Namespace, device: torch.device) -> dict[str, InpaintingModel]:
+    """Every method ready to run, the model from --weights or --onnx."""
+    for name in methods:
+        METHODS[name].require()  # a missing extra before any model loads
+    return {name: load(args.weights, device, args.onnx) if name == MODEL else load_method(name) for name in methods}
 
 
 def _listed(path: Path) -> bool:
@@ -190,10 +237,12 @@ def _options(args: argparse.Namespace) -> InpaintOptions:
     )
 
 
-def _run(model: InpaintingModel, image: Path, mask: Path, outputs: Outputs, args: argparse.Namespace, device) -> str:
+def _run(
+    models: dict[str, InpaintingModel], image: Path, mask: Path, outputs: Outputs, args: argparse.Namespace, device
+) -> str:
     """Inpaint one pair; warnings go to stderr at once (above any progress bar); returns the report."""
     report = inpaint_file(
-        model,
+        models,
         image,
         mask,
         outputs,
@@ -202,6 +251,7 @@ def _run(model: InpaintingModel, image: Path, mask: Path, outputs: Outputs, args
         invert_mask=args.invert_mask,
         resize_mask=args.resize_mask,
         progress=args.image is not None,
+        original=args.original,
     )
     for line in report.warnings:
         if line != report.message:
@@ -212,32 +262,42 @@ def _run(model: InpaintingModel, image: Path, mask: Path, outputs: Outputs, args
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
+    methods = _methods(args)
     _options(args)  # option errors before any model loads
     device = resolve_device(args.device)
     if args.image is not None:
         output_format(args.out)
-        model = load(args.weights, device, args.onnx)
+        models = _load_all(methods, args, device)
         outputs = Outputs(
-            args.out, args.compare, args.uncertainty, tuple(args.interval) if args.interval else None, args.smallest
+            args.out,
+            args.compare,
+            args.uncertainty,
+            tuple(args.interval) if args.interval else None,
+            args.smallest,
+            tuple(methods),
         )
-        report = _run(model, args.image, args.mask, outputs, args, device)
+        report = _run(models, args.image, args.mask, outputs, args, device)
         print(report, file=sys.stderr if report.startswith("warning: ") else sys.stdout)
         return 0
 
     ext = "." + args.ext.lstrip(".")
     output_format(Path("x" + ext))
     pairs = _pairs(args)
-    model = load(args.weights, device, args.onnx)
+    models = _load_all(methods, args, device)
+    channels = next(iter(models.values())).in_channels
     failures: list[str] = []
     for image_path, mask_path in tqdm(pairs, desc="inpainting", unit="image"):
         try:
             if mask_path is None:
-                read_image(image_path, model.in_channels)  # an unreadable image is reported as such first
+                read_image(image_path, channels)  # an unreadable image is reported as such first
                 raise UsageError(f"no mask named {image_path.stem}.* in {args.mask_dir}")
-            outputs = Outputs(args.out_dir / (image_path.stem + ext), smallest=args.smallest)
-            report = _run(model, image_path, mask_path, outputs, args, device)
-            if report.startswith("warning: "):
-                tqdm.write(report, file=sys.stderr)
+            for name, model in models.items():
+                # one method: OUT_DIR/NAME.EXT; several: OUT_DIR/METHOD/NAME.EXT
+                folder = args.out_dir / name if len(models) > 1 else args.out_dir
+                outputs = Outputs(folder / (image_path.stem + ext), smallest=args.smallest, methods=(name,))
+                report = _run({name: model}, image_path, mask_path, outputs, args, device)
+                if report.startswith("warning: "):
+                    tqdm.write(report, file=sys.stderr)
         except PconvError as err:
             failures.append(f"{image_path.name}: {err}")
     done = len(pairs) - len(failures)
