@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
 from pconv.errors import require
 from pconv.lazy import lazy_exports
+from pconv.methods import METHODS, parse_methods
 from pconv.options import InpaintOptions
 
 __all__ = ["create_app", "main"]
@@ -66,7 +67,15 @@ def _main(argv: Sequence[str] | None) -> int:
         "which keeps pages on other sites out (DNS rebinding)",
     )
     p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
+    p.add_argument(
+        "--methods",
+        default="all",
+        metavar="NAME[,NAME...]|all",
+        help=f"the methods a request may choose ({', '.join(METHODS)}; default all that are installed); "
+        "model is always offered",
+    )
     args = p.parse_args(argv)
+    methods = parse_methods(args.methods)
     require("serve", "pconv-serve", "fastapi", "uvicorn", "multipart")
     if args.max_queue < 0 or args.max_work_mp <= 0:
         raise UsageError("--max-queue must be at least 0 and --max-work-mp positive")
@@ -94,6 +103,7 @@ def _main(argv: Sequence[str] | None) -> int:
         max_work_mp=args.max_work_mp,
         allow_origins=args.allow_origin,
         allowed_hosts=hosts,
+        methods=methods,
     )
 
     class Server(uvicorn.Server):
@@ -101,7 +111,8 @@ def _main(argv: Sequence[str] | None) -> int:
             app.state.cancel_all.set()  # running work stops at its next tile
             super().handle_exit(sig, frame)
 
-    print(f"serving {weights.name} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    offered = ", ".join(app.state.methods)
+    print(f"serving {weights.name} ({offered}) on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     if hosts is None:
         print(
             "note: any Host name is accepted (--host binds every interface and no --allow-host names the server); "

@@ -37,6 +37,7 @@ from pconv.errors import InputError, PconvError, TooLargeError
 from pconv.images import check_depth, decode_image, displayed_size, encode, open_image, to_output_image
 from pconv.inpaint import Cancelled, inpaint
 from pconv.masks import mask_from_image
+from pconv.methods import METHODS, MODEL, available, load_method
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
 from pconv.tiling import DEFAULT_HOLE_DEPTH, model_pixels
@@ -62,6 +63,7 @@ def create_app(
     max_work_mp: float = 16.0,
     allow_origins: Sequence[str] = (),
     allowed_hosts: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``model``: the page at ``/`` and the API under ``/api``.
 
@@ -80,12 +82,19 @@ def create_app(
         allowed_hosts: host names or addresses (without port) that requests may name in their
             ``Host`` header; others are answered 400. ``None`` accepts any (``pconv-serve`` passes
             the address it binds, and for loopback :data:`pconv.webguard.LOOPBACK_HOSTS`).
+        methods: the methods of :data:`pconv.methods.METHODS` a request may choose (its ``method``
+            field; ``model`` is ``model``); ``None``: every one that is installed.
     """
     # No /docs or /redoc pages: FastAPI's load their scripts from a CDN.
     app = FastAPI(title="pconv", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.cancel_all = threading.Event()  # set on shutdown: running work stops at its next tile
     limits = Limits(max_upload_mb, max_megapixels, max_queue, max_work_mp)
-    inpainter = _Inpainter(model, torch_device(device), options or InpaintOptions(), limits, app.state.cancel_all)
+    models = {MODEL: model}  # the default of every request
+    for name in available() if methods is None else methods:
+        if name != MODEL:
+            models[name] = load_method(name)
+    app.state.methods = list(models)
+    inpainter = _Inpainter(models, torch_device(device), options or InpaintOptions(), limits, app.state.cancel_all)
     hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
     app.add_middleware(
         RequestGuard,
@@ -118,15 +127,15 @@ class _Inpainter:
 
     def __init__(
         self,
-        model: InpaintingModel,
+        models: dict[str, InpaintingModel],
         device: torch.device,
         options: InpaintOptions,
         limits: Limits,
         cancel_all: threading.Event,
     ) -> None:
-        self.model, self.device, self.options, self.limits = model.to(device).eval(), device, options, limits
+        self.models = {name: m.to(device).eval() for name, m in models.items()}
+        self.model, self.device, self.options, self.limits = self.models[MODEL], device, options, limits
         self.cancel_all = cancel_all
-        self.hole_depth = options.hole_depth or model.hole_depth or DEFAULT_HOLE_DEPTH
         self.admitted = self.running = 0
         self.slot: asyncio.Semaphore | None = None  # created in the server's event loop
 
@@ -154,22 +163,35 @@ class _Inpainter:
             raise InputError("the mask covers the whole image: there is nothing to inpaint from")
         return known
 
-    def check_work(self, known: np.ndarray) -> None:
+    def method(self, name: str) -> InpaintingModel:
+        """The model of a request's ``method`` field: unknown 422, not installed 501, not served 422."""
+        if name not in METHODS:
+            raise _Unprocessable(f"unknown method {name!r}; choose from {', '.join(self.models)}")
+        if name not in self.models:
+            METHODS[name].require()
+            raise _Unprocessable(f"this server does not offer the {name} method; choose from {', '.join(self.models)}")
+        return self.models[name]
+
+    def check_work(self, known: np.ndarray, model: InpaintingModel) -> None:
         """Refuse (422) a request whose model work is over the budget, before any is done."""
-        needed = model_pixels(known, self.options, self.hole_depth, self.model.multiple)
+        hole_depth = self.options.hole_depth or model.hole_depth or DEFAULT_HOLE_DEPTH
+        needed = model_pixels(known, self.options, hole_depth, model.multiple)
         if needed > self.limits.work_mp * 1e6:
-            raise _OverBudget(
+            raise _Unprocessable(
                 f"this request needs {needed / 1e6:.1f} megapixels of model work (the limit "
                 f"is {self.limits.work_mp:g}): send a smaller image or fewer, smaller holes"
             )
 
-    def __call__(self, image_data: bytes, mask_data: bytes, invert: bool, left: threading.Event) -> tuple[bytes, dict]:
+    def __call__(
+        self, image_data: bytes, mask_data: bytes, invert: bool, method: str, left: threading.Event
+    ) -> tuple[bytes, dict]:
+        model = self.method(method)
         img = self.open(image_data, "image")
         check_depth(img)
         known = self.known(mask_data, invert, displayed_size(img))
         if not known.all():
-            self.check_work(known)
-        source = decode_image(img, self.model.in_channels)
+            self.check_work(known, model)
+        source = decode_image(img, model.in_channels)
         del img
         headers = {}
         if known.all():
@@ -177,11 +199,11 @@ class _Inpainter:
             headers["X-Pconv-Warning"] = "the mask has no holes; the image is returned unchanged"
         else:
             stop = lambda: left.is_set() or self.cancel_all.is_set()  # noqa: E731
-            pixels = inpaint(self.model, source.pixels, known, self.options, device=self.device, should_stop=stop).image
+            pixels = inpaint(model, source.pixels, known, self.options, device=self.device, should_stop=stop).image
         return encode(to_output_image(pixels, source), "PNG"), headers
 
 
-class _OverBudget(PconvError):
+class _Unprocessable(PconvError):
     status = 422
 
 
@@ -203,6 +225,7 @@ def _add_routes(app: FastAPI, inpainter: _Inpainter, weights_name: str) -> None:
             "architecture": type(model).__name__,
             "config": model.config.to_dict(),
             "device": str(inpainter.device),
+            "methods": [{"name": name, "summary": METHODS[name].summary} for name in inpainter.models],
             "queue": {
                 "running": inpainter.running,
                 "waiting": inpainter.admitted - inpainter.running,
@@ -213,15 +236,24 @@ def _add_routes(app: FastAPI, inpainter: _Inpainter, weights_name: str) -> None:
 
     @app.post("/api/inpaint", responses={200: {"content": {"image/png": {}}}})
     async def inpaint_endpoint(
-        request: Request, image: UploadFile = File(...), mask: UploadFile = File(...), invert_mask: bool = Form(False)
+        request: Request,
+        image: UploadFile = File(...),
+        mask: UploadFile = File(...),
+        invert_mask: bool = Form(False),
+        method: str = Form(MODEL),
     ) -> Response:
-        """Multipart ``image`` and ``mask`` (white = hole, or alpha > 127 = hole); returns the PNG composite."""
+        """Multipart ``image`` and ``mask`` (white = hole, or alpha > 127 = hole) and optionally the
+        ``method`` (``model``, the default, or one that ``/api/health`` lists); returns the PNG composite."""
         if inpainter.admitted >= limits.queue + 1 or inpainter.cancel_all.is_set():
             raise HTTPException(
                 503,
                 f"busy: {inpainter.admitted} requests are running or waiting; try again shortly",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
+        try:
+            inpainter.method(method)  # an unknown method before the uploads are read
+        except PconvError as err:
+            raise HTTPException(err.status, str(err)) from None
         inpainter.admitted += 1
         try:
             try:
@@ -230,12 +262,14 @@ def _add_routes(app: FastAPI, inpainter: _Inpainter, weights_name: str) -> None:
             finally:
                 await image.close()
                 await mask.close()
-            return await _run(request, inpainter, image_data, mask_data, invert_mask)
+            return await _run(request, inpainter, image_data, mask_data, invert_mask, method)
         finally:
             inpainter.admitted -= 1
 
 
-async def _run(request: Request, inpainter: _Inpainter, image_data: bytes, mask_data: bytes, invert: bool) -> Response:
+async def _run(
+    request: Request, inpainter: _Inpainter, image_data: bytes, mask_data: bytes, invert: bool, method: str
+) -> Response:
     """Wait for the model slot, then run the request in a worker thread; stop it if its client leaves."""
     if inpainter.slot is None:
         inpainter.slot = asyncio.Semaphore(1)
@@ -248,7 +282,7 @@ async def _run(request: Request, inpainter: _Inpainter, image_data: bytes, mask_
         inpainter.running += 1
         watcher = asyncio.create_task(_watch_disconnect(request, left))
         try:
-            content, headers = await run_in_threadpool(inpainter, image_data, mask_data, invert, left)
+            content, headers = await run_in_threadpool(inpainter, image_data, mask_data, invert, method, left)
         except PconvError as err:
             raise HTTPException(err.status, str(err)) from None
         except Cancelled:

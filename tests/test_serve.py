@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 import re
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import numpy as np
@@ -28,6 +30,9 @@ from conftest import synthetic_photo
 from PIL import Image, ImageOps
 
 from pconv import PConvUNet
+from pconv.errors import MissingExtraError
+from pconv.inpaint import inpaint
+from pconv.methods import MODEL, available
 from pconv.options import InpaintOptions
 from pconv.serve import allowed_hosts, create_app
 from pconv.webguard import server_config
@@ -89,6 +94,41 @@ def test_health_reports_the_model(server):
     body = r.json()
     assert body["status"] == "ok" and body["architecture"] == "PConvUNet" and body["device"] == "cpu"
     assert body["config"]["depth"] == 3
+
+
+def test_the_web_api_offers_and_runs_every_installed_method(server):
+    offered = [m["name"] for m in httpx.get(f"{server}/api/health").json()["methods"]]
+    assert offered == available()
+    image = synthetic_photo(48, 64)
+    known = np.ones((48, 64), bool)
+    known[12:30, 20:44] = False
+    files = {"image": ("i.png", _png(image)), "mask": ("m.png", _png(np.where(known, 0, 255).astype(np.uint8)))}
+    for name in offered:
+        r = httpx.post(f"{server}/api/inpaint", files=files, data={"method": name}, timeout=60)
+        assert r.status_code == 200, (name, r.text)
+        out = np.asarray(Image.open(io.BytesIO(r.content)))
+        if name != MODEL:
+            assert np.array_equal(out, inpaint(name, image, known).image), name
+        else:
+            assert np.array_equal(out[known], image[known])
+    r = httpx.post(f"{server}/api/inpaint", files=files, data={"method": "lama"}, timeout=60)
+    assert r.status_code == 422 and "unknown method 'lama'" in r.json()["detail"]
+    torch.manual_seed(0)
+    with _running(create_app(PConvUNet(depth=3, base_width=4), methods=["telea"])) as url:
+        assert [m["name"] for m in httpx.get(f"{url}/api/health").json()["methods"]] == [MODEL, "telea"]
+        r = httpx.post(f"{url}/api/inpaint", files=files, data={"method": "ns"}, timeout=60)
+        assert r.status_code == 422 and "does not offer the ns method" in r.json()["detail"]
+    with pytest.raises(MissingExtraError, match="patchmatch"):
+        _without_patchmatch(lambda: create_app(PConvUNet(depth=3, base_width=4), methods=["patchmatch"]))
+
+
+def _without_patchmatch(fn):
+    """``fn()`` as on a machine without PyPatchMatch."""
+    real = importlib.util.find_spec
+    with mock.patch.object(
+        importlib.util, "find_spec", lambda name, *a: None if name == "patchmatch" else real(name, *a)
+    ):
+        return fn()
 
 
 def test_inpaint_returns_a_png_that_keeps_known_pixels(server):
