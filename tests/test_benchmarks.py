@@ -25,6 +25,7 @@ CASES = {
     "bench_fill.py": ["--repeats", "1", "--per-bin", "1", "--sizes", "64x48", "--size", "64", "--images", *VAL],
     "bench_layer.py": ["--quick", "--repeats", "1"],
     "bench_loss_cost.py": ["--size", "32", "--batch", "1", "--base-width", "4", "--depth", "3", "--repeats", "1"],
+    "bench_methods.py": ["--weights", "{tiny}", "--repeats", "1", "--sizes", "64x48"],
     "bench_masks.py": ["--size", "64", "--count", "2"],
     "bench_model.py": ["--sizes", "256", "--repeats", "1"],
     "bench_models.py": ["--size", "64", "--batch", "2", "--repeats", "1", "--base-width", "4"],
