@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pconv.cli import prog_name, run_main
 from pconv.errors import InputError, MissingFileError
-from pconv.metrics import METRICS
+from pconv.metrics import METRICS, goodness_difference, higher_is_better
 
 __all__ = ["Difference", "beats", "main", "paired", "read_cases"]
 
@@ -48,7 +48,7 @@ class Difference:
     @property
     def better(self) -> bool:
         """Whether the model is better on average, in the metric's own direction."""
-        return self.mean > 0 if METRICS[self.metric] else self.mean < 0
+        return self.mean > 0 if higher_is_better(self.metric) else self.mean < 0
 
 
 def _csv_path(path: Path) -> Path:
@@ -102,7 +102,8 @@ def read_cases(paths: Iterable[str | Path]) -> Scores:
 
 def paired(scores: Scores, model: str, against: str, metric: str) -> list[Difference]:
     """``model - against`` in ``metric`` per bin (sorted by name) and over all
-    cases both methods scored (last, bin ``"all"``)."""
+    cases both methods scored (last, bin ``"all"``). For a metric with a target (``detail``: 1),
+    the difference is how much closer to the target the model is."""
     for name in (model, against):
         if name not in scores:
             raise InputError(f"no method {name!r} in the reports; they hold {', '.join(sorted(scores))}")
@@ -118,7 +119,7 @@ def paired(scores: Scores, model: str, against: str, metric: str) -> list[Differ
             )
     groups: dict[str, list[float]] = {}
     for case in shared:
-        diff = float(scores[model][case][metric]) - float(scores[against][case][metric])
+        diff = goodness_difference(metric, float(scores[model][case][metric]), float(scores[against][case][metric]))
         groups.setdefault(str(scores[model][case]["bin"]), []).append(diff)
         groups.setdefault("all", []).append(diff)
     out = []
@@ -127,7 +128,7 @@ def paired(scores: Scores, model: str, against: str, metric: str) -> list[Differ
         n = len(diffs)
         mean = sum(diffs) / n
         se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else 0.0
-        wins = sum(d > 0 if METRICS[metric] else d < 0 for d in diffs)
+        wins = sum(d > 0 if higher_is_better(metric) else d < 0 for d in diffs)
         out.append(Difference(name, metric, mean, se, wins, n))
     return out
 

@@ -37,7 +37,7 @@ from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv,
 from pconv.images import load_rgb
 from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.methods import FILLS, METHODS, Fill
-from pconv.metrics import METRICS, score
+from pconv.metrics import METRICS, goodness, score
 from pconv.options import InpaintOptions
 from pconv.sheets import label_bar
 
@@ -200,6 +200,7 @@ def write_report(
         "ssim": "SSIM",
         "hole_psnr": "PSNR inside the hole (dB)",
         "edge": "Error in the 2-px band inside hole edges (grey levels) lower is better",
+        "detail": "Fine detail in the hole relative to the photo's (1 = as much; smooth fills near 0)",
         "seconds": "seconds per image",
     }
     lines = [
@@ -210,20 +211,20 @@ def write_report(
         "",
     ]
     for metric in (*METRICS, "seconds"):
-        higher = METRICS.get(metric, False)
+        good = (lambda v, m=metric: goodness(m, v)) if metric in METRICS else (lambda v: -v)
         lines += [
             f"## {labels[metric]}",
             "",
             "| method | " + " | ".join(b if b != "all" else "all" for b in bins) + " |",
             "| --- |" + " ---: |" * len(bins),
         ]
-        best = {b: (max if higher else min)(summary[(m, b)][metric] for m in names) for b in bins}
+        best = {b: max(good(summary[(m, b)][metric]) for m in names) for b in bins}
         for method in names:
             cells = []
             for b in bins:
                 v = summary[(method, b)][metric]
                 text = f"{v:.4f}" if metric == "ssim" else f"{v:.3f}" if metric == "seconds" else f"{v:.2f}"
-                cells.append(f"**{text}**" if metric != "seconds" and v == best[b] and len(names) > 1 else text)
+                cells.append(f"**{text}**" if metric != "seconds" and good(v) == best[b] and len(names) > 1 else text)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     counts = ", ".join(f"{b}: {summary[(names[0], b)]['cases']}" for b in bins if b != "all")
@@ -384,7 +385,8 @@ def _main(argv: Sequence[str] | None) -> int:
         s = summary[(method, "all")]
         print(
             f"{method:>20}: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.4f}, L1 {s['l1']:.2f}%, "
-            f"hole PSNR {s['hole_psnr']:.2f} dB, edge error {s['edge']:.2f}, {s['seconds']:.3f} s/image"
+            f"hole PSNR {s['hole_psnr']:.2f} dB, edge error {s['edge']:.2f}, detail {s['detail']:.2f}, "
+            f"{s['seconds']:.3f} s/image"
         )
     print(f"report: {args.out / 'report.md'}")
     return 0

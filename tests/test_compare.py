@@ -76,6 +76,24 @@ def test_lower_is_better_for_the_edge_error(reports):
     assert not psnr[0].better and not beats(psnr)
 
 
+def test_closer_to_the_target_is_better_for_detail(tmp_path):
+    """detail's best is 1 (as much fine detail as the photo): 0.9 beats 0.5 and 1.6, 1.2 beats 0.7."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    rows = [
+        ["p/20-30-000", "20-30", "model", 0.9],
+        ["p/20-30-001", "20-30", "model", 1.2],
+        ["p/20-30-002", "20-30", "model", 1.6],
+        ["p/20-30-000", "20-30", "pushpull", 0.5],
+        ["p/20-30-001", "20-30", "pushpull", 0.7],
+        ["p/20-30-002", "20-30", "pushpull", 0.9],
+    ]
+    atomic_write_csv(folder / "cases.csv", rows, ["case", "bin", "method", "detail"])
+    detail = paired(read_cases([folder]), "model", "pushpull", "detail")
+    # closeness gained per case: 0.5 - 0.1 = 0.4, 0.3 - 0.2 = 0.1, 0.1 - 0.6 = -0.5
+    assert detail[-1].mean == pytest.approx(0.0) and detail[-1].wins == 2 and not detail[-1].better
+
+
 def test_reports_of_different_masks_are_refused(tmp_path, reports):
     other = _report(tmp_path / "c", [("p/01-10-000", "01-10", "pushpull", 28.0, 0.94, 6.0)])
     with pytest.raises(InputError, match="scored different cases"):

@@ -6,6 +6,7 @@ import csv
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,7 @@ from pconv import PConvUNet, save_model
 from pconv.evaluate import bin_of, evaluate, generated_cases, main, summarise
 from pconv.masks import RATIO_BINS, write_mask
 from pconv.methods import FILLS
-from pconv.metrics import edge_band, score
+from pconv.metrics import detail_energy, edge_band, score
 
 
 def test_metrics_agree_with_scikit_image_and_the_hole_formula():
@@ -54,6 +55,29 @@ def test_edge_error_is_the_mean_error_of_the_two_pixel_band_inside_the_hole():
     s = score(truth + error / 255, truth, known)
     assert s["edge"] == pytest.approx((20 * 10 + 12 * 20) / 32)
     assert edge_band(known).sum() == 32
+
+
+def test_detail_is_the_fills_fine_detail_against_the_photos():
+    """1 for the photo itself; near 0 for a smooth fill; the photo's texture copied into the hole
+    from elsewhere scores near 1; a flat photo's floor keeps a faint fill's score small."""
+    rng = np.random.default_rng(0)
+    truth = np.clip(0.5 + rng.normal(0, 0.1, (64, 64, 3)), 0, 1)
+    known = np.ones((64, 64), bool)
+    known[16:48, 16:48] = False
+    assert score(truth, truth, known)["detail"] == pytest.approx(1.0)
+    smooth = truth.copy()
+    smooth[~known] = 0.5
+    assert score(smooth, truth, known)["detail"] < 0.1
+    copied = truth.copy()
+    copied[16:48, 16:48] = np.clip(0.5 + rng.normal(0, 0.1, (32, 32, 3)), 0, 1)
+    assert score(copied, truth, known)["detail"] == pytest.approx(1.0, abs=0.15)
+    flat = np.full((64, 64, 3), 0.5)
+    faint = flat + rng.normal(0, 0.5 / 255, flat.shape)  # half a grey level of noise
+    assert score(faint, flat, known)["detail"] < 0.5  # against the floor, not against zero energy
+    # the definition: mean square of x minus its Gaussian blur (sigma 1.5) in the hole, 0-255 units
+    x = smooth.astype(np.float32) * 255
+    residual = x - cv2.GaussianBlur(x, (0, 0), 1.5, borderType=cv2.BORDER_REFLECT)
+    assert detail_energy(smooth, ~known) == pytest.approx(float(np.square(residual[~known]).mean()), rel=1e-5)
 
 
 def test_the_image_border_is_not_a_hole_edge():
@@ -138,7 +162,7 @@ def test_report_files_are_written(setup, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == {"tiny", "telea", "ns"}
     assert {r["bin"] for r in rows} == {*RATIO_BINS, "all"}
-    assert {r["metric"] for r in rows} == {"l1", "psnr", "ssim", "hole_psnr", "edge", "seconds"}
+    assert {r["metric"] for r in rows} == {"l1", "psnr", "ssim", "hole_psnr", "edge", "detail", "seconds"}
     report = (out / "report.md").read_text()
     assert "| telea |" in report and "## SSIM" in report and "seconds per image" in report
     with open(out / "cases.csv") as f:
