@@ -80,6 +80,8 @@ def load_space(path: str | Path) -> SearchSpace:
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise ConfigError(f"{path} needs a 'params' mapping with at least one parameter to search")
     objective = str(raw.get("objective", "hole_psnr"))
+    if not isinstance(METRICS.get(objective, True), bool):
+        raise ConfigError(f"{objective} is best at {METRICS[objective]}, not at either end: it cannot be an objective")
     direction = str(raw.get("direction", "maximize" if METRICS.get(objective, True) else "minimize"))
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be maximize or minimize, got {direction!r}")
@@ -289,11 +291,12 @@ def _main(argv: Sequence[str] | None) -> int:
     space = load_space(args.space)
     study = run_sweep(space, args.out, storage=args.storage, name=args.name, seed=args.seed, heartbeat=args.heartbeat)
     best = write_results(study, space, args.out)
+    if not best:
+        print(f"no trial completed: all {len(study.trials)} failed (see {args.out / 'trials.csv'})", file=sys.stderr)
+        return 1
     print(
         f"{len(study.trials)} trials in {args.out / 'trials.csv'}; best {space.objective} "
         f"{study.best_value:.4f} with {best}; command in {args.out / 'best.txt'}"
-        if best
-        else f"no trial completed; see {args.out / 'trials.csv'}"
     )
     return 0
 

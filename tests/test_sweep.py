@@ -151,6 +151,13 @@ def test_yaml_numbers_read_as_strings_are_converted_and_a_failing_trial_does_not
     assert config["lr"] == 1e-4
 
 
+def test_a_sweep_whose_every_trial_fails_exits_non_zero(data, tmp_path, capsys):
+    space = _space(data, tmp_path / "s.json", 2, {"depth": {"choices": [99]}})  # a depth no image allows
+    assert main([str(space), "--out", str(tmp_path / "sweep")]) == 1
+    err = capsys.readouterr().err
+    assert "no trial completed: all 2 failed" in err and "Traceback" not in err
+
+
 def test_a_fixed_value_of_the_wrong_type_is_refused_when_the_space_is_read(data, tmp_path):
     from pconv.errors import ConfigError
 
