@@ -160,7 +160,7 @@ def _cases(args: argparse.Namespace) -> int:
         name = f"{i:03d}-{stem}"
         atomic_save_image(args.out / "images" / f"{name}.png", Image.fromarray(image))
         write_mask(args.out / "masks" / f"{name}.png", known)
-    print(f"wrote {args.count} cases ({args.kind} holes, {low:.0%}-{high:.0%}) to {args.out}")
+    print(f"wrote {args.count} cases (holes: {args.kind}, {low:.0%}-{high:.0%} of each photo) to {args.out}")
     return 0
 
 

@@ -123,6 +123,7 @@ def inpaint_file(
     resize_mask: bool = False,
     progress: bool = False,
     original: Path | None = None,
+    in_place: bool = False,
 ) -> FileReport:
     """Inpaint one pair of files and write the outputs.
 
@@ -130,6 +131,7 @@ def inpaint_file(
         model: the model, or several methods by name (:func:`pconv.methods.load_method`), each
             written to ``outputs.results()`` and shown side by side in ``outputs.compare``.
         original: the photo without holes, shown last on a sheet of several methods.
+        in_place: the result may replace the input image (``outputs.out`` is ``image_path``).
 
     Raises:
         InputError: an unreadable image, mask or original, a mask of another size (without
@@ -144,7 +146,7 @@ def inpaint_file(
         raise ConfigError("no method to run")
     if len(models) > 1 and tuple(models) != outputs.methods:
         raise ConfigError(f"the outputs name methods {outputs.methods}, the models {tuple(models)}")
-    _check_outputs(image_path, mask_path, outputs, original)
+    _check_outputs(image_path, mask_path, outputs, original, in_place)
     source = read_image(image_path, next(iter(models.values())).in_channels)
     height, width = source.pixels.shape[:2]
     known = _read_known(mask_path, (width, height), invert_mask, resize_mask)
@@ -216,9 +218,11 @@ def _read_original(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return pixels
 
 
-def _check_outputs(image_path: Path, mask_path: Path, outputs: Outputs, original: Path | None = None) -> None:
-    """Every output has a known format and its own file, and none is the mask or the original (the
-    result may replace the input image, on purpose)."""
+def _check_outputs(
+    image_path: Path, mask_path: Path, outputs: Outputs, original: Path | None = None, in_place: bool = False
+) -> None:
+    """Every output has a known format and its own file, and none is the mask or the original; the
+    result replaces the input image only ``in_place``."""
     named = outputs.named()
     for name, path in named.items():
         if not name.endswith(".npy)"):
@@ -228,8 +232,9 @@ def _check_outputs(image_path: Path, mask_path: Path, outputs: Outputs, original
         seen[original.resolve()] = "the original"
     for name, path in named.items():
         real = path.resolve()
-        if real == image_path.resolve() and name != "--out":
-            raise ConfigError(f"{name} {path} is the input image: choose another file")
+        if real == image_path.resolve() and not (in_place and name == "--out"):
+            hint = "pass --in-place to replace it" if name == "--out" else "choose another file"
+            raise ConfigError(f"{name} {path} is the input image: {hint}")
         if real in seen:
             raise ConfigError(f"{name} {path} is also {seen[real]}: each output needs a file of its own")
         seen[real] = name

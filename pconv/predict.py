@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write input | holes | result side by side (several methods: holes | each method, labelled)",
     )
+    one.add_argument("--in-place", action="store_true", help="let --out be the input image, which the result replaces")
     one.add_argument(
         "--original",
         type=Path,
@@ -252,6 +253,7 @@ def _run(
         resize_mask=args.resize_mask,
         progress=args.image is not None,
         original=args.original,
+        in_place=args.in_place,
     )
     for line in report.warnings:
         if line != report.message:

@@ -479,6 +479,7 @@ def test_no_holes_with_the_output_the_input_itself_leaves_it_alone(weights, pair
                 str(tmp_path / "none.png"),
                 "--out",
                 str(image_path),
+                "--in-place",
                 "--weights",
                 str(weights["plain"]),
             ]
@@ -610,6 +611,7 @@ def test_overlapping_tiles_are_feathered_into_each_other_without_steps():
         (["--out", "{mask}"], "--out {mask} is also the mask"),
         (["--compare", "{out}"], "--compare {out} is also --out"),
         (["--compare", "{image}"], "--compare {image} is the input image"),
+        (["--out", "{image}"], "--out {image} is the input image: pass --in-place to replace it"),
     ],
 )
 def test_outputs_that_would_overwrite_the_mask_or_each_other_are_refused(
@@ -624,6 +626,14 @@ def test_outputs_that_would_overwrite_the_mask_or_each_other_are_refused(
     assert main([v for kv in args.items() for v in kv]) == 2
     assert message.format(**names) in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before and not out.exists()
+
+
+def test_in_place_replaces_the_input_image(weights, pair, capsys):
+    image_path, mask_path, image, known = pair
+    argv = ["--image", str(image_path), "--mask", str(mask_path), "--out", str(image_path)]
+    assert main([*argv, "--weights", str(weights["plain"]), "--in-place"]) == 0
+    result = np.asarray(Image.open(image_path))
+    assert np.array_equal(result[known], image[known]) and not np.array_equal(result, image)
 
 
 def test_a_failed_comparison_leaves_no_main_output(weights, pair, tmp_path, capsys, monkeypatch):
