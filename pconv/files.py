@@ -25,7 +25,7 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 __all__ = [
     "TMP_SUFFIX",
@@ -36,6 +36,7 @@ __all__ = [
     "atomic_write_many",
     "atomic_save_image",
     "check_writable",
+    "open_append",
     "refused_pickle",
 ]
 
@@ -126,6 +127,17 @@ def atomic_write_csv(path: str | Path, rows: list[list[object]] | list[dict], he
             writer.writerow(header)
     writer.writerows(rows)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def open_append(path: str | Path) -> TextIO:
+    """``path`` opened for appending text, never through a symbolic link (a link planted there is an
+    error, not a way to write elsewhere); the file must exist (write it with :func:`atomic_write`).
+
+    Raises:
+        OSError: the file is missing, is a link, or cannot be opened.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+    return os.fdopen(fd, "a", newline="", encoding="utf-8")
 
 
 def atomic_save_image(path: str | Path, image: object, fmt: str = "PNG", **options: object) -> None:

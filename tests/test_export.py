@@ -96,3 +96,13 @@ def test_a_residual_model_exports_with_its_fill(tmp_path, test_photos):
         with torch.no_grad():
             ref = model(x, k)
         assert (onnx_model(x, k) - ref).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_the_export_never_writes_through_a_link_at_its_path(exported, tmp_path):
+    model, _ = exported
+    target, link = tmp_path / "elsewhere.onnx", tmp_path / "model.onnx"
+    link.symlink_to(target)
+    export_onnx(model, link)
+    assert not target.exists() and link.is_file() and not link.is_symlink()
+    assert OnnxModel(link).multiple == model.multiple

@@ -787,3 +787,39 @@ def test_init_from_a_gated_model_names_its_gate_flags(folders, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert "pass --base-fill pushpull --fill-gate --gate-head 4 to start from it" in err, err
+
+
+def test_logs_are_never_written_through_a_planted_link(folders, tmp_path, monkeypatch, capsys):
+    """A dangling link at RUN/log.csv creates nothing outside the run; on --resume a link to an
+    existing file leaves that file as it was; the log is a file of the run's own."""
+    train, _ = folders
+    out, outside = tmp_path / "run", tmp_path / "outside.csv"
+    out.mkdir()
+    (out / "log.csv").symlink_to(outside)
+    args = _args(train, None, out, "--stage", "pretrain", "--steps", "3", "--sample-every", "0")
+    _patched_step(monkeypatch, 2, lambda: signal.raise_signal(signal.SIGINT))
+    assert main([*args, "--overwrite"]) == 130
+    monkeypatch.undo()
+    assert not outside.exists() and not (out / "log.csv").is_symlink()
+    outside.write_text("precious\n")
+    (out / "log.csv").unlink()
+    (out / "log.csv").symlink_to(outside)
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out)]) == 0
+    assert outside.read_text() == "precious\n"
+    with open(out / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [3]  # the link's rows were not the run's
+
+
+def test_resume_with_a_log_that_is_not_the_runs_is_one_line(folders, tmp_path, monkeypatch, capsys):
+    train, _ = folders
+    out = tmp_path / "run"
+    args = _args(train, None, out, "--stage", "pretrain", "--steps", "3", "--sample-every", "0")
+    _patched_step(monkeypatch, 2, lambda: signal.raise_signal(signal.SIGINT))
+    assert main(args) == 130
+    monkeypatch.undo()
+    (out / "log.csv").write_text("when,loss\nyesterday,1\n")
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no step column" in err.splitlines()[-1] and "Traceback" not in err

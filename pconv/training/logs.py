@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pconv.errors import require
-from pconv.files import atomic_save_image
+from pconv.errors import CheckpointError, OutputError, require
+from pconv.files import atomic_save_image, atomic_write_csv, open_append
 from pconv.losses import composite
 
 __all__ = ["RunLogs", "sample_grid"]
@@ -54,23 +54,41 @@ class RunLogs:
         self.wandb = _start_wandb(wandb, out, wandb_config, run_id, wandb_group) if wandb else None
 
     def _writer(self, name: str, fields: list[str]) -> csv.DictWriter:
+        """The CSV log ``name``: written anew (on a resume, with the rows up to the checkpoint kept) by
+        an atomic replace, then appended to, never through a link planted at its path."""
         if name not in self.files:
             path = self.out / name
-            rows = []
-            if self.resume_step is not None and path.exists():  # drop rows past the checkpoint
-                with open(path, newline="") as f:
-                    rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.resume_step]
-            f = open(path, "w", newline="")
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-            self.files[name] = (f, writer)
+            rows = self._kept_rows(path) if self.resume_step is not None else []
+            try:
+                atomic_write_csv(path, [[r.get(k, "") for k in fields] for r in rows], fields)
+                f = open_append(path)
+            except OSError as err:
+                raise OutputError(f"cannot write the log {path}: {err.strerror or err}") from None
+            self.files[name] = (f, csv.DictWriter(f, fieldnames=fields))
         return self.files[name][1]  # type: ignore[return-value]
+
+    def _kept_rows(self, path: Path) -> list[dict]:
+        """The rows of an existing log up to the resumed step (none when there is no log, or a link
+        stands where it should be)."""
+        if path.is_symlink() or not path.is_file():
+            return []
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        try:
+            return [r for r in rows if int(r["step"]) <= self.resume_step]  # type: ignore[operator]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"{path} is not a log this project wrote (no step column, or a step that is not a number): "
+                "move it away to resume"
+            ) from None
 
     def row(self, name: str, values: dict) -> None:
         writer = self._writer(name, list(values))
-        writer.writerow(values)
-        self.files[name][0].flush()  # type: ignore[attr-defined]
+        try:
+            writer.writerow(values)
+            self.files[name][0].flush()  # type: ignore[attr-defined]
+        except OSError as err:
+            raise OutputError(f"cannot write the log {self.out / name}: {err.strerror or err}") from None
         prefix = name.removesuffix(".csv")
         scalars = {f"{prefix}/{k}": v for k, v in values.items() if isinstance(v, float)}
         if self.tb is not None:
