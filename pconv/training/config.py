@@ -189,11 +189,11 @@ class LossConfig:
     """The loss terms' weights (the paper's by default) and the VGG16 behind two of them."""
 
     vgg_weights: str = opt(
-        "imagenet",
+        "auto",
         "VGG16 for the perceptual/style terms: imagenet (torchvision's, downloaded "
         "once), hed (real VGG16 features shipped in weights/, from the HED edge detector), a file, "
-        "or none = random frozen features",
-        metavar="imagenet|hed|PATH|none",
+        "none = random frozen features, or auto = imagenet when it is already downloaded, else hed",
+        metavar="auto|imagenet|hed|PATH|none",
     )
     weights: LossWeights = field(default_factory=LossWeights)
 

@@ -239,6 +239,16 @@ def vgg_for(cfg: TrainConfig, device: torch.device, world: World) -> VGG16Featur
     if not cfg.loss.weights.needs_vgg:
         return None
     name = cfg.loss.vgg_weights
+    if name == "auto":
+        from pconv.vgg import imagenet_cached
+
+        name = "imagenet" if imagenet_cached() else "hed"
+        if name == "hed" and world.main:
+            print(
+                "note: --vgg-weights auto: the ImageNet VGG16 is not downloaded, so the perceptual and style "
+                "terms use the HED VGG16 this package ships (--vgg-weights imagenet downloads the other)",
+                file=sys.stderr,
+            )
     try:
         if name == "none" and world.main:
             print(
