@@ -31,3 +31,27 @@ def test_the_package_links_to_the_files_in_weights():
         link = REPO / "pconv" / "weights" / name
         assert link.is_symlink() and link.resolve() == (REPO / "weights" / name).resolve()
         assert not (REPO / "weights" / name).is_symlink()
+
+
+@pytest.mark.slow
+def test_the_setup_py_shim_builds_the_same_package(tmp_path):
+    """Older tools call setup.py: the shim builds the wheel pyproject.toml describes."""
+    import sys
+    import zipfile
+
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "pconv", tmp_path / "pconv", ignore=shutil.ignore_patterns("__pycache__"))
+    run = subprocess.run(
+        [sys.executable, "setup.py", "-q", "bdist_wheel", "-d", str(tmp_path / "dist")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    (wheel,) = (tmp_path / "dist").glob("pconv-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pconv/methods.py" in names and "pconv/weights/pconv-unet-photos-512.safetensors" in names
+    metadata = next(n for n in names if n.endswith("METADATA"))
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "Name: pconv" in text and "Requires-Dist: torch>=2.13" in text
