@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_LEVELS", "DEFAULT_SMOOTH", "SEAM_BAND", "SEAM_LIMIT", "SEAM_SIGMA", "match_seams", "push_pull"]
+__all__ = ["DEFAULT_LEVELS", "DEFAULT_SMOOTH", "push_pull"]
 
 # Enough halvings to reach a single pixel from 1024 px (a tile of pconv.inpaint is at most that).
 DEFAULT_LEVELS = 10
@@ -92,70 +92,3 @@ def push_pull(image: Tensor, mask: Tensor, *, levels: int = DEFAULT_LEVELS, smoo
             filled = torch.where(hole, _box3(filled), filled)
         filled = torch.where(hole, filled, image)
     return filled
-
-
-# match_seams: the width (px) of the band inside the hole edge where the fill's local mean is
-# compared with the surroundings', and the Gaussian sigma (px) of those local means.
-SEAM_BAND = 4
-SEAM_SIGMA = 3.0
-# The largest shift (in image units) match_seams applies: a colour cast or a step in brightness, not
-# the difference between two objects that meet at the hole edge.
-SEAM_LIMIT = 0.08
-
-
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur (radius 3 sigma), zero outside the image: divide by the blurred
-    weight for a mean over the pixels that count."""
-    radius = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma * sigma))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
-
-
-def match_seams(
-    image: Tensor,
-    mask: Tensor,
-    fill: Tensor,
-    *,
-    band: int = SEAM_BAND,
-    sigma: float = SEAM_SIGMA,
-    limit: float = SEAM_LIMIT,
-) -> Tensor:
-    """Shift a fill's colours so that it meets the known pixels without a visible outline.
-
-    A fill copied from elsewhere in the photo (PatchMatch) often differs a little in brightness or
-    colour from what surrounds the hole, which shows as an outline in the hole's shape. Inside the
-    hole edge (``band`` px), the fill's local mean (Gaussian, ``sigma``, over hole pixels) is
-    compared with the known pixels' local mean there; the difference is spread smoothly over the
-    whole hole (:func:`push_pull` from that band) and added: the fill's texture stays, its low
-    frequencies meet the surroundings at the edge (a membrane correction, as in Poisson image
-    editing). Differences are clipped to ``limit`` first: where the hole edge crosses an object's
-    outline, the local means differ by the objects, not by a cast, and must not bleed.
-
-    Args:
-        image: ``(N, C, H, W)``, the known pixels used; values in the holes are ignored.
-        mask: ``(N|1, 1, H, W)``, 1 = known.
-        fill: ``(N, C, H, W)``, the fill to correct (its known pixels are ignored).
-
-    Returns:
-        ``(N, C, H, W)``: ``image`` at known pixels, the corrected fill in the holes.
-    """
-    known = (mask > 0.5).to(image.dtype).expand(image.shape[0], 1, -1, -1)
-    hole = 1 - known
-    image = image.masked_fill(known == 0, 0)
-    fill = fill.masked_fill(hole == 0, 0)
-    eps = 1e-6
-    known_mean = _gaussian_blur(image, sigma) / _gaussian_blur(known, sigma).clamp_min(eps)
-    fill_mean = _gaussian_blur(fill, sigma) / _gaussian_blur(hole, sigma).clamp_min(eps)
-    # hole pixels within `band` px of a known pixel (a dilation of the known region)
-    near = F.max_pool2d(known, 2 * band + 1, stride=1, padding=band) * hole
-    seen = _gaussian_blur(known, sigma) > 1e-3  # a known pixel within reach of the local mean
-    ring = near * seen.to(near.dtype)
-    if not ring.any():
-        return image + fill
-    difference = (known_mean - fill_mean).clamp(-limit, limit).masked_fill(ring == 0, 0)
-    correction = push_pull(difference, ring, smooth=2 * DEFAULT_SMOOTH)
-    return torch.where(hole > 0, fill + correction, image)

@@ -94,20 +94,6 @@ def _patchmatch(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     return out[..., :1] if image.shape[2] == 1 else out
 
 
-def _texture(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """PatchMatch's fill with its seams matched to the surroundings (:func:`pconv.fill.match_seams`)."""
-    import torch
-
-    from pconv.fill import match_seams
-
-    copied = _patchmatch(image, known)
-    to_tensor = lambda a: torch.tensor(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
-    m = torch.tensor(known)[None, None].float()
-    with torch.no_grad():
-        out = match_seams(to_tensor(image), m, to_tensor(copied))[0].permute(1, 2, 0).numpy()
-    return np.where(known[..., None], image, np.clip(np.rint(out * 255), 0, 255).astype(np.uint8))
-
-
 @dataclass(frozen=True)
 class Method:
     """One way to fill holes.
@@ -148,13 +134,6 @@ METHODS: dict[str, Method] = {
             "patchmatch",
             "PatchMatch: copies texture from the photo into the holes (seconds per image)",
             _patchmatch,
-            "patchmatch",
-            ("patchmatch",),
-        ),
-        Method(
-            "texture",
-            "PatchMatch with its seams matched to the surroundings (no outline in the hole's shape)",
-            _texture,
             "patchmatch",
             ("patchmatch",),
         ),

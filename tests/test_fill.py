@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pconv import PConvUNet, PConvUNetConfig
-from pconv.fill import SEAM_LIMIT, match_seams, push_pull
+from pconv.fill import push_pull
 
 
 def random_mask(n, h, w, p=0.4, seed=0):
@@ -119,44 +119,6 @@ def residual(**kw) -> PConvUNet:
 
 @pytest.mark.parametrize("fill_input", [False, True])
 @pytest.mark.parametrize("size", [(16, 16), (37, 50)])
-def _textured(seed: int = 0, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
-    """A smooth image with fine noise, and a square hole in its middle."""
-    g = torch.Generator().manual_seed(seed)
-    y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    image = (0.4 + 0.2 * x + 0.1 * y + 0.03 * torch.randn(3, size, size, generator=g)).clamp(0, 1)[None]
-    mask = torch.ones(1, 1, size, size)
-    mask[..., 12:36, 12:36] = 0
-    return image, mask
-
-
-def test_match_seams_removes_a_colour_cast_and_keeps_the_texture():
-    """A fill that is the photo's own texture shifted by a cast: the seam correction takes the cast
-    off at the hole edge (and, for a constant cast, everywhere), and the fine detail stays."""
-    image, mask = _textured()
-    cast = torch.tensor([0.05, -0.04, 0.03]).view(1, 3, 1, 1)
-    fill = image + cast
-    out = match_seams(image, mask, fill)
-    hole = mask.expand_as(image) == 0
-    assert torch.equal(out[~hole], image[~hole])
-    before = (fill - image)[hole].abs().mean()
-    after = (out - image)[hole].abs().mean()
-    assert before > 0.039 and after < 0.01, (before, after)
-    # what was added is smooth: the fill's own detail is untouched
-    added = (out - fill)[0, :, 12:36, 12:36]
-    assert added.diff(dim=-1).abs().max() < 0.01 and added.diff(dim=-2).abs().max() < 0.01
-
-
-def test_match_seams_clips_its_shift_and_leaves_a_matching_fill_alone():
-    image, mask = _textured(1)
-    hole = mask.expand_as(image) == 0
-    far = image + 0.5  # another object, not a cast: shifted at most by the limit
-    shift = (match_seams(image, mask, far) - far)[hole]
-    assert shift.abs().max() <= SEAM_LIMIT + 1e-6 and shift.abs().max() > SEAM_LIMIT - 0.01
-    same = match_seams(image, mask, image)  # the truth itself needs (almost) nothing
-    assert (same - image)[hole].abs().max() < 0.02
-    assert torch.equal(match_seams(image, torch.ones_like(mask), image * 0), image)  # no hole: the image
-
-
 def test_untrained_residual_model_is_exactly_the_fill(fill_input, size):
     """The fill of the input padded to the network's multiple (padding unknown), cropped back:
     what an exported graph, whose input is padded outside it, computes too."""
