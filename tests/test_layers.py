@@ -17,6 +17,7 @@ COMMAND_LINE = {
     "predict.py",
     "evaluate.py",
     "compare.py",
+    "abtest.py",
     "serve.py",
     "sweep.py",
     "export.py",
