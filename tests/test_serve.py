@@ -336,7 +336,8 @@ def test_a_burst_of_concurrent_requests_is_all_answered(server):
 def test_page_in_a_headless_browser(server, tmp_path: Path, kind: str):
     """Upload an image, paint a stroke, press Inpaint: the shown result differs from the input
     only under the stroke. A phone photo (stored landscape, EXIF orientation 6) is painted and
-    returned as the browser shows it, portrait."""
+    returned as the browser shows it, portrait. The PNG is filled with push-pull, chosen from the
+    page's method menu: the result is the library's push-pull fill of the painted holes."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
@@ -389,6 +390,12 @@ def test_page_in_a_headless_browser(server, tmp_path: Path, kind: str):
             .release()
             .perform()
         )
+        if kind == "png":
+            from selenium.webdriver.support.ui import Select
+
+            menu = driver.find_element(By.ID, "method")
+            WebDriverWait(driver, 10).until(lambda d: len(Select(menu).options) > 1)  # filled from /api/health
+            Select(menu).select_by_value("pushpull")
         driver.find_element(By.ID, "inpaint").click()
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.result") == "ready")
         shown = driver.execute_script(
@@ -411,6 +418,8 @@ def test_page_in_a_headless_browser(server, tmp_path: Path, kind: str):
     changed = np.any(result != image, axis=-1)
     assert not changed[~painted].any()  # untouched outside the stroke
     assert changed[painted].mean() > 0.5  # filled under it
+    if kind == "png":
+        assert np.array_equal(result, inpaint("pushpull", image, ~painted).image)
     assert shown == [True, image.shape[1], image.shape[0], True]  # the result is on the page, at the image's size
     # the brush size chosen on the page is the painted stroke's thickness (in image pixels)
     columns = painted.sum(axis=0)
