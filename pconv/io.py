@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,13 +80,17 @@ def hole_depth_of(metadata: dict[str, str]) -> float:
         return DEFAULT_HOLE_DEPTH
     depth = training.get("hole_depth")
     if isinstance(depth, (int, float)) and not isinstance(depth, bool):
+        depth = float(depth) if abs(depth) < 1e300 else math.inf  # a 400-digit integer is no float
         if not MIN_HOLE_DEPTH <= depth <= MAX_HOLE_DEPTH:
             raise CheckpointError(
                 f"the recorded hole depth of {depth:g} pixels is outside {MIN_HOLE_DEPTH:g} to {MAX_HOLE_DEPTH:g}"
             )
         return float(depth)
-    if isinstance(training.get("size"), int) and training["size"] > 0:
-        return DEFAULT_HOLE_DEPTH * training["size"] / 256
+    size = training.get("size")
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        if size > MAX_HOLE_DEPTH * 256 / DEFAULT_HOLE_DEPTH:
+            raise CheckpointError(f"the recorded training crop size of {str(size)[:12]}... pixels is not plausible")
+        return DEFAULT_HOLE_DEPTH * size / 256
     return DEFAULT_HOLE_DEPTH
 
 

@@ -79,11 +79,19 @@ def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
         saved = out / "config.json"
         if not (out / "last.pt").is_file() or not saved.is_file():
             raise UsageError(f"nothing to resume in {out} (no last.pt and config.json)")
-        base = TrainConfig.from_flat(json.loads(saved.read_text())).to_flat()
+        try:
+            raw = json.loads(saved.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a mapping of options")
+            base = TrainConfig.from_flat(raw).to_flat()
+        except (ValueError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            raise UsageError(f"{saved} is not a configuration this project wrote ({err}); cannot resume") from None
         changed = sorted(k for k, v in given.items() if k not in RESUMABLE | {"out"} and _norm(base.get(k)) != _norm(v))
         if changed:
             raise UsageError(f"--resume continues the saved run; these options differ from it: {', '.join(changed)}")
-        return TrainConfig.from_flat({**base, **given})
+        cfg = TrainConfig.from_flat({**base, **given})
+        check(cfg)
+        return cfg
     if "train" not in given:
         raise UsageError("--train DIR is required")
     cfg = TrainConfig.from_flat(given)

@@ -77,16 +77,21 @@ def test_weights_with_nan_are_refused(tmp_path):
         load_model(tmp_path / "nan.safetensors")
 
 
-@pytest.mark.parametrize("depth", [1e-300, 1e300, -5])
-def test_an_absurd_recorded_hole_depth_is_one_clear_line(tmp_path, depth):
-    save_model(
-        PConvUNet(depth=3, base_width=4),
-        tmp_path / "m.safetensors",
-        extra={"training": json.dumps({"hole_depth": depth})},
-    )
+@pytest.mark.parametrize(
+    "training, message",
+    [
+        ({"hole_depth": 1e-300}, "hole depth"),
+        ({"hole_depth": 1e300}, "hole depth"),
+        ({"hole_depth": -5}, "hole depth"),
+        ({"hole_depth": int("9" * 400)}, "hole depth"),  # no float holds it
+        ({"size": int("9" * 400)}, "crop size"),
+    ],
+)
+def test_an_absurd_recorded_hole_depth_is_one_clear_line(tmp_path, training, message):
+    save_model(PConvUNet(depth=3, base_width=4), tmp_path / "m.safetensors", extra={"training": json.dumps(training)})
     with pytest.raises(ValueError) as info:
         load_model(tmp_path / "m.safetensors")
-    assert "hole depth" in str(info.value) and "\n" not in str(info.value)
+    assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_loading_draws_no_random_initial_weights_and_restores_initialisation(tmp_path):

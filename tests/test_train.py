@@ -837,3 +837,34 @@ def test_the_default_vgg_is_the_bundled_one_when_imagenet_is_not_downloaded(fold
     assert main([*args, "--loss-perceptual", "0.05"]) == 0
     err = capsys.readouterr().err
     assert "use the HED VGG16 this package ships" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--loss-hole", "inf"], "--loss-hole must be a finite number"),
+        (["--lr", "-1"], "must be positive"),
+        (["--loss-tv", "-0.5"], "loss weights must be at least 0: --loss-tv"),
+    ],
+)
+def test_non_finite_or_negative_numbers_are_one_line(folders, tmp_path, capsys, flags, message):
+    train, _ = folders
+    assert main([*_args(train, None, tmp_path / "run", "--steps", "1"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ['{"lr": ', "[1, 2]", '{"lr": "fast"}'])
+def test_resume_with_a_broken_config_json_is_one_line(folders, tmp_path, capsys, text):
+    train, _ = folders
+    out = tmp_path / "run"
+    assert main(_args(train, None, out, "--stage", "pretrain", "--steps", "1", "--sample-every", "0")) == 0
+    if text.startswith('{"lr": "'):
+        config = json.loads((out / "config.json").read_text())
+        text = json.dumps({**config, "lr": "fast"})
+    (out / "config.json").write_text(text)
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a configuration this project wrote" in err and len(err.strip().splitlines()) == 1

@@ -327,6 +327,15 @@ def check(cfg: TrainConfig) -> None:
         ConfigError: the first problem found (named by its ``train.py`` flag).
     """
     d, r = cfg.data, cfg.run
+    for key, value in cfg.to_flat().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
+    s = cfg.schedule
+    if not (s.lr > 0 and s.finetune_lr > 0 and s.weight_decay >= 0 and s.lr_gamma > 0):
+        raise ConfigError("--lr, --finetune-lr and --lr-gamma must be positive and --weight-decay at least 0")
+    negative = [k for k, v in dataclasses.asdict(cfg.loss.weights).items() if v < 0]
+    if negative:
+        raise ConfigError(f"loss weights must be at least 0: --loss-{negative[0].replace('_', '-')}")
     if d.size < 16 or d.batch_size < 1 or d.workers < 0:
         raise ConfigError("--size must be at least 16, --batch-size at least 1 and --workers at least 0")
     if r.val_masks < 1:
