@@ -95,6 +95,10 @@ def load_space(path: str | Path) -> SearchSpace:
     for name, spec in raw["params"].items():
         if not isinstance(spec, dict) or not ("choices" in spec or ("low" in spec and "high" in spec)):
             raise ConfigError(f"parameter {name!r} needs 'choices' or 'low' and 'high'")
+        _check_param(name, spec)
+    trials = raw.get("trials", 20)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"trials must be a whole number of at least 1, got {trials!r}")
     if "train" not in fixed:
         raise ConfigError("the fixed options need 'train' (and 'val', which the objective is read from)")
     if "val" not in fixed:
@@ -103,7 +107,28 @@ def load_space(path: str | Path) -> SearchSpace:
         TrainConfig.from_flat(fixed)  # types checked now, not in the middle of a trial
     except ValueError as err:
         raise ConfigError(f"{path}: {err}") from None
-    return SearchSpace(objective, direction, int(raw.get("trials", 20)), fixed, dict(raw["params"]))
+    return SearchSpace(objective, direction, trials, fixed, dict(raw["params"]))
+
+
+def _check_param(name: str, spec: dict[str, Any]) -> None:
+    """A parameter's range or choices can be sampled: finite numbers, low <= high, a positive step,
+    a positive low for a log scale, at least one choice."""
+    if "choices" in spec:
+        if not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise ConfigError(f"parameter {name!r}: choices must be a non-empty list, got {spec['choices']!r}")
+        return
+    low, high, step = spec["low"], spec["high"], spec.get("step", 1)
+    numbers = (low, high, step)
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in numbers):
+        raise ConfigError(
+            f"parameter {name!r}: low, high and step must be finite numbers, got {low!r}, {high!r}, {step!r}"
+        )
+    if low > high:
+        raise ConfigError(f"parameter {name!r}: low {low} is above high {high}")
+    if step <= 0:
+        raise ConfigError(f"parameter {name!r}: step must be positive, got {step}")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"parameter {name!r}: a log scale needs a positive low, got {low}")
 
 
 def _suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:

@@ -158,6 +158,27 @@ def test_a_sweep_whose_every_trial_fails_exits_non_zero(data, tmp_path, capsys):
     assert "no trial completed: all 2 failed" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "params, trials, message",
+    [
+        ({"lr": {"low": 1e-2, "high": 1e-4}}, 2, "is above high"),
+        ({"depth": {"choices": []}}, 2, "choices must be a non-empty list"),
+        ({"depth": {"low": 3, "high": 5, "step": 0}}, 2, "step must be positive"),
+        ({"lr": {"low": float("nan"), "high": float("inf")}}, 2, "must be finite numbers"),
+        ({"lr": {"low": 0, "high": 1e-2, "log": True}}, 2, "a log scale needs a positive low"),
+        ({"lr": {"low": 1e-4, "high": 1e-2}}, "many", "trials must be a whole number"),
+    ],
+)
+def test_a_space_that_cannot_be_sampled_is_refused_when_read(data, tmp_path, capsys, params, trials, message):
+    path = _space(data, tmp_path / "s.json", 1, params)
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, "trials": trials}))
+    assert main([str(path), "--out", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_a_fixed_value_of_the_wrong_type_is_refused_when_the_space_is_read(data, tmp_path):
     from pconv.errors import ConfigError
 

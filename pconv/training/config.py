@@ -331,8 +331,8 @@ def check(cfg: TrainConfig) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
     s = cfg.schedule
-    if not (s.lr > 0 and s.finetune_lr > 0 and s.weight_decay >= 0 and s.lr_gamma > 0):
-        raise ConfigError("--lr, --finetune-lr and --lr-gamma must be positive and --weight-decay at least 0")
+    if not (s.lr >= 0 and s.finetune_lr >= 0 and s.weight_decay >= 0 and s.lr_gamma > 0):
+        raise ConfigError("--lr, --finetune-lr and --weight-decay must be at least 0 and --lr-gamma positive")
     negative = [k for k, v in dataclasses.asdict(cfg.loss.weights).items() if v < 0]
     if negative:
         raise ConfigError(f"loss weights must be at least 0: --loss-{negative[0].replace('_', '-')}")
