@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from pconv.errors import ConfigError, InputError, MissingFileError, TooLargeError
 from pconv.files import Writer
@@ -148,15 +148,50 @@ def check_depth(img: Image.Image) -> None:
         )
 
 
+# EXIF orientation -> the transposition that shows the stored pixels as intended.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened image, from its header alone.
+
+    Pillow's ``getexif()`` decodes a whole PNG to look for an eXIf chunk after the pixel data (and
+    hides a broken data stream while doing so); such a late chunk is ignored here, so the size
+    checked before decoding and the pixels decoded always agree. A broken EXIF block counts as 1.
+    """
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError):
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
 def displayed_size(img: Image.Image) -> tuple[int, int]:
     """``(width, height)`` as the image is shown, its EXIF orientation applied (read from the
     header: no pixels are decoded). A phone photo stored landscape with orientation 6 is shown,
     and inpainted, portrait; masks are drawn on what is shown."""
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except (OSError, SyntaxError, ValueError):  # a broken EXIF block: Pillow shows the stored pixels
-        orientation = 1
-    return (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
+    return (img.height, img.width) if orientation(img) in (5, 6, 7, 8) else img.size
+
+
+def load_oriented(img: Image.Image) -> Image.Image:
+    """Decode an opened image's pixels and turn them as :func:`displayed_size` says they are shown.
+
+    Raises:
+        OSError, SyntaxError, ValueError: undecodable pixels (callers name the file).
+    """
+    turn = _TRANSPOSE.get(orientation(img))  # from the header, before decoding
+    img.load()
+    return img.transpose(turn) if turn is not None else img
 
 
 def decode_image(img: Image.Image, channels: int, what: str = "the image") -> DecodedImage:
@@ -167,8 +202,7 @@ def decode_image(img: Image.Image, channels: int, what: str = "the image") -> De
     """
     check_depth(img)
     try:
-        img.load()
-        img = ImageOps.exif_transpose(img)
+        img = load_oriented(img)
     except _UNREADABLE as err:
         raise InputError(f"{what} could not be decoded ({err})") from None
     alpha = img.getchannel("A") if "A" in img.getbands() else None
@@ -207,8 +241,7 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
             if min_side is not None and min(img.size) > 2 * min_side:
                 scale = min_side / min(img.size)
                 img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
-            img.load()  # 16-bit RGB: Pillow keeps each value's high byte, i.e. scales it to 8 bits
-            img = ImageOps.exif_transpose(img)
+            img = load_oriented(img)  # 16-bit RGB: Pillow keeps each value's high byte, i.e. scales it to 8 bits
             img = to_8bit(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")

@@ -30,11 +30,11 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pconv.devices import torch_device
 from pconv.errors import InputError, PconvError, TooLargeError
-from pconv.images import check_depth, decode_image, displayed_size, encode, open_image, to_output_image
+from pconv.images import check_depth, decode_image, displayed_size, encode, load_oriented, open_image, to_output_image
 from pconv.inpaint import Cancelled, inpaint
 from pconv.masks import mask_from_image
 from pconv.methods import METHODS, MODEL, available, load_method
@@ -154,8 +154,7 @@ class _Inpainter:
                 f"the mask is {mask_size[0]}x{mask_size[1]} but the image is {size[0]}x{size[1]} (as displayed)"
             )
         try:
-            mask_img.load()
-            mask_img = ImageOps.exif_transpose(mask_img)
+            mask_img = load_oriented(mask_img)
         except (OSError, SyntaxError, ValueError) as err:
             raise InputError(f"the mask could not be decoded ({err})") from None
         known, _ = mask_from_image(mask_img, invert)

@@ -158,6 +158,8 @@ def test_page_is_served(server):
         ("too many pixels", 413, "megapixels; the limit is 0.1"),
         ("too much work", 422, "megapixels of model work (the limit is 0.05)"),
         ("decompression bomb", 413, "too large to decode safely"),
+        ("corrupt image", 400, "could not be decoded"),
+        ("corrupt mask", 400, "could not be decoded"),
     ],
 )
 def test_bad_requests_are_answered_with_the_reason(server, case, status, message):
@@ -179,6 +181,13 @@ def test_bad_requests_are_answered_with_the_reason(server, case, status, message
         image = _png(np.zeros((1, 1), np.uint8))
         ihdr = b"IHDR" + (20000).to_bytes(4, "big") * 2 + image[24:29]
         image = image[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + image[33:]
+    elif case.startswith("corrupt"):  # bytes 200-259 flipped: predict.py says "broken data stream"
+        flip = lambda data: data[:200] + bytes(b ^ 0xFF for b in data[200:260]) + data[260:]  # noqa: E731
+        if case == "corrupt image":
+            image = flip(image)
+        else:
+            noise = np.random.default_rng(0).integers(0, 2, (48, 64), dtype=np.uint8) * 255
+            mask = flip(_png(noise))
     r = _post(server, image, mask)
     assert r.status_code == status and message in r.json()["detail"]
     assert not re.search("0x[0-9a-f]{6}", r.json()["detail"])  # no memory address of the server's buffers

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pconv.errors import InputError
 from pconv.files import atomic_save_image
-from pconv.images import open_image
+from pconv.images import load_oriented, open_image
 
 __all__ = [
     "CONTACT_SHEET",
@@ -82,8 +82,7 @@ def read_mask(path: str | Path, invert: bool = False) -> tuple[np.ndarray, str]:
     """
     with open_image(path, "mask") as img:
         try:
-            img.load()
-            img = ImageOps.exif_transpose(img)
+            img = load_oriented(img)
         except (OSError, SyntaxError, ValueError) as err:
             raise InputError(f"cannot read mask {path}: {err}") from None
         return mask_from_image(img, invert)
