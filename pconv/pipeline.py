@@ -21,7 +21,16 @@ from PIL import Image
 
 from pconv.errors import ConfigError, InputError, OutputError
 from pconv.files import Writer, atomic_write_many
-from pconv.images import encoder, output_format, read_image, to_output_image
+from pconv.images import (
+    check_depth,
+    decode_image,
+    displayed_size,
+    encoder,
+    open_image,
+    output_format,
+    read_image,
+    to_output_image,
+)
 from pconv.masks import read_mask
 from pconv.options import InpaintOptions
 from pconv.sheets import labelled_sheet
@@ -147,9 +156,10 @@ def inpaint_file(
     if len(models) > 1 and tuple(models) != outputs.methods:
         raise ConfigError(f"the outputs name methods {outputs.methods}, the models {tuple(models)}")
     _check_outputs(image_path, mask_path, outputs, original, in_place)
-    source = read_image(image_path, next(iter(models.values())).in_channels)
-    height, width = source.pixels.shape[:2]
-    known = _read_known(mask_path, (width, height), invert_mask, resize_mask)
+    with open_image(image_path) as img:  # the header: the mask is checked before any pixel is decoded
+        check_depth(img)
+        known = _read_known(mask_path, displayed_size(img), invert_mask, resize_mask, img.size)
+        source = decode_image(img, next(iter(models.values())).in_channels, f"image {image_path}")
     targets = list(outputs.results().values())
     if known.all():
         if any(p.exists() and p.resolve() == image_path.resolve() for p in targets):
@@ -240,10 +250,18 @@ def _check_outputs(
         seen[real] = name
 
 
-def _read_known(path: Path, size: tuple[int, int], invert: bool, resize: bool) -> np.ndarray:
+def _read_known(
+    path: Path, size: tuple[int, int], invert: bool, resize: bool, stored: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The mask at the image's displayed ``size`` (``stored``: its size before EXIF orientation)."""
     known, _ = read_mask(path, invert)
     h, w = known.shape
     if (w, h) != size:
+        if stored is not None and (w, h) == stored and not resize:
+            raise InputError(
+                f"mask {path} is {w}x{h}, the image as stored, but its EXIF orientation shows it as "
+                f"{size[0]}x{size[1]}: draw the mask on the image as it is displayed (or turn the mask the same way)"
+            )
         if not resize:
             raise InputError(
                 f"mask {path} is {w}x{h} but the image is {size[0]}x{size[1]}; pass --resize-mask to scale it"

@@ -744,3 +744,27 @@ def test_folder_mode_names_an_unreadable_image_as_such_not_as_a_missing_mask(wei
     )
     err = capsys.readouterr().err
     assert "junk.png: cannot read image" in err and "no mask named junk" not in err
+
+
+def test_a_mask_drawn_on_a_phone_photo_as_stored_names_the_exif_orientation(tmp_path, capsys):
+    """Stored 56x40 with EXIF orientation 6 (shown 40x56): a 56x40 mask was drawn on the stored
+    pixels. --resize-mask would stretch it; the message says what happened instead."""
+    photo = Image.fromarray(synthetic_photo(40, 56))
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    write_mask(tmp_path / "m.png", _holes(40, 56, (10, 20, 10, 30)))
+    argv = ["--image", str(tmp_path / "phone.jpg"), "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o.png")]
+    assert main([*argv, "--method", "telea"]) == 2
+    err = capsys.readouterr().err
+    assert "EXIF orientation shows it as 40x56" in err and "--resize-mask" not in err
+
+
+def test_the_mask_size_is_checked_before_the_image_is_decoded(pair, tmp_path, capsys, monkeypatch):
+    image_path, _, _, _ = pair
+    write_mask(tmp_path / "small.png", np.ones((10, 10), bool))
+    monkeypatch.setattr("pconv.pipeline.decode_image", lambda *a, **k: pytest.fail("decoded before the mask check"))
+    argv = ["--image", str(image_path), "--mask", str(tmp_path / "small.png"), "--out", str(tmp_path / "o.png")]
+    assert main([*argv, "--method", "telea"]) == 2
+    err = capsys.readouterr().err
+    assert "is 10x10 but the image is 56x40; pass --resize-mask" in err
