@@ -205,6 +205,8 @@ def decode_image(img: Image.Image, channels: int, what: str = "the image") -> De
         img = load_oriented(img)
     except _UNREADABLE as err:
         raise InputError(f"{what} could not be decoded ({err})") from None
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):  # a transparent colour, not a band
+        img = img.convert("LA" if img.mode == "L" else "RGBA")
     alpha = img.getchannel("A") if "A" in img.getbands() else None
     if channels == 1:
         mode = "L"

@@ -768,3 +768,21 @@ def test_the_mask_size_is_checked_before_the_image_is_decoded(pair, tmp_path, ca
     assert main([*argv, "--method", "telea"]) == 2
     err = capsys.readouterr().err
     assert "is 10x10 but the image is 56x40; pass --resize-mask" in err
+
+
+def test_a_palette_pngs_transparency_is_kept(tmp_path):
+    """A palette PNG whose index 0 is transparent: the result keeps that transparency as alpha."""
+    rgb = synthetic_photo(40, 56, noise=0)
+    pal = Image.fromarray(rgb).quantize(16)
+    indices = np.asarray(pal).copy()
+    indices[:8] = 0  # the top rows use the transparent index
+    img = Image.fromarray(indices, mode="P")
+    img.putpalette(pal.getpalette())
+    img.save(tmp_path / "p.png", transparency=0)
+    write_mask(tmp_path / "m.png", _holes(40, 56, (20, 30, 10, 40)))
+    argv = ["--image", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o.png")]
+    assert main([*argv, "--method", "telea"]) == 0
+    with Image.open(tmp_path / "o.png") as out:
+        assert out.mode == "RGBA"
+        alpha = np.asarray(out.getchannel("A"))
+    assert np.array_equal(alpha == 0, indices == 0)
