@@ -5,6 +5,7 @@ headers, an idle timeout, a bound on connections)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -110,12 +111,16 @@ class RequestGuard:
         await self.app(scope, counted_receive, guarded_send)
 
 
+# A Host header (RFC 9110): a bracketed IPv6 address or a name / IPv4 address, then an optional
+# numeric port. Anything else (``localhost:evil.example``, a list) names no host: ``""``.
+_HOST = re.compile(r"(?:\[(?P<ipv6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::[0-9]{1,5})?")
+
+
 def _host_name(host: str) -> str:
-    """The name or address of a ``Host`` header, without port or IPv6 brackets, lower case."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    """The name or address of a ``Host`` header, without port or IPv6 brackets, lower case; ``""``
+    for a header that is not one host (and so matches no allowed name)."""
+    match = _HOST.fullmatch(host.strip().lower())
+    return "" if match is None else match["ipv6"] or match["name"]
 
 
 def server_config(

@@ -293,8 +293,11 @@ def test_requests_naming_another_host_are_refused_dns_rebinding():
         r = httpx.post(f"{url}/api/inpaint", files=files, headers=evil)
         assert r.status_code == 400 and "--allow-host" in r.json()["detail"]
         port = url.rsplit(":", 1)[1]
-        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
             assert httpx.get(f"{url}/api/health", headers={"Host": host}).status_code == 200, host
+        # a Host that is not one name (and port) names no allowed host
+        for host in ("localhost:evil.example", f"127.0.0.1:{port}, evil.example", "localhost:80:80", "[::1"):
+            assert httpx.get(f"{url}/api/health", headers={"Host": host}).status_code == 400, host
 
 
 def test_allowed_hosts_follow_the_bound_address():
