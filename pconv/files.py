@@ -37,6 +37,7 @@ __all__ = [
     "atomic_save_image",
     "check_writable",
     "open_append",
+    "remove_stale_temporaries",
     "refused_pickle",
 ]
 
@@ -127,6 +128,21 @@ def atomic_write_csv(path: str | Path, rows: list[list[object]] | list[dict], he
             writer.writerow(header)
     writer.writerows(rows)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files this module's writers leave when killed mid-write
+    (``.<name>.<random>.tmp``, hundreds of MB for a checkpoint) from ``folder``; returns them.
+    Call it only where no other writer is at work."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [
+        p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.name.count(".") >= 3
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def open_append(path: str | Path) -> TextIO:

@@ -868,3 +868,20 @@ def test_resume_with_a_broken_config_json_is_one_line(folders, tmp_path, capsys,
     assert main(["--resume", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "is not a configuration this project wrote" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_killed_writers_temporary_files_are_removed_when_the_run_starts(folders, tmp_path, monkeypatch):
+    train, _ = folders
+    out = tmp_path / "run"
+    args = _args(train, None, out, "--stage", "pretrain", "--steps", "3", "--sample-every", "0")
+    _patched_step(monkeypatch, 2, lambda: signal.raise_signal(signal.SIGINT))
+    assert main(args) == 130
+    monkeypatch.undo()
+    stale = [out / ".last.pt.k2j3h4.tmp", out / ".log.csv.x9y8.tmp", out / "samples" / ".step_0000001.png.ab12.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    kept = [out / "notes.tmp", out / ".hidden"]  # not the writers' pattern
+    for path in kept:
+        path.write_text("mine")
+    assert main(["--resume", "--out", str(out)]) == 0
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)

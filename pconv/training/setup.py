@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from pconv.data import EpochSampler, InpaintingDataset, MaskSource, collate, find_images
 from pconv.errors import CheckpointError, ConfigError, InputError, require
-from pconv.files import atomic_write_bytes, check_writable
+from pconv.files import atomic_write_bytes, check_writable, remove_stale_temporaries
 from pconv.io import load_model
 from pconv.masks import parse_ratio
 from pconv.models import ARCHITECTURES
@@ -86,6 +86,9 @@ def find_data(cfg: TrainConfig) -> TrainData:
 def prepare_out(cfg: TrainConfig, world: World) -> Path:
     """The run folder, checked writable and claimed for a fresh run (see :func:`claim_out`)."""
     out = Path(cfg.run.out)
+    if world.main:  # a killed run's half-written checkpoints and logs
+        for folder in (out, out / "samples"):
+            remove_stale_temporaries(folder)
     if not cfg.run.resume and world.main:
         try:
             check_writable(out)
