@@ -85,6 +85,7 @@ def test_end_to_end_two_stages_writes_every_output(folders, tmp_path, capsys):
         assert (out / name).is_file()
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["state"]["stage_index"] == 2
+    assert torch.load(out / "best.pt", weights_only=True)["optimizer"] is None  # weights only: a third of the size
     with open(out / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]

@@ -324,7 +324,7 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
                 improved, stop = _validate_and_track(run, stage)
                 if improved:
                     state.best_stage = state.stage_index
-                    run.checkpoint("best.pt", optimizer, scaler)
+                    run.checkpoint("best.pt", None, scaler)  # weights for the release: no optimizer state
                 if stop:
                     if world.main:
                         tqdm.write(
