@@ -96,6 +96,7 @@ def create_app(
     app.state.methods = list(models)
     inpainter = _Inpainter(models, torch_device(device), options or InpaintOptions(), limits, app.state.cancel_all)
     hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
+    app.add_middleware(_Admission, inpainter=inpainter)  # inside the guard: a foreign Host is a 400 first
     app.add_middleware(
         RequestGuard,
         limit=limits.upload_bytes,
@@ -242,26 +243,46 @@ def _add_routes(app: FastAPI, inpainter: _Inpainter, weights_name: str) -> None:
         method: str = Form(MODEL),
     ) -> Response:
         """Multipart ``image`` and ``mask`` (white = hole, or alpha > 127 = hole) and optionally the
-        ``method`` (``model``, the default, or one that ``/api/health`` lists); returns the PNG composite."""
-        if inpainter.admitted >= limits.queue + 1 or inpainter.cancel_all.is_set():
-            raise HTTPException(
-                503,
-                f"busy: {inpainter.admitted} requests are running or waiting; try again shortly",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
-        try:
-            inpainter.method(method)  # an unknown method before the uploads are read
-        except PconvError as err:
-            raise HTTPException(err.status, str(err)) from None
-        inpainter.admitted += 1
+        ``method`` (``model``, the default, or one that ``/api/health`` lists); returns the PNG composite.
+        (Admission, 503 when the queue is full, is decided before the body is read: :class:`_Admission`.)"""
         try:
             try:
-                image_data = await image.read(limits.upload_bytes + 1)
-                mask_data = await mask.read(limits.upload_bytes + 1)
-            finally:
-                await image.close()
-                await mask.close()
-            return await _run(request, inpainter, image_data, mask_data, invert_mask, method)
+                inpainter.method(method)  # an unknown method before the uploads are read
+            except PconvError as err:
+                raise HTTPException(err.status, str(err)) from None
+            image_data = await image.read(limits.upload_bytes + 1)
+            mask_data = await mask.read(limits.upload_bytes + 1)
+        finally:
+            await image.close()
+            await mask.close()
+        return await _run(request, inpainter, image_data, mask_data, invert_mask, method)
+
+
+class _Admission:
+    """Pure ASGI middleware: a POST to ``/api/inpaint`` is admitted (counted in
+    ``inpainter.admitted``) or answered 503 with ``Retry-After`` before a byte of its body is read,
+    so a full queue costs the server nothing per refused upload."""
+
+    def __init__(self, app, *, inpainter: _Inpainter) -> None:
+        self.app, self.inpainter = app, inpainter
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/api/inpaint":
+            await self.app(scope, receive, send)
+            return
+        inpainter = self.inpainter
+        if inpainter.admitted >= inpainter.limits.queue + 1 or inpainter.cancel_all.is_set():
+            busy = (
+                "the server is shutting down"
+                if inpainter.cancel_all.is_set()
+                else (f"busy: {inpainter.admitted} requests are running or waiting; try again shortly")
+            )
+            refusal = JSONResponse({"detail": busy}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+            await refusal(scope, receive, send)
+            return
+        inpainter.admitted += 1
+        try:
+            await self.app(scope, receive, send)
         finally:
             inpainter.admitted -= 1
 
@@ -286,6 +307,11 @@ async def _run(
             raise HTTPException(err.status, str(err)) from None
         except Cancelled:
             return JSONResponse({"detail": "cancelled"}, status_code=499 if left.is_set() else 503)
+        except asyncio.CancelledError:  # the server's graceful shutdown ran out: answer, never a 500
+            inpainter.cancel_all.set()  # the worker thread stops at its next tile
+            return JSONResponse(
+                {"detail": "the server is shutting down"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
         finally:
             inpainter.running -= 1
             watcher.cancel()

@@ -1,6 +1,14 @@
 """What protects the web server below the application: the request guard (allowed hosts, allowed
-origins, upload size while it streams) and the server's own limits (a deadline for request
-headers, an idle timeout, a bound on connections)."""
+origins, upload size while it streams) and the server's own limits on connections.
+
+Connections are limited by what they cost, not by their number: a connection that has not
+finished its request's headers (or sits idle between requests) is cheap and can be evicted, so
+an attacker's idle sockets are closed (the oldest first, beyond :data:`IDLE_PER_CLIENT` from one
+address or :data:`MAX_CONNECTIONS` in all) rather than starving everyone else; headers must
+arrive within :data:`HEADER_TIMEOUT_S`; a request body must keep arriving at
+:data:`MIN_BODY_RATE` bytes a second after :data:`BODY_GRACE_S` seconds. Work itself is bounded
+by the application (one request on the model, a bounded queue, decided before any body is read).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +20,27 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-__all__ = ["HEADER_TIMEOUT_S", "LOOPBACK_HOSTS", "MAX_CONNECTIONS", "RequestGuard", "server_config"]
+__all__ = [
+    "BODY_GRACE_S",
+    "HEADER_TIMEOUT_S",
+    "IDLE_PER_CLIENT",
+    "LOOPBACK_HOSTS",
+    "MAX_CONNECTIONS",
+    "MIN_BODY_RATE",
+    "RequestGuard",
+    "server_config",
+]
 
 # A connection must deliver a request's headers within this many seconds.
 HEADER_TIMEOUT_S = 10.0
-# Open connections beyond this are answered 503 at once.
-MAX_CONNECTIONS = 64
+# Connections in all (file descriptors): beyond this, the oldest idle one is closed for a new one.
+MAX_CONNECTIONS = 1024
+# Idle connections (headers not finished, or between requests) from one address: beyond this,
+# that address's oldest idle connection is closed.
+IDLE_PER_CLIENT = 32
+# A request body may take this long to start; then it must average MIN_BODY_RATE bytes a second.
+BODY_GRACE_S = 10.0
+MIN_BODY_RATE = 16 * 1024
 # The names of this machine on the loopback interface: the Host allow-list of a server bound there.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -130,51 +153,88 @@ def server_config(
     port: int,
     header_timeout: float = HEADER_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
+    idle_per_client: int = IDLE_PER_CLIENT,
+    body_grace: float = BODY_GRACE_S,
+    min_body_rate: float = MIN_BODY_RATE,
     **options: object,
 ):
-    """The ``uvicorn.Config`` to serve ``app``: h11 with a deadline for each request's headers,
-    a 5-second idle timeout between requests, and at most ``max_connections`` connections."""
+    """The ``uvicorn.Config`` to serve ``app``: h11 with the connection limits of this module and a
+    5-second idle timeout between requests. (uvicorn's own ``limit_concurrency`` counts idle sockets
+    too, so a few dozen of them would turn every request away: it is not used.)"""
     import uvicorn
 
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=_header_deadline_protocol(header_timeout),
-        limit_concurrency=max_connections,
+        http=_guarded_protocol(header_timeout, max_connections, idle_per_client, body_grace, min_body_rate),
         timeout_keep_alive=5,
         **options,
     )
 
 
-def _header_deadline_protocol(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request headers are not complete
-    ``seconds`` after it opened or after the request's first bytes (a slow-headers attack holds
-    a connection forever otherwise; the keep-alive timeout only covers idle connections)."""
+def _guarded_protocol(
+    header_timeout: float, max_connections: int, idle_per_client: int, body_grace: float, min_body_rate: float
+) -> type:
+    """uvicorn's h11 protocol with deadlines for headers and bodies and eviction of idle connections."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderDeadline(H11Protocol):
+    live: dict[Guarded, None] = {}  # every open connection of this server, oldest first
+
+    class Guarded(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _watch: asyncio.TimerHandle | None = None
+        _idle_since = 0.0
+        _body_start = 0.0
+        _body_bytes = 0
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._idle_since = self.loop.time()
+            live[self] = None
+            self._evict()
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            state = self.conn.their_state
+            if state is h11.SEND_BODY:
+                self._body_bytes += len(data)
             super().data_received(data)
-            if self.conn.their_state is h11.IDLE:  # headers still incomplete
+            now = self.conn.their_state
+            if now is h11.IDLE:  # headers still incomplete
                 self._arm()
-            else:
-                self._disarm()
+                return
+            self._disarm()
+            if now is h11.SEND_BODY and state is not h11.SEND_BODY:  # the body starts
+                self._body_start, self._body_bytes = self.loop.time(), 0
+                self._watch = self.loop.call_later(1.0, self._check_body)
 
         def connection_lost(self, exc: Exception | None) -> None:
+            live.pop(self, None)
             self._disarm()
+            if self._watch is not None:
+                self._watch.cancel()
             super().connection_lost(exc)
+
+        def _idle(self) -> bool:
+            return self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+
+        def _evict(self) -> None:
+            """Close the oldest idle connections beyond the per-address and the total bounds."""
+            address = self.client[0] if self.client else None
+            mine = [c for c in live if c.client and c.client[0] == address and c._idle()]
+            for old in mine[: max(0, len(mine) - idle_per_client)]:
+                old.transport.close()
+            excess = len(live) - max_connections
+            if excess > 0:
+                for old in [c for c in live if c._idle() and c is not self][:excess]:
+                    old.transport.close()
 
         def _arm(self) -> None:
             if self._deadline is None:
-                self._deadline = self.loop.call_later(seconds, self._expire)
+                self._idle_since = self.loop.time()
+                self._deadline = self.loop.call_later(header_timeout, self._expire)
 
         def _disarm(self) -> None:
             if self._deadline is not None:
@@ -183,10 +243,21 @@ def _header_deadline_protocol(seconds: float) -> type:
 
         def _expire(self) -> None:
             self._deadline = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if self._idle():
                 self.transport.close()
 
-    return HeaderDeadline
+        def _check_body(self) -> None:
+            """Close a connection whose request body arrives slower than the minimum rate."""
+            self._watch = None
+            if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
+                return
+            late = self.loop.time() - self._body_start - body_grace
+            if late > 0 and self._body_bytes < late * min_body_rate:
+                self.transport.close()
+                return
+            self._watch = self.loop.call_later(1.0, self._check_body)
+
+    return Guarded
 
 
 def _origin_allowed(origin: str, host: str, allowed: Sequence[str]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import io
 import os
@@ -596,3 +597,117 @@ def test_a_phone_photo_is_inpainted_as_it_is_displayed(server):
     stored_mask = _post(server, data, _png(np.zeros((48, 64), np.uint8)))  # drawn on the stored pixels
     assert stored_mask.status_code == 400
     assert "the mask is 64x48 but the image is 48x64 (as displayed)" in stored_mask.json()["detail"]
+
+
+def _closed_by_server(s: socket.socket, timeout: float = 3.0) -> bool:
+    """Whether the server closes ``s`` (after any answer) within ``timeout`` seconds."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except OSError:
+        return False
+
+
+def _health_seconds(url: str) -> float:
+    start = time.perf_counter()
+    assert httpx.get(f"{url}/api/health", timeout=5).status_code == 200
+    return time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_idle_sockets_cannot_starve_the_server():
+    """200 sockets that never send a byte (reopened when closed), then 60 that send headers and a
+    body at a trickle: health answers within a second throughout, and trickling bodies are cut."""
+    app = create_app(PConvUNet(depth=3, base_width=4))
+    with _running(app, body_grace=1.0) as url:
+        host, port = url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(200)]
+        try:
+            time.sleep(0.3)
+            assert max(_health_seconds(url) for _ in range(3)) < 1.0
+            slow = []
+            for _ in range(60):  # 5 are admitted (the queue) and read their body; the rest get 503
+                s = socket.create_connection((host, int(port)), timeout=10)
+                s.sendall(
+                    b"POST /api/inpaint HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n--x"
+                )
+                slow.append(s)
+            assert max(_health_seconds(url) for _ in range(3)) < 1.0
+            time.sleep(2.5)  # past the grace period at far below the minimum rate
+            for s in slow:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"x")
+            assert all(_closed_by_server(s) for s in slow)
+            assert _health_seconds(url) < 1.0
+        finally:
+            for s in idle + locals().get("slow", []):
+                s.close()
+
+
+@pytest.mark.slow
+def test_a_full_queue_answers_503_before_reading_the_upload():
+    """One request on the model and none allowed to wait: the next upload is refused from its
+    headers alone, while its 20 MB body has not been sent."""
+    model = _Slow(2.0)
+    app = create_app(model, max_queue=0, max_work_mp=1.0)
+    image, mask = _png(synthetic_photo(64, 64, noise=0)), _stripes(64, 64)
+    with _running(app) as url, ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(_post, url, image, mask)
+        time.sleep(0.5)
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(
+                b"POST /api/inpaint HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 20000000\r\n\r\n"
+            )
+            start = time.perf_counter()
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 5" in answer.lower()
+        assert time.perf_counter() - start < 1.0
+        assert busy.result().status_code == 200
+
+
+@pytest.mark.slow
+def test_shutdown_answers_a_request_in_the_middle_of_a_long_pass_with_503():
+    """SIGTERM while one model pass takes longer than the graceful-shutdown timeout: the client
+    gets 503 (not a 500 and a traceback in the log)."""
+    app = create_app(_Slow(3.0), max_work_mp=1.0)
+    image, mask = _png(synthetic_photo(64, 64, noise=0)), _stripes(64, 64)
+    port = _free_port()
+    srv = uvicorn.Server(
+        server_config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=0.5)
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(_post, f"http://127.0.0.1:{port}", image, mask)
+        time.sleep(0.5)
+        app.state.cancel_all.set()  # what pconv-serve's SIGTERM handler does, then uvicorn shuts down
+        srv.should_exit = True
+        r = future.result()
+    thread.join(timeout=10)
+    assert r.status_code == 503 and "shutting down" in r.json()["detail"]
+
+
+def test_an_address_keeps_only_its_newest_idle_connections():
+    app = create_app(PConvUNet(depth=3, base_width=4))
+    with _running(app, idle_per_client=4) as url:
+        host, port = url.removeprefix("http://").split(":")
+        idle = []
+        for _ in range(10):
+            idle.append(socket.create_connection((host, int(port)), timeout=10))
+            time.sleep(0.02)  # opened in order
+        try:
+            closed = [_closed_by_server(s, timeout=0.5) for s in idle]
+            assert closed == [True] * 6 + [False] * 4  # the oldest went first
+            assert _health_seconds(url) < 1.0
+        finally:
+            for s in idle:
+                s.close()
