@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pconv.cli import prog_name, run_main
+from pconv.cli import UsageError, prog_name, run_main
 from pconv.configs import OPSET
-from pconv.errors import require
+from pconv.errors import OutputError, require
 
 __all__ = ["main"]
 
@@ -25,11 +25,25 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     args = p.parse_args(argv)
     require("onnx", "the ONNX export", "onnx", "onnxscript")
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not OPSET <= args.opset <= newest:
+        raise UsageError(
+            f"--opset must be between {OPSET} and {newest} (what the installed onnx knows), got {args.opset}"
+        )
+    if args.onnx.is_dir():
+        raise UsageError(f"--onnx {args.onnx} is a folder: name the file to write")
     from pconv.io import load_model  # PyTorch loads once the command line is parsed
     from pconv.onnx_model import export_onnx
 
     model = load_model(args.weights)
-    export_onnx(model, args.onnx, opset=args.opset)
+    try:
+        export_onnx(model, args.onnx, opset=args.opset)
+    except OSError as err:
+        raise OutputError(str(err)) from None
+    except Exception as err:  # the exporter reports an opset it cannot target with its own types
+        raise UsageError(f"the export at opset {args.opset} failed: {str(err).strip().splitlines()[0]}") from None
     print(f"wrote {args.onnx} (opset {args.opset}; height and width in multiples of {model.multiple})")
     return 0
 

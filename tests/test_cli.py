@@ -80,3 +80,20 @@ def test_a_missing_extra_names_the_install_command(module, argv, extra, monkeypa
     assert importlib.import_module(module).main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert f"pip install 'pconv[{extra}]'" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--opset", "3"], "--opset must be between 18 and"),
+        (["--onnx", "{tmp}"], "is a folder: name the file to write"),
+    ],
+)
+def test_export_mistakes_are_one_line(tmp_path, capsys, argv, message):
+    pytest.importorskip("onnx")
+    from pconv.export import main
+
+    full = ["--onnx", str(tmp_path / "m.onnx"), *[a.format(tmp=tmp_path) for a in argv]]
+    assert main(full) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
