@@ -96,3 +96,38 @@ def test_inference_options_are_checked_when_made(fields, message):
         InpaintOptions(**fields)
     with pytest.raises(dataclasses.FrozenInstanceError):
         InpaintOptions().tile = 64  # type: ignore[misc]
+
+
+def test_the_displayed_size_of_a_png_decodes_no_pixels(tmp_path, monkeypatch):
+    """Pillow's getexif() decodes a whole PNG looking for a late eXIf chunk: a 41 MP upload would be
+    decoded before its work budget is checked. The size as shown comes from the header alone."""
+    from pconv.images import displayed_size
+
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(tmp_path / "p.png")
+    with open_image(tmp_path / "p.png") as img:
+        monkeypatch.setattr(img, "load", lambda: pytest.fail("pixels decoded"))
+        assert displayed_size(img) == (50, 30)
+
+
+def test_a_log_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """Disk full while logging: an OutputError naming the log, not a chained OSError."""
+    import errno
+
+    from pconv.errors import OutputError
+    from pconv.training import logs
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(logs, "open_append", lambda path: Full())
+    run = logs.RunLogs(tmp_path, None)
+    with pytest.raises(OutputError, match="cannot write the log .*log.csv: No space left on device"):
+        run.row("log.csv", {"step": 1, "loss": 0.5})
+    run.close()
