@@ -23,6 +23,8 @@ _EXPORTS = {
     "UNet3Plus": "pconv.unet3plus",
     "UNet3PlusConfig": "pconv.configs",
     "VGG16Features": "pconv.vgg",
+    "create_model": "pconv.registry",
+    "list_models": "pconv.registry",
     "load_method": "pconv.methods",
     "load_model": "pconv.io",
     "save_model": "pconv.io",
@@ -39,6 +41,8 @@ __all__ = [
     "UNet3PlusConfig",
     "VGG16Features",
     "__version__",
+    "create_model",
+    "list_models",
     "load_method",
     "load_model",
     "save_model",
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from pconv.losses import InpaintingLoss
     from pconv.methods import load_method
     from pconv.partialconv import PartialConv2d, PartialConv3d
+    from pconv.registry import create_model, list_models
     from pconv.unet import PConvUNet
     from pconv.unet3plus import UNet3Plus
     from pconv.vgg import VGG16Features

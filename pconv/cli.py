@@ -11,7 +11,16 @@ from pathlib import Path
 from pconv.devices import resolve_device
 from pconv.errors import PconvError, require
 
-__all__ = ["SCALE_HELP", "UsageError", "prog_name", "require", "resolve_device", "run_main", "scale_arg"]
+__all__ = [
+    "SCALE_HELP",
+    "WEIGHTS_HELP",
+    "UsageError",
+    "prog_name",
+    "require",
+    "resolve_device",
+    "run_main",
+    "scale_arg",
+]
 
 
 class UsageError(PconvError):
@@ -52,4 +61,10 @@ SCALE_HELP = (
     "working scale: auto (each hole at the scale the model was trained for, from its depth: small holes at "
     "full resolution, big holes coarse, upsampled), or a downscale factor for every hole (1 = full "
     "resolution) (default auto)"
+)
+
+
+WEIGHTS_HELP = (
+    "a release file (from train.py), or a trained model's name such as pconv_unet_photos_512 "
+    "(default: the released model)"
 )

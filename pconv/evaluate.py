@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, WEIGHTS_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
 from pconv.errors import InputError, MissingFileError, OutputError, require
 from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv, check_writable
 from pconv.images import load_rgb
@@ -290,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help=WEIGHTS_HELP,
+    )
     p.add_argument(
         "--images", type=Path, nargs="+", required=True, help="folders of ground-truth images (searched recursively)"
     )

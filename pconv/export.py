@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pconv.cli import UsageError, prog_name, run_main
+from pconv.cli import WEIGHTS_HELP, UsageError, prog_name, run_main
 from pconv.configs import OPSET
 from pconv.errors import OutputError, require
 
@@ -21,7 +21,11 @@ __all__ = ["main"]
 def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog=prog_name("python -m pconv.export"), description="Export a model to ONNX.")
     p.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
-    p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help=WEIGHTS_HELP,
+    )
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     args = p.parse_args(argv)
     require("onnx", "the ONNX export", "onnx", "onnxscript")

@@ -98,7 +98,8 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     """Rebuild a model from a release file written by :func:`save_model` (in eval mode, float32).
 
     Args:
-        path: the release file; ``None``: the project's released model (:data:`DEFAULT_WEIGHTS`).
+        path: the release file, or the name of a pretrained model of :mod:`pconv.registry`
+            (``"pconv_unet_photos_512"``); ``None``: the project's released model (:data:`DEFAULT_WEIGHTS`).
         device: where the model goes.
 
     The model's ``hole_depth`` tells :func:`pconv.inpaint.inpaint` what hole depth it was
@@ -112,9 +113,17 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
         path = DEFAULT_WEIGHTS
         if not path.is_file():
             raise MissingFileError(f"no released model at {path}; pass a release file (--weights FILE)")
+    if not Path(path).is_file():
+        from pconv.registry import MODELS, weights_of
+
+        if str(path) in MODELS:  # a registered name: its shipped weights
+            path = weights_of(str(path))
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"model file not found: {path}")
+        from pconv.registry import list_models
+
+        names = ", ".join(list_models(pretrained=True))
+        raise MissingFileError(f"model file not found: {path} (a release file, or a trained model's name: {names})")
     try:
         with safe_open(str(path), framework="pt") as f:  # one read: metadata and tensors
             metadata = dict(f.metadata() or {})

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, WEIGHTS_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
 from pconv.errors import MissingExtraError, PconvError, require
 from pconv.images import output_format, read_image
 from pconv.masks import IMAGE_SUFFIXES
@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items())
         + "; all = every installed method (default model)",
     )
-    opt.add_argument("--weights", type=Path, help="release file from train.py (default: the project's released model)")
+    opt.add_argument(
+        "--weights",
+        type=Path,
+        help=WEIGHTS_HELP,
+    )
     opt.add_argument("--onnx", type=Path, help="run this ONNX file (python -m pconv.export) with onnxruntime instead")
     opt.add_argument("--invert-mask", action="store_true", help="masks use white = known")
     opt.add_argument("--resize-mask", action="store_true", help="scale a mask of another size to the image")

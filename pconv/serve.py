@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pconv.cli import SCALE_HELP, UsageError, resolve_device, run_main, scale_arg
+from pconv.cli import SCALE_HELP, WEIGHTS_HELP, UsageError, resolve_device, run_main, scale_arg
 from pconv.errors import require
 from pconv.lazy import lazy_exports
 from pconv.methods import METHODS, parse_methods
@@ -37,7 +37,11 @@ if TYPE_CHECKING:
 
 def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="pconv-serve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", type=Path, help="release file (default: the project's released model)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help=WEIGHTS_HELP,
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
