@@ -4,7 +4,10 @@ image, runs OpenCV Telea and writes the PNG; start-up, reading and writing inclu
     python benchmarks/bench_cli.py [--repeats 3] [--sizes quickstart 24]
 
 ``quickstart`` is the README's example photo and mask; a number is a photo of that many
-megapixels (an example photo upscaled) with four holes: two strokes and two blobs. Each command
+megapixels (an example photo upscaled) with holes in each ``--layouts``: ``four`` (two strokes
+and two blobs, scaled with the photo), ``strokes`` (two long thin strokes across it, 18 and 30 px
+wide, and two ~600-px blobs), ``blobs`` (60 small round holes, radius 15-60 px, scattered) and
+``box`` (one box of a quarter of the width by a quarter of the height: 1500x1000 at 24 MP). Each command
 runs ``--repeats`` times in a fresh process, interleaved; the shortest run counts, and the peak
 memory of that process is its maximum resident set size. A process that only imports PyTorch
 is timed beside them: the floor of any command that runs a PyTorch model.
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 from bench_fill import four_holes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +50,29 @@ def run(command: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 2**20  # Linux reports KiB
 
 
-def case(size: str, folder: Path) -> tuple[Path, Path, str]:
+def holes(layout: str, height: int, width: int) -> np.ndarray:
+    """The hole mask (255 = hole) of a layout (see the module's docstring)."""
+    if layout == "four":
+        return (~four_holes(height, width)).astype(np.uint8) * 255
+    m = np.zeros((height, width), np.uint8)
+    if layout == "strokes":
+        cv2.line(m, (width // 20, height // 8), (width // 20 + 1800, height // 8 + 300), 255, 18)
+        cv2.line(m, (width // 6, height * 7 // 8), (width // 6 + 2500, height * 7 // 8 - 700), 255, 30)
+        cv2.circle(m, (width * 3 // 4, height * 3 // 10), 300, 255, -1)
+        cv2.ellipse(m, (width // 2, height // 2), (320, 260), 20, 0, 360, 255, -1)
+    elif layout == "blobs":
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            centre = (int(rng.integers(100, width - 100)), int(rng.integers(100, height - 100)))
+            cv2.circle(m, centre, int(rng.integers(15, 61)), 255, -1)
+    elif layout == "box":
+        m[height * 3 // 8 : height * 5 // 8, width * 3 // 8 : width * 5 // 8] = 255
+    else:
+        raise SystemExit(f"unknown layout {layout!r}")
+    return m
+
+
+def case(size: str, layout: str, folder: Path) -> tuple[Path, Path, str]:
     if size == "quickstart":
         return ROOT / "examples" / "chelsea.jpg", ROOT / "examples" / "chelsea_mask.png", "quick-start photo"
     megapixels = float(size)
@@ -54,12 +80,12 @@ def case(size: str, folder: Path) -> tuple[Path, Path, str]:
     h, w = photo.shape[:2]
     scale = (megapixels * 1e6 / (h * w)) ** 0.5
     width, height = round(w * scale), round(h * scale)
-    image, mask = folder / f"photo_{size}.jpg", folder / f"mask_{size}.png"
-    cv2.imwrite(
-        str(image), cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 92]
-    )
-    cv2.imwrite(str(mask), (~four_holes(height, width)).astype("uint8") * 255)
-    return image, mask, f"{width}x{height} ({width * height / 1e6:.0f} MP), four holes"
+    image, mask = folder / f"photo_{size}.jpg", folder / f"mask_{size}_{layout}.png"
+    if not image.exists():
+        resized = cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(image), resized, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    cv2.imwrite(str(mask), holes(layout, height, width))
+    return image, mask, f"{width}x{height} ({width * height / 1e6:.0f} MP), {layout}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,13 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", nargs="+", default=["quickstart", "24"])
     p.add_argument("--weights", help="release file (default: the released model)")
+    p.add_argument("--layouts", nargs="+", default=["four"], help="hole layouts of the numbered sizes (default four)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "telea.py").write_text(TELEA)
         print("whole processes (start-up, reading and writing included), best of repeats:")
-        for size in args.sizes:
-            image, mask, label = case(size, folder)
+        for size, layout in [(s, lay) for s in args.sizes for lay in (["-"] if s == "quickstart" else args.layouts)]:
+            image, mask, label = case(size, layout, folder)
             ours = [
                 sys.executable,
                 str(ROOT / "predict.py"),
