@@ -111,6 +111,12 @@ def _main(argv: Sequence[str] | None) -> int:
         summary = train(cfg)
     except KeyboardInterrupt:
         return 130
+    if summary.finished:
+        print(
+            f"the run in {cfg.run.out} had already finished ({summary.steps} steps); nothing was trained and "
+            f"no file changed. Release file: {summary.release} (sha256 {summary.sha256})"
+        )
+        return 0
     if summary.release is not None:
         best = f", best validation PSNR {summary.best_psnr:.2f} dB" if summary.best_psnr is not None else ""
         print(

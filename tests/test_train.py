@@ -886,3 +886,15 @@ def test_a_killed_writers_temporary_files_are_removed_when_the_run_starts(folder
         path.write_text("mine")
     assert main(["--resume", "--out", str(out)]) == 0
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_resuming_a_finished_run_changes_no_file(folders, tmp_path, capsys):
+    train, val = folders
+    out = tmp_path / "run"
+    assert main(_args(train, val, out, "--steps", "2", "--finetune-steps", "1", "--val-every", "1")) == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out)]) == 0
+    assert "had already finished (3 steps); nothing was trained and no file changed" in capsys.readouterr().out
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before

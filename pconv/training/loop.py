@@ -30,6 +30,7 @@ from tqdm import tqdm
 from pconv.data import UnreadableData
 from pconv.devices import resolve_device
 from pconv.errors import InputError
+from pconv.io import sha256_of
 from pconv.losses import InpaintingLoss
 from pconv.models import ARCHITECTURES
 from pconv.training.checkpoint import TrainState, load_checkpoint, restore_rng, save_checkpoint
@@ -67,6 +68,7 @@ class TrainSummary:
         release: the release file written (``None`` on other ranks).
         sha256: its digest.
         weights: ``"best"`` (the last stage's best validation) or ``"last"`` (the final weights).
+        finished: the run (resumed) had already run every stage; no file was written.
     """
 
     steps: int
@@ -76,6 +78,7 @@ class TrainSummary:
     release: Path | None = None
     sha256: str | None = None
     weights: str | None = None
+    finished: bool = False  # the run had already finished: nothing was trained or written
 
 
 # ----------------------------------------------------------------------------- the run
@@ -152,6 +155,8 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     out = prepare_out(cfg, world)
     plan = plan_stages(cfg, max(1, len(data.train_files) // world.world_size // cfg.data.batch_size))
     ckpt = load_checkpoint(out / "last.pt") if cfg.run.resume else None
+    if ckpt is not None and ckpt["state"].stage_index >= len(plan) and (out / "model.safetensors").is_file():
+        return _finished(ckpt["state"], out, bool(data.val_files))  # nothing to train: every file stays as it is
     torch.manual_seed(cfg.run.seed + world.rank)
     model = build_model(cfg, device, ckpt)
     loss_fn = InpaintingLoss(vgg_for(cfg, device, world), cfg.loss.weights)
@@ -182,6 +187,21 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     if world.world_size > 1:
         dist.barrier()
     return summary
+
+
+def _finished(state: TrainState, out: Path, validated: bool) -> TrainSummary:
+    """The summary of a run that already ran every stage (``--resume`` of a finished run)."""
+    release = out / "model.safetensors"
+    return TrainSummary(
+        steps=state.batches,
+        seconds=state.seconds,
+        skipped=len(state.skipped),
+        best_psnr=state.best if validated and math.isfinite(state.best) else None,
+        release=release,
+        sha256=sha256_of(release),
+        weights="unchanged",
+        finished=True,
+    )
 
 
 def _start(
