@@ -56,7 +56,7 @@ class InpaintingNet(nn.Module):
         self.config = config
         # the hole depth it handles at full resolution: set from its release file by load_model
         self.hole_depth: float | None = None
-        self._freeze_encoder_bn = False
+        self._frozen_bn: str | None = None  # "encoder" or "all": whose BatchNorm keeps its statistics
 
     @property
     def in_channels(self) -> int:
@@ -82,13 +82,20 @@ class InpaintingNet(nn.Module):
         Its affine parameters still learn; decoder BatchNorm is unaffected. Stays in force
         across ``train()``/``eval()`` calls.
         """
-        self._freeze_encoder_bn = frozen
+        return self.freeze_bn("encoder" if frozen else None)
+
+    def freeze_bn(self, part: str | None) -> InpaintingNet:
+        """BatchNorm in ``part`` (``"encoder"``, ``"all"``, or ``None`` for none) uses and keeps its
+        running statistics, across ``train()``/``eval()`` calls. Changes no weight."""
+        if part not in (None, "encoder", "all"):
+            raise ValueError(f"part must be None, 'encoder' or 'all', got {part!r}")
+        self._frozen_bn = part
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> InpaintingNet:
         super().train(mode)
-        if self._freeze_encoder_bn:
-            for module in self.encoder.modules():
+        if self._frozen_bn is not None:
+            for module in (self.encoder if self._frozen_bn == "encoder" else self).modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.eval()
         return self

@@ -18,14 +18,7 @@ from pconv.fill import push_pull
 from pconv.network import InpaintingNet, prepare_inputs
 from pconv.partialconv import PartialConv2d
 
-__all__ = ["PConvUNet", "PConvUNetConfig"]
-
-
-def _gate_rows_only(grad: Tensor) -> Tensor:
-    """A gradient of the last layer with every output channel but the gate's (the last) zeroed."""
-    keep = torch.zeros_like(grad)
-    keep[-1:] = 1
-    return grad * keep
+__all__ = ["PConvUNet", "PConvUNetConfig", "zero_fill_correction"]
 
 
 class _Block(nn.Module):
@@ -75,7 +68,6 @@ class PConvUNet(InpaintingNet):
     def __init__(self, config: PConvUNetConfig | None = None, **kwargs: object) -> None:
         super().__init__(config, **kwargs)
         config = self.config
-        self._gate_only = False  # train_gate_only
         cin = config.in_channels
         cout = config.out_channels or cin
         widths, kernels = config.widths, config.kernels
@@ -103,7 +95,7 @@ class PConvUNet(InpaintingNet):
                 nn.Conv2d(head_in, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 3, padding=1)
             )
         if config.base_fill != "none":
-            self.start_at_fill()
+            zero_fill_correction(self)  # an untrained residual model is exactly its base fill
 
     @property
     def multiple(self) -> int:
@@ -180,83 +172,20 @@ class PConvUNet(InpaintingNet):
             out = h + fill
         return out[..., :height, :width], g
 
-    def fit_weights(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Weights of the same net without ``fill_input``, ``fill_gate`` or ``gate_head``, made to fit
-        this one, for ``--init``: the layers that read the input (the first encoder layer and,
-        through its skip, the last decoder layer) get zero weights for the fill's channels, which
-        come after the image's; the last layer gets a zero gate channel after the image's; a gate
-        head comes as built (its output zero). Others pass unchanged."""
-        own = self.state_dict()
-        out = dict(weights)
-        for name, value in own.items():  # a gate head the file lacks: as built (output zero)
-            if name.startswith("gate_head.") and name not in weights:
-                out[name] = value
-        for name, value in weights.items():
-            want = own.get(name)
-            if want is None or want.shape == value.shape or want.ndim != value.ndim:
-                continue
-            grown = value
-            for dim in range(min(2, value.ndim)):  # output channels, then input channels
-                extra = want.shape[dim] - grown.shape[dim]
-                if extra > 0:
-                    pad_shape = list(grown.shape)
-                    pad_shape[dim] = extra
-                    grown = torch.cat([grown, grown.new_zeros(pad_shape)], dim=dim)
-            out[name] = grown
-        return out
 
-    def train_gate_only(self) -> PConvUNet:
-        """Leave every weight but the gate's channel as it is, BatchNorm statistics included: the
-        network's prediction stays that of the direct model it started from, and training learns
-        only ``g``, where to trust it. (Trained together, the image channels drifted into a
-        scaled-up correction behind a small ``g``.) Stays in force across ``train()``/``eval()``."""
-        if not self.config.fill_gate:
-            raise ValueError("train_gate_only needs a model with fill_gate")
-        last = self.decoder[-1].conv
-        for p in self.parameters():
-            p.requires_grad_(False)
-        for p in (last.weight, last.bias):
-            p.requires_grad_(True)
-            p.register_hook(_gate_rows_only)
-        if self.gate_head is not None:
-            self.gate_head.requires_grad_(True)
-        self._gate_only = True
-        return self.train(self.training)
-
-    def train(self, mode: bool = True) -> PConvUNet:
-        super().train(mode)
-        if self._gate_only:
-            for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        return self
-
-    def regain_gate(self, gain: float) -> PConvUNet:
-        """Scale the gate's channel so weights trained at gate gain ``gain`` give the same ``g`` at
-        this model's gain (``--init`` from a gated model saved with another gain)."""
-        if self.config.fill_gate and gain != self.config.gate_gain:
-            last = self.decoder[-1].conv
-            scale = gain / self.config.gate_gain
-            with torch.no_grad():
-                last.weight[-1:].mul_(scale)
-                last.bias[-1:].mul_(scale)
-                if self.gate_head is not None:
-                    self.gate_head[-1].weight.mul_(scale)
-                    self.gate_head[-1].bias.mul_(scale)
-        return self
-
-    def start_at_fill(self) -> PConvUNet:
-        """Zero the last layer (with ``fill_gate``: only the gate's channel, and the gate head's last
-        layer), so the model returns exactly its base fill; how a residual model starts, also from
-        the weights of a model that predicted the image directly."""
-        if self.config.base_fill == "none":
-            raise ValueError("start_at_fill needs a model with a base fill")
-        last = self.decoder[-1].conv
-        rows = slice(-1, None) if self.config.fill_gate else slice(None)
-        with torch.no_grad():
-            last.weight[rows].zero_()
-            last.bias[rows].zero_()
-            if self.gate_head is not None:
-                self.gate_head[-1].weight.zero_()
-                self.gate_head[-1].bias.zero_()
-        return self
+@torch.no_grad()
+def zero_fill_correction(model: PConvUNet) -> PConvUNet:
+    """Zero what a residual model adds to its base fill: the last layer (with ``fill_gate``: only
+    the gate's channel, and the gate head's last layer), so the model returns exactly its fill.
+    How a residual model is built, and how :mod:`pconv.training.surgery` starts one from the
+    weights of a model that predicted the image directly."""
+    if model.config.base_fill == "none":
+        raise ValueError("a model without a base fill has no correction to zero")
+    last = model.decoder[-1].conv
+    rows = slice(-1, None) if model.config.fill_gate else slice(None)
+    last.weight[rows].zero_()
+    last.bias[rows].zero_()
+    if model.gate_head is not None:
+        model.gate_head[-1].weight.zero_()
+        model.gate_head[-1].bias.zero_()
+    return model

@@ -9,6 +9,7 @@ import torch
 
 from pconv import PConvUNet, PConvUNetConfig
 from pconv.fill import push_pull
+from pconv.training.surgery import grow_weights, rescale_gate, start_at_fill, train_gate_only
 
 
 def random_mask(n, h, w, p=0.4, seed=0):
@@ -151,9 +152,9 @@ def test_start_at_fill_turns_direct_weights_into_a_residual_start():
     model.load_state_dict(direct.state_dict())  # same parameters: the fill is not a layer
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     assert not torch.equal(model.eval()(image, mask), push_pull(image, mask))
-    assert torch.equal(model.start_at_fill()(image, mask), push_pull(image, mask))
+    assert torch.equal(start_at_fill(model)(image, mask), push_pull(image, mask))
     with pytest.raises(ValueError, match="base fill"):
-        direct.start_at_fill()
+        start_at_fill(direct)
 
 
 def test_residual_config_is_checked_and_saved(tmp_path):
@@ -179,12 +180,12 @@ def test_a_fill_input_model_starts_from_a_model_without_the_fill_channels(base_f
     torch.manual_seed(1)
     source = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32, base_fill=base_fill))
     target = residual(fill_input=True)
-    target.load_state_dict(target.fit_weights(source.state_dict()))  # strict: every shape fits
+    target.load_state_dict(grow_weights(target, source.state_dict()))  # strict: every shape fits
     first, src_first = target.encoder[0].conv.weight, source.encoder[0].conv.weight
     assert torch.equal(first[:, :3], src_first) and not first[:, 3:].any()
     last, src_last = target.decoder[-1].conv.weight, source.decoder[-1].conv.weight
     assert torch.equal(last[:, : src_last.shape[1]], src_last) and not last[:, src_last.shape[1] :].any()
-    target.start_at_fill().eval()
+    start_at_fill(target).eval()
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     assert torch.equal(target(image, mask), push_pull(image, mask))
 
@@ -195,8 +196,8 @@ def test_a_gated_model_starts_at_the_fill_with_the_direct_models_image_inside():
     torch.manual_seed(2)
     direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32)).eval()
     gated = residual(fill_gate=True).eval()
-    gated.load_state_dict(gated.fit_weights(direct.state_dict()))
-    gated.start_at_fill()
+    gated.load_state_dict(grow_weights(gated, direct.state_dict()))
+    start_at_fill(gated)
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     assert torch.equal(gated(image, mask), push_pull(image, mask))
     out = gated(image, mask)
@@ -220,8 +221,8 @@ def test_the_gate_gain_scales_g_and_init_keeps_g_across_gains(tmp_path):
     torch.manual_seed(3)
     direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8)).eval()
     gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10))
-    gated.load_state_dict(gated.fit_weights(direct.state_dict()))
-    gated.start_at_fill().eval()
+    gated.load_state_dict(grow_weights(gated, direct.state_dict()))
+    start_at_fill(gated).eval()
     with torch.no_grad():
         gated.decoder[-1].conv.bias[-1] = 0.1
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
@@ -270,7 +271,7 @@ def test_gate_only_training_changes_the_gate_alone(tmp_path):
     for name in moved:
         assert torch.equal(before[name][:-1], after[name][:-1]) and not torch.equal(before[name][-1], after[name][-1])
     with pytest.raises(ValueError, match="fill_gate"):
-        residual().train_gate_only()
+        train_gate_only(residual())
 
 
 def test_gate_only_needs_a_gate_and_init(tmp_path, capsys):
@@ -409,7 +410,7 @@ def test_regain_gate_scales_the_head_with_the_gate_channel():
         old.gate_head[-1].bias.fill_(0.1)
     new = PConvUNet(PConvUNetConfig(**config, gate_gain=10.0)).eval()
     new.load_state_dict(old.state_dict())
-    new.regain_gate(1.0)
+    rescale_gate(new, 1.0)
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     assert torch.allclose(new.gate(image, mask), old.gate(image, mask), atol=1e-6)
     assert torch.allclose(new(image, mask), old(image, mask), atol=1e-6)

@@ -6,7 +6,9 @@
 - :mod:`~pconv.training.steps`: one training step and :func:`validate`;
 - :mod:`~pconv.training.loop`: :func:`train` (returns a ``TrainSummary``) and :func:`train_stage`;
 - :mod:`~pconv.training.checkpoint`: the typed :class:`TrainState` and checkpoint files;
-- :mod:`~pconv.training.release`: the run's release file;
+- :mod:`~pconv.training.release`: the run's release file and its summary;
+- :mod:`~pconv.training.surgery`: weights of one architecture made to start another (``--init``),
+  the gate trained alone: functions of a model, never methods of it;
 - :mod:`~pconv.training.stopping`: Ctrl-C and SIGTERM, saved after the step under way;
 - :mod:`~pconv.training.logs`: CSV logs, sample grids, TensorBoard;
 - :mod:`~pconv.training.distributed`: ``torchrun`` process groups.

@@ -30,7 +30,6 @@ from tqdm import tqdm
 from pconv.data import UnreadableData
 from pconv.devices import resolve_device
 from pconv.errors import InputError
-from pconv.io import sha256_of
 from pconv.losses import InpaintingLoss
 from pconv.models import ARCHITECTURES
 from pconv.training.checkpoint import TrainState, load_checkpoint, restore_rng, save_checkpoint
@@ -38,7 +37,7 @@ from pconv.training.config import TrainConfig
 from pconv.training.distributed import World, init_distributed
 from pconv.training.ema import WeightAverage
 from pconv.training.logs import RunLogs, sample_grid
-from pconv.training.release import write_release
+from pconv.training.release import TrainSummary, finished_summary, write_release
 from pconv.training.schedule import Stage, global_step, lr_at, plan_stages
 from pconv.training.setup import (
     TrainData,
@@ -54,31 +53,6 @@ from pconv.training.steps import amp_dtype_for, eval_forward, to_device, train_s
 from pconv.training.stopping import Stopped, StopRequest
 
 __all__ = ["TrainSummary", "train", "train_stage"]
-
-
-@dataclass(frozen=True)
-class TrainSummary:
-    """What :func:`train` did (rank 0's view).
-
-    Attributes:
-        steps: optimisation steps run, over all stages and resumptions.
-        seconds: training time, over all resumptions.
-        skipped: unreadable training images skipped.
-        best_psnr: the last stage's best validation PSNR (``None`` without validation).
-        release: the release file written (``None`` on other ranks).
-        sha256: its digest.
-        weights: ``"best"`` (the last stage's best validation) or ``"last"`` (the final weights).
-        finished: the run (resumed) had already run every stage; no file was written.
-    """
-
-    steps: int
-    seconds: float
-    skipped: int
-    best_psnr: float | None
-    release: Path | None = None
-    sha256: str | None = None
-    weights: str | None = None
-    finished: bool = False  # the run had already finished: nothing was trained or written
 
 
 # ----------------------------------------------------------------------------- the run
@@ -156,7 +130,7 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     plan = plan_stages(cfg, max(1, len(data.train_files) // world.world_size // cfg.data.batch_size))
     ckpt = load_checkpoint(out / "last.pt") if cfg.run.resume else None
     if ckpt is not None and ckpt["state"].stage_index >= len(plan) and (out / "model.safetensors").is_file():
-        return _finished(ckpt["state"], out, bool(data.val_files))  # nothing to train: every file stays as it is
+        return finished_summary(ckpt["state"], out, bool(data.val_files))  # nothing to train: every file stays as it is
     torch.manual_seed(cfg.run.seed + world.rank)
     model = build_model(cfg, device, ckpt)
     loss_fn = InpaintingLoss(vgg_for(cfg, device, world), cfg.loss.weights)
@@ -187,21 +161,6 @@ def _train(cfg: TrainConfig, world: World, on_validate: Callable[[int, dict[str,
     if world.world_size > 1:
         dist.barrier()
     return summary
-
-
-def _finished(state: TrainState, out: Path, validated: bool) -> TrainSummary:
-    """The summary of a run that already ran every stage (``--resume`` of a finished run)."""
-    release = out / "model.safetensors"
-    return TrainSummary(
-        steps=state.batches,
-        seconds=state.seconds,
-        skipped=len(state.skipped),
-        best_psnr=state.best if validated and math.isfinite(state.best) else None,
-        release=release,
-        sha256=sha256_of(release),
-        weights="unchanged",
-        finished=True,
-    )
 
 
 def _start(

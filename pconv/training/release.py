@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from pconv.data import MaskSource
-from pconv.io import save_model
+from pconv.io import save_model, sha256_of
 from pconv.models import ARCHITECTURES
 from pconv.training.checkpoint import TrainState, load_checkpoint
 from pconv.training.config import TrainConfig
@@ -17,7 +19,7 @@ from pconv.training.distributed import World
 from pconv.training.schedule import Stage
 from pconv.training.setup import training_hole_depth
 
-__all__ = ["RESIDUAL_CONTEXT", "release_hole_depth", "write_release"]
+__all__ = ["RESIDUAL_CONTEXT", "TrainSummary", "finished_summary", "release_hole_depth", "write_release"]
 
 # A residual model's network only corrects its base fill, and the fill covers a hole of any depth,
 # as long as the crop around the hole holds known pixels: a quarter of the training size leaves
@@ -77,3 +79,43 @@ def write_release(
     }
     path = out / "model.safetensors"
     return path, save_model(release, path, extra=extra), source
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What :func:`train` did (rank 0's view).
+
+    Attributes:
+        steps: optimisation steps run, over all stages and resumptions.
+        seconds: training time, over all resumptions.
+        skipped: unreadable training images skipped.
+        best_psnr: the last stage's best validation PSNR (``None`` without validation).
+        release: the release file written (``None`` on other ranks).
+        sha256: its digest.
+        weights: ``"best"`` (the last stage's best validation) or ``"last"`` (the final weights).
+        finished: the run (resumed) had already run every stage; no file was written.
+    """
+
+    steps: int
+    seconds: float
+    skipped: int
+    best_psnr: float | None
+    release: Path | None = None
+    sha256: str | None = None
+    weights: str | None = None
+    finished: bool = False  # the run had already finished: nothing was trained or written
+
+
+def finished_summary(state: TrainState, out: Path, validated: bool) -> TrainSummary:
+    """The summary of a run that already ran every stage (``--resume`` of a finished run)."""
+    release = out / "model.safetensors"
+    return TrainSummary(
+        steps=state.batches,
+        seconds=state.seconds,
+        skipped=len(state.skipped),
+        best_psnr=state.best if validated and math.isfinite(state.best) else None,
+        release=release,
+        sha256=sha256_of(release),
+        weights="unchanged",
+        finished=True,
+    )

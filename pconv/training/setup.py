@@ -28,6 +28,7 @@ from pconv.training.config import TrainConfig
 from pconv.training.distributed import World
 from pconv.training.logs import RunLogs
 from pconv.training.schedule import Stage, global_step
+from pconv.training.surgery import grow_weights, rescale_gate, start_at_fill, train_gate_only
 from pconv.vgg import VGG16Features
 
 __all__ = [
@@ -108,17 +109,17 @@ def build_model(cfg: TrainConfig, device: torch.device, ckpt: dict | None) -> nn
         weights, init_config = _initial_weights(cfg.schedule.init)
         grown = ("fill_input", "fill_gate", "gate_head")
         if any(getattr(model_cfg, k, 0) and not init_config.get(k, 0) for k in grown):
-            weights = model.fit_weights(weights)  # the fill's input channels, the gate and its head start at zero
+            weights = grow_weights(model, weights)  # the fill's input channels, the gate and its head start at zero
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
             raise CheckpointError(_init_mismatch(cfg.schedule.init, init_config, model_cfg.to_dict(), err)) from None
         if getattr(model_cfg, "base_fill", "none") != "none" and init_config.get("base_fill", "none") == "none":
-            model.start_at_fill()  # a direct model's weights, corrections from zero: the run starts at the fill
+            start_at_fill(model)  # a direct model's weights, corrections from zero: the run starts at the fill
         elif init_config.get("fill_gate"):
-            model.regain_gate(init_config.get("gate_gain", 1.0))  # the same g at this run's gain
+            rescale_gate(model, init_config.get("gate_gain", 1.0))  # the same g at this run's gain
     if cfg.model.gate_only:
-        model.train_gate_only()
+        train_gate_only(model)
     model.to(device)
     if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
