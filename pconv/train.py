@@ -94,6 +94,10 @@ def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
         return cfg
     if "train" not in given:
         raise UsageError("--train DIR is required")
+    if given.get("init"):
+        from pconv.training.setup import inherit_init_architecture  # reads the file (PyTorch loads)
+
+        given = inherit_init_architecture(given)
     cfg = TrainConfig.from_flat(given)
     check(cfg)
     return cfg

@@ -234,7 +234,15 @@ def test_the_gate_gain_scales_g_and_init_keeps_g_across_gains(tmp_path):
         old.decoder[-1].conv.bias[-1] = 0.3
     save_model(old, tmp_path / "gated.safetensors")
     args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
-    args += ["--base-fill", "pushpull", "--fill-gate", "--init", str(tmp_path / "gated.safetensors")]
+    args += [
+        "--base-fill",
+        "pushpull",
+        "--fill-gate",
+        "--gate-gain",
+        "10",
+        "--init",
+        str(tmp_path / "gated.safetensors"),
+    ]
     cfg = config_from_args(args)
     assert cfg.model_config().gate_gain == 10
     new = build_model(cfg, torch.device("cpu"), None).eval()

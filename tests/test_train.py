@@ -353,12 +353,16 @@ def test_finetune_from_a_release_file(folders, tmp_path):
     assert (second / "model.safetensors").is_file()
 
 
-def test_init_weights_of_another_size_say_which_flags_fit_them(folders, tmp_path, capsys):
+def test_init_takes_its_architecture_from_the_file_and_refuses_a_contradicting_flag(folders, tmp_path, capsys):
     train, _ = folders
     save_model(PConvUNet(depth=3, base_width=8), tmp_path / "other.safetensors")
-    assert main(_args(train, None, tmp_path / "run", "--init", str(tmp_path / "other.safetensors"))) == 2
+    args = _args(train, None, tmp_path / "run", "--init", str(tmp_path / "other.safetensors"))
+    assert main(args) == 2  # _args passes --base-width 4
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pass --depth 3 --base-width 8 to start from it" in err
+    assert len(err.splitlines()) == 1 and "--base-width 4 contradicts --init" in err and "base_width 8" in err
+    without = [a for i, a in enumerate(args) if a != "--base-width" and (i == 0 or args[i - 1] != "--base-width")]
+    assert main([*without, "--stage", "pretrain", "--steps", "1", "--sample-every", "0"]) == 0
+    assert load_model(tmp_path / "run" / "model.safetensors").config == PConvUNet(depth=3, base_width=8).config
 
 
 def test_early_stop_needs_validation(folders, tmp_path, capsys):
@@ -778,16 +782,16 @@ def test_ema_weights_are_validated_saved_released_and_resumed_exactly(folders, t
     _same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "split" / "model.safetensors")
 
 
-def test_init_from_a_gated_model_names_its_gate_flags(folders, tmp_path, capsys):
-    """The release is a gated residual with a gate head: --init from it without those flags names them."""
+def test_init_from_a_gated_model_keeps_its_gate(folders, tmp_path, capsys):
+    """The release is a gated residual with a gate head: --init from it needs no gate flags."""
     train, _ = folders
-    gated = PConvUNet(depth=3, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10, gate_head=4)
+    gated = PConvUNet(depth=3, base_width=4, base_fill="pushpull", fill_gate=True, gate_gain=10, gate_head=4)
     save_model(gated, tmp_path / "gated.safetensors")
-    argv = _args(train, None, tmp_path / "run", "--depth", "3", "--base-width", "8")
-    assert main([*argv, "--init", str(tmp_path / "gated.safetensors")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "pass --base-fill pushpull --fill-gate --gate-head 4 to start from it" in err, err
+    argv = _args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0")
+    assert main([*argv, "--init", str(tmp_path / "gated.safetensors")]) == 0
+    assert load_model(tmp_path / "run" / "model.safetensors").config == gated.config
+    assert main([*argv, "--init", str(tmp_path / "gated.safetensors"), "--overwrite", "--base-fill", "none"]) == 2
+    assert "--base-fill none contradicts --init" in capsys.readouterr().err
 
 
 def test_logs_are_never_written_through_a_planted_link(folders, tmp_path, monkeypatch, capsys):
@@ -898,3 +902,11 @@ def test_resuming_a_finished_run_changes_no_file(folders, tmp_path, capsys):
     assert "had already finished (3 steps); nothing was trained and no file changed" in capsys.readouterr().out
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before
+
+
+def test_init_by_a_trained_models_name(folders, tmp_path):
+    from pconv.training.setup import inherit_init_architecture
+
+    given = inherit_init_architecture({"init": "pconv_unet_photos_512"})
+    assert given["init"].endswith("pconv-unet-photos-512.safetensors") and given["gate_head"] == 16
+    assert given["depth"] == 7 and given["base_fill"] == "pushpull" and given["fill_gate"] is True

@@ -228,6 +228,85 @@ def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     return ckpt["model"], ckpt.get("model_config") or {}
 
 
+# Architecture options an --init file decides, unless a flag grows the model from it (a fill, a
+# gate, a gate head added to a direct model; another gate gain, rescaled; dropout, weight-free).
+INIT_OPTIONS = (
+    "arch",
+    "depth",
+    "base_width",
+    "conv",
+    "base_fill",
+    "fill_input",
+    "fill_gate",
+    "gate_head",
+    "gate_gain",
+    "dropout",
+)
+
+
+def init_architecture(path: str) -> dict[str, object]:
+    """The ``train.py`` architecture options of an ``--init`` file (release file or checkpoint),
+    read from its metadata or its saved configuration, without building the model.
+
+    Raises:
+        CheckpointError: the file is missing or is neither.
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(f"initial weights not found: {path}")
+    if path.endswith(".safetensors"):
+        from pconv.io import read_metadata
+
+        try:
+            metadata = read_metadata(path)
+            config = json.loads(metadata.get("config", "{}"))
+            arch = metadata.get("architecture")
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path} is not a readable release file: {err}") from None
+    else:
+        ckpt = load_checkpoint(path)
+        config, arch = ckpt.get("model_config") or {}, (ckpt.get("config") or {}).get("arch", "pconv_unet")
+    if not isinstance(config, dict) or arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path} does not say which architecture it holds")
+    options: dict[str, object] = {"arch": arch}
+    options.update({k: v for k, v in config.items() if k in INIT_OPTIONS})
+    if not config.get("fill_gate"):
+        options.pop("gate_gain", None)  # a gate added now takes the run's own gain
+    return options
+
+
+def inherit_init_architecture(given: dict[str, object]) -> dict[str, object]:
+    """``given`` (the options on the command line) with the architecture of its ``--init`` file (or
+    trained model's name, replaced by its file) where no flag names it; a flag may grow the model
+    (see :data:`INIT_OPTIONS`), not contradict it.
+
+    Raises:
+        ConfigError: a flag that contradicts the file (another depth, width or architecture, or one
+            that would remove the file's fill, gate or head).
+    """
+    out = dict(given)
+    if not Path(str(given["init"])).is_file():
+        from pconv.registry import MODELS, weights_of
+
+        if str(given["init"]) in MODELS:  # a trained model's name: its shipped file
+            out["init"] = str(weights_of(str(given["init"])))
+    saved = init_architecture(str(out["init"]))
+    for key, value in saved.items():
+        if key not in given:
+            out[key] = value
+            continue
+        wanted = given[key]
+        grows = (
+            key in ("gate_gain", "dropout")
+            or (key == "base_fill" and value == "none")
+            or (key in ("fill_input", "fill_gate") and not value)
+            or (key == "gate_head" and not value)
+        )
+        if wanted != value and not grows:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} {wanted} contradicts --init {given['init']}, a model with {key} {value}")
+    return out
+
+
 def _init_mismatch(path: str, saved: dict, wanted: dict, err: RuntimeError) -> str:
     """Why ``--init`` weights do not load: the architecture options that differ, as flags to pass."""
     options = ("depth", "base_width", "dropout", "base_fill", "fill_input", "fill_gate", "gate_head")
