@@ -189,6 +189,11 @@ def _methods(args: argparse.Namespace) -> list[str]:
     methods = parse_methods(args.method)
     if not methods:
         raise UsageError("--method all found no installed method")
+    if args.method.strip() == "all":
+        missing = [m for name, m in METHODS.items() if name not in methods]
+        if missing:
+            extras = ", ".join(f"{m.name} (pip install 'pconv[{m.extra}]')" for m in missing)
+            print(f"note: --method all runs the installed methods; not installed: {extras}", file=sys.stderr)
     if (args.weights is not None or args.onnx is not None) and MODEL not in methods:
         raise UsageError(f"--weights and --onnx choose the trained model: add {MODEL} to --method")
     if methods != [MODEL] and (args.samples > 1 or args.uncertainty is not None or args.interval is not None):

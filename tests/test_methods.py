@@ -192,6 +192,17 @@ def test_predict_several_methods_write_each_result_and_a_labelled_sheet(files, p
     ).any()
 
 
+def test_method_all_names_what_it_leaves_out(files, tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "patchmatch" else real(name, *a))
+    image_path, mask_path = files
+    argv = ["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png"), "--method", "all"]
+    assert main([*argv, "--weights", "pconv_unet_photos_512"]) == 0
+    err = capsys.readouterr().err
+    assert "not installed: patchmatch (pip install 'pconv[patchmatch]')" in err
+    assert not (tmp_path / "o.patchmatch.png").exists() and (tmp_path / "o.telea.png").exists()
+
+
 def test_predict_folder_mode_with_several_methods_writes_a_folder_each(files, tmp_path):
     image_path, mask_path = files
     images, masks, outs = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
