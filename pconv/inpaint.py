@@ -26,7 +26,7 @@ from tqdm import tqdm
 from pconv.errors import ConfigError, InputError, NonFiniteError
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
-from pconv.tiling import DEFAULT_HOLE_DEPTH, Box, crops_for, feather, scale_levels, scale_plan, upsample_box
+from pconv.tiling import DEFAULT_HOLE_DEPTH, Box, Plan, feather, make_plan, upsample_box
 
 __all__ = ["Cancelled", "InpaintOptions", "InpaintResult", "inpaint"]
 
@@ -148,6 +148,7 @@ def inpaint(
     device: torch.device | str = "cpu",
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    plan: Plan | None = None,
     **fields: Any,
 ) -> InpaintResult:
     """Fill the holes of ``image``.
@@ -164,6 +165,8 @@ def inpaint(
         progress: show a progress bar over tiles.
         should_stop: called before every tile; when it returns True, :class:`Cancelled` is raised
             (a server stops the work of a client that left).
+        plan: where the model runs (:func:`pconv.tiling.make_plan` of ``known``, these options and
+            this model), when the caller has worked it out already (a server, for its work budget).
 
     Raises:
         InputError: an image or mask of the wrong type or shape.
@@ -193,27 +196,29 @@ def inpaint(
         raise ConfigError("Monte Carlo sampling needs a model trained with dropout (this one has none)")
     device = torch.device(device)
     job = _Job(model.to(device).eval(), options, device, progress, should_stop)
-    hole_depth = options.hole_depth or model.hole_depth or DEFAULT_HOLE_DEPTH
-    return _multiscale(job, image, known, scale_levels(known, options.scale, hole_depth))
+    if plan is None:
+        plan = make_plan(known, options, model.hole_depth or DEFAULT_HOLE_DEPTH, model.multiple)
+    return _multiscale(job, image, known, plan)
 
 
-def _multiscale(job: _Job, image: np.ndarray, known: np.ndarray, levels: np.ndarray) -> InpaintResult:
-    """Run every scale level of ``levels`` and paste each level's fill into its own holes."""
+def _multiscale(job: _Job, image: np.ndarray, known: np.ndarray, plan: Plan) -> InpaintResult:
+    """Run every scale level of ``plan`` and paste each level's fill into its own holes."""
     samples = job.options.samples
     out = image.copy()
     std = np.zeros(image.shape, np.float32) if samples > 1 else None
     height, width = known.shape
     tiles = 0
-    for level in scale_plan(known, levels, job.options.tile):
+    for planned in plan.levels:
+        level = planned.level
         mine = level.mine
         if level.factor == 1:
-            tiles += _inpaint(job, image, known, mine, level.tile, out, std)
+            tiles += _inpaint(job, image, known, mine, planned.crops, out, std)
             continue
         size = level.known.shape[::-1]
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
         small_out = small.copy()
         small_std = np.zeros(small.shape, np.float32) if std is not None else None
-        tiles += _inpaint(job, small, level.known, level.targets, level.tile, small_out, small_std)
+        tiles += _inpaint(job, small, level.known, level.targets, planned.crops, small_out, small_std)
         # only the bounding box of this level's holes is upsampled
         ys, xs = np.nonzero(mine)
         box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
@@ -231,25 +236,23 @@ def _inpaint(
     image: np.ndarray,
     known: np.ndarray,
     targets: np.ndarray,
-    tile: int | None,
+    crops: list[tuple[Box, int]] | None,
     out: np.ndarray,
     std: np.ndarray | None,
 ) -> int:
     """Write the prediction of the ``targets`` pixels (a subset of the holes) at this resolution into
-    ``out`` (and their standard deviation into ``std``); other pixels are left alone. Only tiles
-    touching a target run; returns how many ran."""
-    height, width = known.shape
+    ``out`` (and their standard deviation into ``std``); other pixels are left alone. ``crops`` are
+    the plan's (``None``: one pass over the whole image); returns how many ran."""
     if not targets.any():
         return 0
     job.check_stop()
-    if tile is None or (tile >= height and tile >= width):
+    if crops is None:
         pred, var = job.predict(image, known)
         out[targets] = _to_uint8(pred[targets])
         if std is not None:
             std[targets] = np.sqrt(var[targets])
         return 1
 
-    crops = crops_for(targets, known, tile, job.options.overlap, job.model.multiple)
     # Accumulators cover only the bounding box of the crops, so memory follows the holes.
     top = min(y for (y, _, _, _), _ in crops)
     left = min(x for (_, x, _, _), _ in crops)

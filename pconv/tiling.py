@@ -38,12 +38,15 @@ __all__ = [
     "MIN_LEVEL_SIDE",
     "Box",
     "Level",
+    "LevelPlan",
+    "Plan",
     "auto_tile",
     "crop_boxes",
     "crop_plan",
     "crops_for",
     "feather",
     "hole_levels",
+    "make_plan",
     "model_pixels",
     "scale_levels",
     "scale_plan",
@@ -323,21 +326,59 @@ def _centred(lo: int, hi: int, margin: int, tile: int, align: int, step: int, le
     return start, size
 
 
+@dataclass
+class LevelPlan:
+    """Where the model runs at one working scale: the level, and its crops (``None``: one pass
+    over the whole level)."""
+
+    level: Level
+    crops: list[tuple[Box, int]] | None
+
+    @property
+    def pixels(self) -> int:
+        if self.crops is None:
+            h, w = self.level.known.shape
+            return h * w
+        return sum(bh * bw for (_, _, bh, bw), _ in self.crops)
+
+
+@dataclass
+class Plan:
+    """Every place the model runs on one image, worked out once from the mask: what
+    :func:`pconv.inpaint.inpaint` executes and what a server's work budget counts."""
+
+    levels: list[LevelPlan]
+
+    @property
+    def pixels(self) -> int:
+        """Pixels through the model (per sample, without ``flip``)."""
+        return sum(lp.pixels for lp in self.levels)
+
+
+def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> Plan:
+    """The :class:`Plan` of inpainting the holes of ``known`` with ``options`` (working scales from
+    ``hole_depth``, unless ``options`` overrides it; crops aligned to the model's ``multiple``)."""
+    levels = scale_levels(known, options.scale, options.hole_depth or hole_depth)
+    planned = []
+    for level in scale_plan(known, levels, options.tile):
+        h, w = level.known.shape
+        if not level.targets.any():
+            continue
+        if level.tile is None or (level.tile >= h and level.tile >= w):
+            planned.append(LevelPlan(level, None))
+        else:
+            planned.append(
+                LevelPlan(level, crops_for(level.targets, level.known, level.tile, options.overlap, multiple))
+            )
+    return Plan(planned)
+
+
 def model_pixels(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> int:
     """How many pixels :func:`pconv.inpaint.inpaint` would send through the model (per sample,
     without ``flip``): a measure of its work, known before any image is decoded or model run (a
     server refuses requests over a budget with it). ``hole_depth`` is the model's, unless
     ``options`` overrides it."""
-    levels = scale_levels(known, options.scale, options.hole_depth or hole_depth)
-    total = 0
-    for level in scale_plan(known, levels, options.tile):
-        h, w = level.known.shape
-        if level.tile is None or (level.tile >= h and level.tile >= w):
-            total += h * w
-        else:
-            crops = crops_for(level.targets, level.known, level.tile, options.overlap, multiple)
-            total += sum(bh * bw for (_, _, bh, bw), _ in crops)
-    return total
+    return make_plan(known, options, hole_depth, multiple).pixels
 
 
 def resolve_tile(tile: int | str | None, height: int, width: int) -> int | None:

@@ -40,7 +40,7 @@ from pconv.masks import mask_from_image
 from pconv.methods import METHODS, MODEL, available, load_method
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
-from pconv.tiling import DEFAULT_HOLE_DEPTH, model_pixels
+from pconv.tiling import DEFAULT_HOLE_DEPTH, Plan, make_plan
 from pconv.webguard import RequestGuard
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def create_app(
         max_upload_mb: requests larger than this are answered 413.
         max_megapixels: images with more pixels are answered 413 before they are decoded.
         max_queue: requests that may wait while one runs; more are answered 503.
-        max_work_mp: megapixels through the model per request (see :func:`pconv.tiling.model_pixels`);
+        max_work_mp: megapixels through the model per request (see :func:`pconv.tiling.make_plan`);
             more is answered 422 before any model work.
         allow_origins: web origins (``https://host:port``) besides the server's own whose pages may
             post work; ``"*"`` allows any.
@@ -172,15 +172,16 @@ class _Inpainter:
             raise _Unprocessable(f"this server does not offer the {name} method; choose from {', '.join(self.models)}")
         return self.models[name]
 
-    def check_work(self, known: np.ndarray, model: InpaintingModel) -> None:
-        """Refuse (422) a request whose model work is over the budget, before any is done."""
-        hole_depth = self.options.hole_depth or model.hole_depth or DEFAULT_HOLE_DEPTH
-        needed = model_pixels(known, self.options, hole_depth, model.multiple)
+    def plan(self, known: np.ndarray, model: InpaintingModel) -> Plan:
+        """Where the model will run; refused (422) when its work is over the budget, before any is done."""
+        plan = make_plan(known, self.options, model.hole_depth or DEFAULT_HOLE_DEPTH, model.multiple)
+        needed = plan.pixels
         if needed > self.limits.work_mp * 1e6:
             raise _Unprocessable(
                 f"this request needs {needed / 1e6:.1f} megapixels of model work (the limit "
                 f"is {self.limits.work_mp:g}): send a smaller image or fewer, smaller holes"
             )
+        return plan
 
     def __call__(
         self, image_data: bytes, mask_data: bytes, invert: bool, method: str, left: threading.Event
@@ -189,8 +190,7 @@ class _Inpainter:
         img = self.open(image_data, "image")
         check_depth(img)
         known = self.known(mask_data, invert, displayed_size(img))
-        if not known.all():
-            self.check_work(known, model)
+        plan = None if known.all() else self.plan(known, model)
         source = decode_image(img, model.in_channels)
         del img
         headers = {}
@@ -199,7 +199,9 @@ class _Inpainter:
             headers["X-Pconv-Warning"] = "the mask has no holes; the image is returned unchanged"
         else:
             stop = lambda: left.is_set() or self.cancel_all.is_set()  # noqa: E731
-            pixels = inpaint(model, source.pixels, known, self.options, device=self.device, should_stop=stop).image
+            pixels = inpaint(
+                model, source.pixels, known, self.options, device=self.device, should_stop=stop, plan=plan
+            ).image
         return encode(to_output_image(pixels, source), "PNG"), headers
 
 

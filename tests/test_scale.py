@@ -237,3 +237,34 @@ def test_crops_are_sized_to_the_holes_only_where_that_sends_fewer_pixels():
     assert pixels(crops_for(~sparse, sparse, 512, None, 128)) < 0.5 * pixels(
         [(box, 128) for box in crop_boxes(~sparse, 512, 128, 128)]
     )
+
+
+def test_one_plan_serves_the_work_budget_and_the_inpainting():
+    """The pixels a server budgets are those inpaint sends through the model, and a plan made
+    beforehand gives the same result as one inpaint makes itself."""
+    from conftest import StandIn
+
+    from pconv.inpaint import inpaint
+    from pconv.options import InpaintOptions
+    from pconv.tiling import make_plan, model_pixels
+
+    class Counting(StandIn):
+        multiple = 8
+        hole_depth = 8.0
+        seen = 0
+
+        def predict(self, image, mask):
+            Counting.seen += image.shape[0] * image.shape[-2] * image.shape[-1]
+            return image.flip(-1)
+
+    known = np.ones((300, 420), bool)
+    known[20:30, 10:400] = False  # a thin stroke: full resolution, crops along it
+    known[150:260, 200:330] = False  # a deep box: a coarser level
+    image = (np.random.default_rng(0).random((300, 420, 3)) * 255).astype(np.uint8)
+    options = InpaintOptions(tile=64)
+    model = Counting()
+    plan = make_plan(known, options, model.hole_depth, model.multiple)
+    assert len(plan.levels) == 2 and model_pixels(known, options, model.hole_depth, model.multiple) == plan.pixels
+    first = inpaint(model, image, known, options)
+    assert Counting.seen == plan.pixels
+    assert np.array_equal(inpaint(model, image, known, options, plan=plan).image, first.image)
