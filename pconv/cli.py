@@ -1,5 +1,6 @@
 """What the command-line tools share: the library's errors (:mod:`pconv.errors`) and command-line
-mistakes as one line and exit code 2, the ``--scale`` option."""
+mistakes as one line and exit code 2, and the inference flags derived from
+:class:`~pconv.options.InpaintOptions`."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from pconv.devices import resolve_device
 from pconv.errors import PconvError, require
 
 __all__ = [
-    "SCALE_HELP",
     "WEIGHTS_HELP",
     "UsageError",
+    "add_inpaint_options",
+    "inpaint_options",
     "prog_name",
     "require",
     "resolve_device",
     "run_main",
-    "scale_arg",
 ]
 
 
@@ -44,27 +45,61 @@ def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         return 2
 
 
-def scale_arg(text: str) -> str | float:
-    """``--scale``: ``auto`` or a downscale factor of at least 1."""
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a factor such as 1 or 2, got {text!r}") from None
-    if not value >= 1 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"the scale factor must be at least 1, got {text}")
-    return value
-
-
-SCALE_HELP = (
-    "working scale: auto (each hole at the scale the model was trained for, from its depth: small holes at "
-    "full resolution, big holes coarse, upsampled), or a downscale factor for every hole (1 = full "
-    "resolution) (default auto)"
-)
-
-
 WEIGHTS_HELP = (
     "a release file (from train.py), or a trained model's name such as pconv_unet_photos_512 "
     "(default: the released model)"
 )
+
+
+def _tile_arg(text: str) -> int | str | None:
+    """``--tile``: ``auto``, ``none`` or a number (its range is :class:`InpaintOptions`' to check)."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number of pixels, got {text!r}") from None
+
+
+def _scale_text(text: str) -> str | float:
+    """``--scale``: ``auto`` or a number (its range is :class:`InpaintOptions`' to check)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a factor such as 1 or 2, got {text!r}") from None
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {"tile": _tile_arg, "scale": _scale_text, "hole_depth": float}
+
+
+def add_inpaint_options(group: argparse._ActionsContainer, names: Sequence[str]) -> None:
+    """Flags for the :class:`~pconv.options.InpaintOptions` fields ``names``, derived from the dataclass
+    (its defaults, help and flag names); :func:`inpaint_options` builds the object, which checks them."""
+    from dataclasses import MISSING, fields
+
+    from pconv.options import InpaintOptions
+
+    for f in fields(InpaintOptions):
+        if f.name not in names:
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        default = f.default if f.default is not MISSING else None
+        help_text = f.metadata["help"] + (
+            "" if f.type == "bool" else f" (default {default if default is not None else 'none'})"
+        )
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+            continue
+        parse = _PARSERS.get(f.name, int)
+        metavar = f.metadata.get("metavar")
+        group.add_argument(flag, dest=f.name, type=parse, default=default, metavar=metavar, help=help_text)
+
+
+def inpaint_options(args: argparse.Namespace, names: Sequence[str], **fixed: object):
+    """The :class:`~pconv.options.InpaintOptions` of the flags ``names`` that :func:`add_inpaint_options`
+    added (and ``fixed`` fields); a value out of range is the object's own one-line error."""
+    from pconv.options import InpaintOptions
+
+    return InpaintOptions(**{**{name: getattr(args, name) for name in names}, **fixed})

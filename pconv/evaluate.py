@@ -31,15 +31,22 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, WEIGHTS_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
+from pconv.cli import (
+    WEIGHTS_HELP,
+    UsageError,
+    add_inpaint_options,
+    inpaint_options,
+    prog_name,
+    resolve_device,
+    run_main,
+)
 from pconv.errors import InputError, MissingFileError, OutputError, require
 from pconv.files import atomic_save_image, atomic_write_bytes, atomic_write_csv, check_writable
 from pconv.images import load_rgb
 from pconv.masks import RATIO_BINS, generate, mask_files, parse_kind, read_mask
 from pconv.methods import FILLS, METHODS, Fill
 from pconv.metrics import METRICS, goodness, score
-from pconv.options import InpaintOptions
-from pconv.sheets import label_bar
+from pconv.sheets import example_grid, example_row
 
 __all__ = ["DEFAULT_BASELINES", "Case", "bin_of", "evaluate", "main", "write_report"]
 
@@ -239,7 +246,7 @@ def write_report(
     atomic_write_bytes(out / "report.md", "\n".join(lines))
     _plot(summary, names, [b for b in bins if b in RATIO_BINS], out / "metrics.png", labels)
     if examples:
-        atomic_save_image(out / "examples.png", Image.fromarray(_grid(examples, names)))
+        atomic_save_image(out / "examples.png", Image.fromarray(example_grid(examples, names)))
 
 
 def _plot(summary: dict, names: list[str], bins: list[str], path: Path, labels: dict[str, str]) -> None:
@@ -259,28 +266,6 @@ def _plot(summary: dict, names: list[str], bins: list[str], path: Path, labels: 
     axes[0].legend()
     atomic_save_image(path, fig, dpi=110)
     plt.close(fig)
-
-
-def _grid(examples: dict[str, list[np.ndarray]], names: list[str]) -> np.ndarray:
-    """One row per example: holes (white) | each method | ground truth, labelled at the top."""
-    header = ["holes", *names, "ground truth"]
-    rows = [
-        np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
-        for tiles in examples.values()
-    ]
-    grid = np.concatenate(rows, axis=0)
-    bar = label_bar(grid.shape[1], header, grid.shape[1] / len(header))
-    return np.concatenate([bar, grid], axis=0)
-
-
-def _example_tiles(case: Case, results: dict[str, np.ndarray], side: int = 192) -> list[np.ndarray]:
-    """Holes (white) | each method's composited result | ground truth, scaled to ``side``."""
-    holes = case.image.copy()
-    holes[~case.known] = 255
-    tiles = [holes, *results.values(), case.image]
-    scale = side / max(case.image.shape[:2])
-    size = (max(1, round(case.image.shape[1] * scale)), max(1, round(case.image.shape[0] * scale)))
-    return [cv2.resize(np.ascontiguousarray(t), size, interpolation=cv2.INTER_AREA) for t in tiles]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also score the model with mirror-image averaging (predict.py --flip), as a second row",
     )
-    p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
+    add_inpaint_options(p, ("scale",))
     p.add_argument("--name", help="the model's name in the report (default: the weights file name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
@@ -366,7 +351,7 @@ def _main(argv: Sequence[str] | None) -> int:
         else generated_cases(images, args.per_bin, args.seed, args.mask_kind)
     )
     name = args.name or weights.stem
-    plain, flipped = InpaintOptions(scale=args.scale), InpaintOptions(scale=args.scale, flip=True)
+    plain, flipped = inpaint_options(args, ("scale",)), inpaint_options(args, ("scale",), flip=True)
     methods: dict[str, Fill] = {name: lambda image, known: inpaint(model, image, known, plain, device=device).image}
     if args.flip:
         methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flipped, device=device).image
@@ -382,7 +367,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as err:
         raise OutputError(str(err)) from None
     records = evaluate(cases, methods, keep=kept)
-    shown = {case.name: _example_tiles(case, kept[case.name]) for case in examples}
+    shown = {case.name: example_row(case.image, case.known, kept[case.name]) for case in examples}
     write_report(records, cases, methods, args.out, f"Evaluation of {name}", shown)
     summary = summarise(records)
     for method in methods:

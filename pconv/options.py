@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pconv.errors import ConfigError
 
@@ -35,13 +35,36 @@ class InpaintOptions:
         ConfigError: a value out of range (when the object is made).
     """
 
-    tile: int | str | None = "auto"
-    overlap: int | None = None
-    scale: float | str = "auto"
-    samples: int = 1
-    batch: int = 8
-    flip: bool = False
-    hole_depth: float | None = None
+    tile: int | str | None = field(
+        default="auto",
+        metadata={"help": "auto (one pass up to ~1 megapixel, else 512-px crops), none, or a tile side in pixels"},
+    )
+    overlap: int | None = field(
+        default=None,
+        metadata={
+            "help": "every crop a full tile sharing this many pixels with its neighbours (default: crops sized "
+            "to the holes, or tiles sharing a quarter, whichever is less work)"
+        },
+    )
+    scale: float | str = field(
+        default="auto",
+        metadata={
+            "help": "working scale: auto (each hole at the scale the model was trained for, from its depth: "
+            "small holes at full resolution, big holes coarse, upsampled), or a downscale factor for every "
+            "hole (1 = full resolution)",
+            "metavar": "auto|FACTOR",
+        },
+    )
+    samples: int = field(default=1, metadata={"help": "Monte Carlo dropout samples (needs a model with dropout)"})
+    batch: int = field(default=8, metadata={"help": "samples per forward pass", "flag": "--batch-size"})
+    flip: bool = field(
+        default=False,
+        metadata={"help": "average with the prediction for the mirror image (twice the time, less noise)"},
+    )
+    hole_depth: float | None = field(
+        default=None,
+        metadata={"help": "the hole depth (pixels) the model fills at full resolution (default: its file's)"},
+    )
 
     def __post_init__(self) -> None:
         if self.tile != "auto" and self.tile is not None and (not isinstance(self.tile, int) or self.tile < MIN_TILE):

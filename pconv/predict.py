@@ -24,12 +24,20 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from pconv.cli import SCALE_HELP, WEIGHTS_HELP, UsageError, prog_name, resolve_device, run_main, scale_arg
+from pconv.cli import (
+    WEIGHTS_HELP,
+    UsageError,
+    add_inpaint_options,
+    inpaint_options,
+    prog_name,
+    resolve_device,
+    run_main,
+)
 from pconv.errors import MissingExtraError, PconvError, require
 from pconv.images import output_format, read_image
 from pconv.masks import IMAGE_SUFFIXES
 from pconv.methods import METHODS, MODEL, load_method, parse_methods
-from pconv.options import MIN_TILE, InpaintOptions
+from pconv.options import InpaintOptions
 from pconv.pipeline import Outputs, inpaint_file
 
 # PyTorch loads only once the command line is parsed, so --help and usage errors come at once.
@@ -39,6 +47,9 @@ if TYPE_CHECKING:
     from pconv.models import InpaintingModel
 
 __all__ = ["build_parser", "main"]
+
+# The InpaintOptions fields predict.py takes as flags (--tile, --overlap, --scale, --samples, --batch-size, --flip).
+INFERENCE = ("tile", "overlap", "scale", "samples", "batch", "flip")
 
 
 def load(weights: Path | None, device: torch.device, onnx: Path | None = None) -> InpaintingModel:
@@ -60,18 +71,6 @@ def load(weights: Path | None, device: torch.device, onnx: Path | None = None) -
         raise
     except Exception as err:  # onnxruntime reports a broken file with its own exception types
         raise UsageError(f"cannot load {onnx}: {str(err).splitlines()[0]}") from None
-
-
-def _tile(text: str) -> int | str | None:
-    if text in ("auto", "none"):
-        return None if text == "none" else "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, none or a number of pixels, got {text!r}") from None
-    if value < MIN_TILE:
-        raise argparse.ArgumentTypeError(f"tiles must be at least {MIN_TILE} pixels, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,26 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--onnx", type=Path, help="run this ONNX file (python -m pconv.export) with onnxruntime instead")
     opt.add_argument("--invert-mask", action="store_true", help="masks use white = known")
     opt.add_argument("--resize-mask", action="store_true", help="scale a mask of another size to the image")
-    opt.add_argument(
-        "--tile",
-        type=_tile,
-        default="auto",
-        help="auto (one pass up to ~1 megapixel, else 512-px tiles), none, or a tile side in pixels",
-    )
-    opt.add_argument(
-        "--overlap",
-        type=int,
-        help="every crop a full tile sharing this many pixels with its neighbours (default: crops sized to the "
-        "holes, or tiles sharing a quarter, whichever is less work)",
-    )
-    opt.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
-    opt.add_argument("--samples", type=int, default=1, help="Monte Carlo dropout samples (needs a model with dropout)")
-    opt.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (default 8)")
-    opt.add_argument(
-        "--flip",
-        action="store_true",
-        help="average with the prediction for the mirror image (twice the time, less noise)",
-    )
+    add_inpaint_options(opt, INFERENCE)
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     opt.add_argument(
         "--smallest",
@@ -176,8 +156,6 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError("--compare, --uncertainty and --interval apply to a single --image")
     elif any(v is None for v in single):
         raise UsageError("give --image, --mask and --out (or --image-dir, --mask-dir and --out-dir)")
-    if args.samples < 1 or args.batch_size < 1:
-        raise UsageError("--samples and --batch-size must be at least 1")
     if (args.uncertainty is not None or args.interval is not None) and args.samples < 2:
         raise UsageError("--uncertainty and --interval need --samples N with N >= 2")
     if args.original is not None and args.compare is None:
@@ -237,14 +215,7 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path | None]]:
 
 
 def _options(args: argparse.Namespace) -> InpaintOptions:
-    return InpaintOptions(
-        tile=args.tile,
-        overlap=args.overlap,
-        scale=args.scale,
-        samples=args.samples,
-        batch=args.batch_size,
-        flip=args.flip,
-    )
+    return inpaint_options(args, INFERENCE)  # checked once, by InpaintOptions
 
 
 def _run(

@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pconv.cli import SCALE_HELP, WEIGHTS_HELP, UsageError, resolve_device, run_main, scale_arg
+from pconv.cli import WEIGHTS_HELP, UsageError, add_inpaint_options, inpaint_options, resolve_device, run_main
 from pconv.errors import require
 from pconv.lazy import lazy_exports
 from pconv.methods import METHODS, parse_methods
-from pconv.options import InpaintOptions
 
 __all__ = ["create_app", "main"]
 
@@ -70,7 +69,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "By default only the --host address, and localhost names when it is a loopback address, "
         "which keeps pages on other sites out (DNS rebinding)",
     )
-    p.add_argument("--scale", type=scale_arg, default="auto", metavar="auto|FACTOR", help=SCALE_HELP)
+    add_inpaint_options(p, ("scale",))
     p.add_argument(
         "--methods",
         default="all",
@@ -102,7 +101,7 @@ def _main(argv: Sequence[str] | None) -> int:
         weights_name=weights.name,
         max_upload_mb=args.max_upload_mb,
         max_megapixels=args.max_megapixels,
-        options=InpaintOptions(scale=args.scale),
+        options=inpaint_options(args, ("scale",)),
         max_queue=args.max_queue,
         max_work_mp=args.max_work_mp,
         allow_origins=args.allow_origin,

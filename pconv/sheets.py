@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["MAX_SHEET_WIDTH", "label_bar", "labelled_sheet"]
+__all__ = ["MAX_SHEET_WIDTH", "example_grid", "example_row", "label_bar", "labelled_sheet"]
 
 # Sheets wider than this are scaled down (a 24 MP photo shown five times would be unreadable anyway).
 MAX_SHEET_WIDTH = 3072
@@ -53,3 +53,27 @@ def labelled_sheet(
         cell = (width + _GAP) * scale
         blocks += [label_bar(out_width, labels[r * per_row : (r + 1) * per_row], cell, bar_height), row]
     return np.concatenate(blocks, axis=0)
+
+
+def example_row(
+    image: np.ndarray, known: np.ndarray, results: dict[str, np.ndarray], side: int = 192
+) -> list[np.ndarray]:
+    """Holes (white) | each method's result | ground truth, each scaled to ``side`` on its long side."""
+    holes = image.copy()
+    holes[~known] = 255
+    tiles = [holes, *results.values(), image]
+    scale = side / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return [cv2.resize(np.ascontiguousarray(t), size, interpolation=cv2.INTER_AREA) for t in tiles]
+
+
+def example_grid(examples: dict[str, list[np.ndarray]], names: list[str]) -> np.ndarray:
+    """One :func:`example_row` per example under a label bar: holes | each method | ground truth."""
+    header = ["holes", *names, "ground truth"]
+    rows = [
+        np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
+        for tiles in examples.values()
+    ]
+    grid = np.concatenate(rows, axis=0)
+    bar = label_bar(grid.shape[1], header, grid.shape[1] / len(header))
+    return np.concatenate([bar, grid], axis=0)
