@@ -1,7 +1,8 @@
 """Five held-out photos, each with an object-sized hole and a text overlay, filled by OpenCV Telea,
-the push-pull fill and the model, beside the original: the picture a new user judges by.
+the push-pull fill, PatchMatch and the model, beside the original, labelled: the picture a new
+user judges by (and chooses a ``--method`` from).
 
-    python examples/showcase.py [--weights FILE] [--out examples/showcase.jpg]
+    python examples/showcase.py [--weights FILE] [--out examples/showcase.jpg]   # needs pconv[patchmatch]
 
 The photos are the first five of the project's test photos (never trained on or chosen by); the
 holes are drawn here, the same every run.
@@ -20,7 +21,8 @@ from pconv.data import center_crop, find_images
 from pconv.images import load_rgb
 from pconv.inpaint import inpaint
 from pconv.io import DEFAULT_WEIGHTS, load_model
-from pconv.methods import FILLS
+from pconv.methods import FILLS, METHODS
+from pconv.sheets import example_grid, example_row
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 384
@@ -57,27 +59,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--out", type=Path, default=ROOT / "examples" / "showcase.jpg")
     args = p.parse_args(argv)
+    METHODS["patchmatch"].require()
     model = load_model(args.weights)
     photos = find_images(ROOT / "data" / "photos" / "test")[:5]
-    gap = np.full((SIDE, 6, 3), 255, np.uint8)
-    rows = []
+    names = ["telea", "pushpull", "patchmatch", "model"]
+    examples = {}
     for i, path in enumerate(photos):
         image = np.asarray(center_crop(load_rgb(path, min_side=SIDE), SIDE))
         known = holes(i)
-        shown = image.copy()
-        shown[~known] = 255
-        columns = [
-            shown,
-            FILLS["telea"](image, known),
-            FILLS["pushpull"](image, known),
-            inpaint(model, image, known).image,
-            image,
-        ]
-        rows.append(np.concatenate([c for col in columns for c in (col, gap)][:-1], axis=1))
-    band = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
-    sheet = np.concatenate([r for row in rows for r in (row, band)][:-1], axis=0)
+        results = {name: FILLS[name](image, known) for name in names[:-1]}
+        results["model"] = inpaint(model, image, known).image
+        examples[path.stem] = example_row(image, known, results, side=SIDE)
+    sheet = example_grid(examples, ["OpenCV Telea", "push-pull", "PatchMatch", args.weights.stem])
     Image.fromarray(sheet).save(args.out, quality=85, optimize=True)
-    print(f"wrote {args.out}: holes | OpenCV Telea | push-pull | {args.weights.name} | original")
+    print(f"wrote {args.out}: holes | OpenCV Telea | push-pull | PatchMatch | {args.weights.name} | original")
 
 
 if __name__ == "__main__":
