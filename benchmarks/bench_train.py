@@ -27,19 +27,24 @@ from pconv.training.setup import worker_init
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "train"
 
 
-def loader_speed(size: int, batch: int, workers: int, batches: int) -> float:
-    """Images per second from a DataLoader like train.py's (after the workers have started)."""
+def train_loader(size: int, batch: int, workers: int, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader like train.py's over the training photos (holes from the generator)."""
     dataset = InpaintingDataset(find_images(PHOTOS), size, seed=0)
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch,
         sampler=EpochSampler(len(dataset), 0),
         num_workers=workers,
         collate_fn=collate,
         worker_init_fn=worker_init,
+        pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
     )
-    it = iter(loader)
+
+
+def loader_speed(size: int, batch: int, workers: int, batches: int) -> float:
+    """Images per second from a DataLoader like train.py's (after the workers have started)."""
+    it = iter(train_loader(size, batch, workers))
     next(it)  # workers up
     start = time.perf_counter()
     for _ in range(batches):

@@ -221,25 +221,11 @@ class Utilisation:
 
 def training_rows(device: torch.device, size: int, batch: int, steps: int, workers: int, budget: Budget) -> list[Row]:
     """Images per second of train.py's loop body: loader, forward, the paper's loss, backward, Adam."""
-    from torch.utils.data import DataLoader
-
-    from pconv.data import EpochSampler, InpaintingDataset, collate, find_images
-    from pconv.training.setup import worker_init
+    from bench_train import train_loader
 
     if budget.left() < 60:
         return [(f"training {size} px", "bf16", "skipped (budget)")]
-    dataset = InpaintingDataset(find_images(ROOT / "data" / "photos" / "train"), size, seed=0)
-    loader = DataLoader(
-        dataset,
-        batch,
-        sampler=EpochSampler(len(dataset), 0),
-        num_workers=workers,
-        collate_fn=collate,
-        worker_init_fn=worker_init,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-        persistent_workers=bool(workers),
-    )
+    loader = train_loader(size, batch, workers, pin_memory=device.type == "cuda")
     torch.manual_seed(0)
     model = PConvUNet(depth=8 if size >= 512 else 7).to(device).train()
     loss_fn = InpaintingLoss(VGG16Features("hed")).to(device)
