@@ -2,7 +2,7 @@
 
     python benchmarks/bench_gate.py [--weights FILE] [--per-bin 2] [--seed 5] [--images data/photos/val data/photos-more/val]
 
-A ``fill_gate`` model returns ``fill + g * (prediction - fill)``: ``g = 0`` is the push-pull fill,
+A gated model (``base_fill`` ``pushpull``) returns ``fill + g * (prediction - fill)``: ``g = 0`` is the push-pull fill,
 ``g = 1`` the network's own prediction. For the evaluation's cases (validation photos at 512 px,
 ``--per-bin`` stroke and solid-hole cases per hole-ratio bin), printed per suite: the mean and
 the 10th-90th percentiles of ``g`` over the hole pixels in bands of distance from the hole edge.
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=5)
     args = p.parse_args(argv)
     model = load_model(args.weights).eval()
-    if not getattr(model.config, "fill_gate", False):
+    if getattr(model.config, "base_fill", "none") == "none":
         print("this model has no gate: its output is its network's prediction (g = 1)")
         return
     images = _load_images(args.images, args.size)

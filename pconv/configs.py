@@ -11,10 +11,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["BASE_FILLS", "OPSET", "LossWeights", "PConvUNetConfig", "UNet3PlusConfig"]
+__all__ = [
+    "BASE_FILLS",
+    "FILL_SMOOTH",
+    "GATE_GAIN",
+    "OPSET",
+    "LossWeights",
+    "PConvUNetConfig",
+    "UNet3PlusConfig",
+    "migrate_pconv_unet",
+]
 
-# Base fills a PConv U-Net can predict a correction of (PConvUNetConfig.base_fill).
+# Base fills a gated PConv U-Net weighs its prediction against (PConvUNetConfig.base_fill).
 BASE_FILLS = ("none", "pushpull")
+# The gated model's constants (every file of it so far has these): 3x3 smoothing passes of the
+# push-pull fill inside the holes, and the factor from the gate channel to g. The channel starts at
+# zero and Adam moves a weight by about the learning rate per step, so at a gain of 1 g barely left
+# zero in a CPU run; at 10 it reaches the weights a fixed blend prefers (0.75-1) within one.
+FILL_SMOOTH = 20
+GATE_GAIN = 10.0
 # The ONNX opset that pconv.onnx_model.export_onnx (python -m pconv.export) writes by default.
 OPSET = 18
 
@@ -32,27 +47,16 @@ class PConvUNetConfig:
         upsample_mode: ``F.interpolate`` mode for decoder features (masks always nearest).
         dropout: dropout probability after each hidden block (0 disables; used for Monte
             Carlo uncertainty).
-        base_fill: ``"pushpull"``: the network predicts a correction that is added to the
-            push-pull fill of its input (:func:`pconv.fill.push_pull`), and its last layer starts
-            at zero, so an untrained model returns exactly that fill; ``"none"``: the paper's
-            direct prediction.
-        fill_input: with a base fill, also give the fill to the first layer as extra input
-            channels marked known (the network then sees no holes below its first layer).
-        fill_smooth: 3x3 smoothing passes of the base fill inside the holes.
-        fill_gate: with a base fill, the network predicts the image and a per-pixel weight ``g``
-            instead of a correction: the output is ``fill + g * (image - fill)``. ``g`` starts at
-            zero (the fill) while the image channels keep the weights of a direct model they
-            start from, so the run begins at the fill and learns where to trust the network.
-        gate_gain: ``g`` is this times the network's gate channel. The channel starts at zero
-            and Adam moves a weight by about the learning rate per step, so at gain 1 and lr 1e-4
-            ``g`` stayed near 0.05 after 1,500 steps; a gain of 10 lets it reach the weights a
-            fixed blend prefers (0.75-1) within a run. Files saved before this field have 1.
-        gate_head: with ``fill_gate``, the hidden width of a small convolutional head (3x3 conv,
-            ReLU, 3x3 conv) whose output is added to the gate channel; 0 = no head. The gate
-            channel alone is a linear function of the last decoder features; the head also sees
-            the fill and the prediction's difference from it, so ``g`` can fall where the
-            network's texture departs from the fill. Its last layer starts at zero (``g`` as
-            before).
+        base_fill: ``"none"``: the paper's model, which predicts the image; ``"pushpull"``: the
+            gated model over the push-pull fill of its input (:func:`pconv.fill.push_pull`, with
+            :data:`FILL_SMOOTH` smoothing passes): the network predicts the image and a
+            per-pixel weight ``g``, and the output is ``fill + g * (image - fill)``. ``g`` is
+            :data:`GATE_GAIN` times a channel of the last layer that starts at zero, so an
+            untrained gated model returns exactly the fill and learns where to trust the network.
+        gate_head: with a base fill, the hidden width of a small convolutional head (3x3 conv,
+            ReLU, 3x3 conv) added to the gate, which also sees the fill and the prediction's
+            difference from it, so ``g`` can fall where the prediction departs from the fill;
+            0 = the gate is one channel of the last layer. Its last layer starts at zero.
     """
 
     in_channels: int = 3
@@ -63,10 +67,6 @@ class PConvUNetConfig:
     upsample_mode: str = "nearest"
     dropout: float = 0.0
     base_fill: str = "none"
-    fill_input: bool = False
-    fill_smooth: int = 20
-    fill_gate: bool = False
-    gate_gain: float = 1.0
     gate_head: int = 0
 
     def __post_init__(self) -> None:
@@ -76,14 +76,8 @@ class PConvUNetConfig:
             raise ValueError(f"base_fill must be one of {', '.join(BASE_FILLS)}, got {self.base_fill!r}")
         if self.base_fill != "none" and (self.out_channels or self.in_channels) != self.in_channels:
             raise ValueError("a base fill needs out_channels equal to in_channels (the fill has the input's channels)")
-        if (self.fill_input or self.fill_gate) and self.base_fill == "none":
-            raise ValueError("fill_input and fill_gate need a base fill")
-        if self.gate_head < 0 or (self.gate_head and not self.fill_gate):
-            raise ValueError(f"gate_head must be 0, or positive with fill_gate, got {self.gate_head}")
-        if not self.gate_gain > 0:
-            raise ValueError(f"gate_gain must be positive, got {self.gate_gain}")
-        if self.fill_smooth < 0:
-            raise ValueError(f"fill_smooth must be at least 0, got {self.fill_smooth}")
+        if self.gate_head < 0 or (self.gate_head and self.base_fill == "none"):
+            raise ValueError(f"gate_head must be 0, or positive with a base fill, got {self.gate_head}")
         if not 2 <= self.depth <= 10:
             raise ValueError(f"depth must be between 2 and 10, got {self.depth}")
         if not 0.0 <= self.dropout < 1.0:
@@ -103,6 +97,41 @@ class PConvUNetConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def migrate_pconv_unet(stored: dict) -> dict:
+    """The fields of a :class:`PConvUNetConfig` from a configuration stored by any release of
+    pconv (a release file's or checkpoint's metadata): the one migration of old files.
+
+    Until the seventh round, gated models were stored as ``fill_gate: true`` with their constants
+    (``fill_smooth`` 20, ``gate_gain`` 10) and a ``fill_input: false``; now ``base_fill`` alone says
+    whether a model is gated. The experiments' other combinations (the fill as input channels, an
+    ungated residual ``out = h + fill``, other constants) were never released and no longer build.
+
+    Raises:
+        ValueError: a configuration of one of those experiments (naming what it used).
+    """
+    fields = dict(stored)
+    gated = fields.pop("fill_gate", None)
+    fill_input = fields.pop("fill_input", False)
+    smooth = fields.pop("fill_smooth", FILL_SMOOTH)
+    gain = fields.pop("gate_gain", None)
+    has_fill = fields.get("base_fill", "none") != "none"
+    retired = [
+        name
+        for name, used in (
+            ("fill_input", fill_input),
+            ("an ungated residual (base_fill without fill_gate)", has_fill and gated is False),
+            (f"fill_smooth {smooth}", has_fill and smooth != FILL_SMOOTH),
+            (f"gate_gain {gain}", has_fill and gated and gain not in (None, GATE_GAIN)),
+        )
+        if used
+    ]
+    if retired:
+        raise ValueError(
+            f"a model made by an experiment this version no longer builds ({', '.join(retired)}); pconv 0.1 loads it"
+        )
+    return fields
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     arch = ARCHITECTURES[metadata["architecture"]]
     try:
         with _no_initialisation():  # every parameter is loaded right after
-            model = arch.build(arch.config(**json.loads(metadata.get("config", ""))))
+            model = arch.build(arch.stored_config(json.loads(metadata.get("config", ""))))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
         model.hole_depth = hole_depth_of(metadata)
     except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError

@@ -10,10 +10,11 @@ PyTorch (model classes load on first use), so the command line's ``--help`` stay
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pconv.configs import PConvUNetConfig, UNet3PlusConfig
+from pconv.configs import PConvUNetConfig, UNet3PlusConfig, migrate_pconv_unet
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -57,6 +58,19 @@ class Architecture:
     module: str
     class_name: str
     deep_supervision: bool = False  # forward(..., deep=True) returns auxiliary outputs for training
+    migrate: Callable[[dict], dict] | None = None  # stored fields of older files -> today's
+
+    def stored_config(self, stored: dict) -> Any:
+        """The configuration a file stored (its metadata's or checkpoint's ``config``), through the
+        architecture's one migration of older files.
+
+        Raises:
+            ValueError: fields that are not a valid configuration (or of a retired experiment).
+            TypeError: unknown fields.
+        """
+        if not isinstance(stored, dict):
+            raise ValueError(f"a configuration is a mapping of fields, got {type(stored).__name__}")
+        return self.config(**(self.migrate(stored) if self.migrate else stored))
 
     @property
     def model(self) -> type[nn.Module]:
@@ -71,7 +85,7 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("pconv_unet", PConvUNetConfig, "pconv.unet", "PConvUNet"),
+        Architecture("pconv_unet", PConvUNetConfig, "pconv.unet", "PConvUNet", migrate=migrate_pconv_unet),
         Architecture("unet3plus", UNet3PlusConfig, "pconv.unet3plus", "UNet3Plus", deep_supervision=True),
     )
 }

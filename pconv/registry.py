@@ -53,8 +53,6 @@ MODELS: dict[str, NamedModel] = {
                 "depth": 7,
                 "base_width": 32,
                 "base_fill": "pushpull",
-                "fill_gate": True,
-                "gate_gain": 10.0,
                 "gate_head": 16,
             },
             "the released model: a gated residual on the push-pull fill, trained on 374 photos at 512 px",

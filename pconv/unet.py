@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pconv.configs import PConvUNetConfig
+from pconv.configs import FILL_SMOOTH, GATE_GAIN, PConvUNetConfig
 from pconv.fill import push_pull
 from pconv.network import InpaintingNet, prepare_inputs
 from pconv.partialconv import PartialConv2d
@@ -44,9 +44,10 @@ class _Block(nn.Module):
 class PConvUNet(InpaintingNet):
     """U-Net of partial convolutions that predicts the image inside the holes.
 
-    With ``base_fill="pushpull"`` the network's output is a correction added to the push-pull
-    fill of its input (:func:`pconv.fill.push_pull`, computed inside ``forward``, so every tool
-    and export gets it); the last layer starts at zero, so an untrained model is that fill.
+    With ``base_fill="pushpull"`` (the gated model) the network predicts the image and a per-pixel
+    weight ``g``, and returns ``fill + g * (image - fill)`` over the push-pull fill of its input
+    (:func:`pconv.fill.push_pull`, computed inside ``forward``, so every tool and export gets it);
+    ``g`` starts at zero, so an untrained gated model is that fill.
 
     Args:
         config: the architecture; keyword arguments build one if ``config`` is ``None``.
@@ -71,31 +72,32 @@ class PConvUNet(InpaintingNet):
         cin = config.in_channels
         cout = config.out_channels or cin
         widths, kernels = config.widths, config.kernels
-        net_in = 2 * cin if config.fill_input else cin  # with the fill as extra input channels
+        gated = config.base_fill != "none"
         self.encoder = nn.ModuleList()
-        prev = net_in
+        prev = cin
         for i, (w, k) in enumerate(zip(widths, kernels)):
             self.encoder.append(_Block(prev, w, k, 2, bn=i > 0, act=nn.ReLU()))
             prev = w
         # Decoder level i joins the upsampled deeper features with the skip of encoder level i-1
         # (level 0 is the input image), from the deepest level up.
-        skips = [net_in, *widths[:-1]]
+        skips = [cin, *widths[:-1]]
         self.decoder = nn.ModuleList()
         for i in reversed(range(config.depth)):
             last = i == 0
-            target = cout + int(config.fill_gate) if last else skips[i]  # + the gate's channel
+            target = cout + int(gated) if last else skips[i]  # + the gate's channel
             act = None if last else nn.LeakyReLU(0.2)
             self.decoder.append(_Block(prev + skips[i], target, 3, 1, bn=not last, act=act))
-            head_in = prev + skips[i] + 1 + 3 * cout  # the last layer's input, mask, fill, difference, |difference|
             prev = target
         self.gate_head: nn.Sequential | None = None
         if config.gate_head:
+            # reads the last layer's input, the mask, the fill, the difference and its magnitude
+            head_in = self.decoder[-1].conv.in_channels + 1 + 3 * cout
             width = config.gate_head
             self.gate_head = nn.Sequential(
                 nn.Conv2d(head_in, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 3, padding=1)
             )
-        if config.base_fill != "none":
-            zero_fill_correction(self)  # an untrained residual model is exactly its base fill
+        if gated:
+            zero_fill_correction(self)  # an untrained gated model is exactly its base fill
 
     @property
     def multiple(self) -> int:
@@ -112,34 +114,47 @@ class PConvUNet(InpaintingNet):
             sample: keep dropout on in eval mode (one Monte Carlo dropout draw).
 
         Returns:
-            The raw prediction ``(N, C_out, H, W)`` for every pixel (with a base fill: the
-            fill plus the network's correction); composite it with the known pixels for the
-            final result.
+            The raw prediction ``(N, C_out, H, W)`` for every pixel (of a gated model: the
+            fill moved by ``g`` toward the network's prediction); composite it with the known
+            pixels for the final result.
         """
-        out, _ = self._predict(image, mask, sample)
-        return out
-
-    def gate(self, image: Tensor, mask: Tensor) -> Tensor:
-        """``g`` of a ``fill_gate`` model, ``(N, 1, H, W)``: how far each pixel's output moves from
-        the push-pull fill (0) toward the network's prediction (1); only hole pixels matter."""
-        if not self.config.fill_gate:
-            raise ValueError("gate needs a model with fill_gate")
-        _, g = self._predict(image, mask, False)
-        return g
-
-    def _predict(self, image: Tensor, mask: Tensor, sample: bool) -> tuple[Tensor, Tensor | None]:
-        """The output and, with ``fill_gate``, ``g``, both cropped to the input's size."""
         height, width = image.shape[-2:]
         image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
+        h, x = self._network(image, mask, sample)
+        if self.config.base_fill == "none":
+            return h[..., :height, :width]
+        fill = self._fill(image, mask)
+        pred, g = self._gated(h, x, mask, fill)
+        return (fill + g * (pred - fill))[..., :height, :width]
 
+    def gate(self, image: Tensor, mask: Tensor) -> Tensor:
+        """``g`` of a gated model, ``(N, 1, H, W)``: how far each pixel's output moves from the
+        push-pull fill (0) toward the network's prediction (1); only hole pixels matter."""
+        if self.config.base_fill == "none":
+            raise ValueError("gate needs a gated model (a base fill)")
+        height, width = image.shape[-2:]
+        image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
+        h, x = self._network(image, mask, False)
+        _, g = self._gated(h, x, mask, self._fill(image, mask))
+        return g[..., :height, :width]
+
+    def _fill(self, image: Tensor, mask: Tensor) -> Tensor:
+        """The base fill, of the padded input (padding is unknown, so it adds no context): the
+        same fill as an exported graph computes, whose input is padded before it runs."""
+        return push_pull(image, mask, smooth=FILL_SMOOTH)
+
+    def _gated(self, h: Tensor, x: Tensor, mask: Tensor, fill: Tensor) -> tuple[Tensor, Tensor]:
+        """The prediction and ``g`` from the last layer's output ``h`` (image channels, then the
+        gate's) and input ``x`` (which the gate head reads)."""
+        pred, gate = h[:, :-1], h[:, -1:]
+        if self.gate_head is not None:
+            diff = pred - fill
+            gate = gate + self.gate_head(torch.cat([x, mask, fill, diff, diff.abs()], dim=1))
+        return pred, GATE_GAIN * gate
+
+    def _network(self, image: Tensor, mask: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
+        """The U-Net on a padded input: the last layer's output and its input."""
         h, m = image.masked_fill(mask == 0, 0), mask  # select: NaN or Inf in a hole stays out
-        fill = None
-        if self.config.base_fill == "pushpull":
-            # On the padded input (padding is unknown, so it adds no context): the same fill as an
-            # exported graph computes, whose input is padded before it runs.
-            fill = push_pull(image, mask, smooth=self.config.fill_smooth)
-            if self.config.fill_input:
-                h, m = torch.cat([h, fill], dim=1), (m + 1) / 2  # the fill's channels are known
         skips: list[tuple[Tensor, Tensor]] = []
         for block in self.encoder:
             skips.append((h, m))
@@ -157,34 +172,19 @@ class PConvUNet(InpaintingNet):
             h, m = block(x, coverage)
             if j < len(self.decoder) - 1:
                 h = self.dropout(h, sample)
-        g = None
-        if fill is None:
-            out = h
-        elif self.config.fill_gate:
-            pred, gate = h[:, :-1], h[:, -1:]
-            if self.gate_head is not None:
-                diff = pred - fill
-                gate = gate + self.gate_head(torch.cat([x, mask, fill, diff, diff.abs()], dim=1))
-            g = self.config.gate_gain * gate
-            out = fill + g * (pred - fill)
-            g = g[..., :height, :width]
-        else:
-            out = h + fill
-        return out[..., :height, :width], g
+        return h, x
 
 
 @torch.no_grad()
 def zero_fill_correction(model: PConvUNet) -> PConvUNet:
-    """Zero what a residual model adds to its base fill: the last layer (with ``fill_gate``: only
-    the gate's channel, and the gate head's last layer), so the model returns exactly its fill.
-    How a residual model is built, and how :mod:`pconv.training.surgery` starts one from the
-    weights of a model that predicted the image directly."""
+    """Zero the gate of a gated model (the last layer's gate channel and the gate head's last
+    layer), so the model returns exactly its fill. How a gated model is built, and how
+    :mod:`pconv.training.surgery` starts one from the weights of a model that predicted the image."""
     if model.config.base_fill == "none":
-        raise ValueError("a model without a base fill has no correction to zero")
+        raise ValueError("a model without a base fill has no gate to zero")
     last = model.decoder[-1].conv
-    rows = slice(-1, None) if model.config.fill_gate else slice(None)
-    last.weight[rows].zero_()
-    last.bias[rows].zero_()
+    last.weight[-1:].zero_()
+    last.bias[-1:].zero_()
     if model.gate_head is not None:
         model.gate_head[-1].weight.zero_()
         model.gate_head[-1].bias.zero_()

@@ -51,10 +51,10 @@ def test_layer_forward_and_backward_match_a_float64_cpu_reference(device, amp):
     "build",
     [
         lambda: PConvUNet(depth=4, base_width=8, max_width=32),
-        lambda: PConvUNet(depth=4, base_width=8, max_width=32, base_fill="pushpull", fill_input=True),
+        lambda: PConvUNet(depth=4, base_width=8, max_width=32, base_fill="pushpull", gate_head=4),
         lambda: UNet3Plus(depth=3, base_width=8, dropout=0.1),
     ],
-    ids=["pconv_unet", "pconv_unet_residual", "unet3plus"],
+    ids=["pconv_unet", "pconv_unet_gated", "unet3plus"],
 )
 @pytest.mark.parametrize("amp", AMP)
 def test_models_run_forward_and_backward(device, amp, build):

@@ -77,13 +77,12 @@ def test_predict_runs_an_onnx_file(exported, test_photos, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_residual_model_exports_with_its_fill(tmp_path, test_photos):
-    """The push-pull fill, as input channels and under a gate with its head, is part of the graph:
-    onnxruntime gives the same prediction, also at sizes the runner pads. (One model with every
-    option: each export takes half a minute.)"""
+def test_a_gated_model_exports_with_its_fill(tmp_path, test_photos):
+    """The push-pull fill under a gate with its head is part of the graph: onnxruntime gives the
+    same prediction, also at sizes the runner pads. (One model with every option: each export takes
+    half a minute.)"""
     torch.manual_seed(0)
-    options = {"fill_input": True, "fill_gate": True, "gate_gain": 10, "gate_head": 4}
-    model = PConvUNet(depth=4, base_width=8, base_fill="pushpull", **options).eval()
+    model = PConvUNet(depth=4, base_width=8, base_fill="pushpull", gate_head=4).eval()
     with torch.no_grad():
         model.decoder[-1].conv.weight.normal_(0, 0.05)  # a prediction and a gate that are not zero
         model.gate_head[-1].weight.normal_(0, 0.05)

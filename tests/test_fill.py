@@ -1,5 +1,5 @@
 """The push-pull fill: values against hand-worked cases, the properties of an average, batching,
-odd sizes, NaN in holes, gradients; and the residual PConv U-Net that starts from it."""
+odd sizes, NaN in holes, gradients; and the gated PConv U-Net that starts from it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from pconv import PConvUNet, PConvUNetConfig
+from pconv.configs import FILL_SMOOTH, GATE_GAIN
 from pconv.fill import push_pull
-from pconv.training.surgery import grow_weights, rescale_gate, start_at_fill, train_gate_only
+from pconv.training.surgery import grow_weights, start_at_fill, train_gate_only
 
 
 def random_mask(n, h, w, p=0.4, seed=0):
@@ -110,46 +111,48 @@ def test_bad_arguments_are_clear_errors():
         push_pull(torch.rand(1, 3, 8, 8), torch.ones(1, 1, 8, 8), smooth=-1)
 
 
-# ----------------------------------------------------------------------------- the residual model
+# ----------------------------------------------------------------------------- the gated model
 
 
 def residual(**kw) -> PConvUNet:
+    """A small gated model (``base_fill="pushpull"``)."""
     torch.manual_seed(0)
     return PConvUNet(PConvUNetConfig(**{"depth": 4, "base_width": 8, "max_width": 32, "base_fill": "pushpull", **kw}))
 
 
-@pytest.mark.parametrize("fill_input", [False, True])
+@pytest.mark.parametrize("gate_head", [0, 4])
 @pytest.mark.parametrize("size", [(16, 16), (37, 50)])
-def test_untrained_residual_model_is_exactly_the_fill(fill_input, size):
+def test_untrained_gated_model_is_exactly_the_fill(gate_head, size):
     """The fill of the input padded to the network's multiple (padding unknown), cropped back:
     what an exported graph, whose input is padded outside it, computes too."""
-    model = residual(fill_input=fill_input).eval()
+    model = residual(gate_head=gate_head).eval()
     image, mask = torch.rand(2, 3, *size), random_mask(2, *size)
     pad = (0, -size[1] % model.multiple, 0, -size[0] % model.multiple)
-    expected = push_pull(torch.nn.functional.pad(image, pad), torch.nn.functional.pad(mask, pad))
+    expected = push_pull(torch.nn.functional.pad(image, pad), torch.nn.functional.pad(mask, pad), smooth=FILL_SMOOTH)
     assert torch.equal(model(image, mask), expected[..., : size[0], : size[1]])
     if size[0] % model.multiple == 0 and size[1] % model.multiple == 0:
         assert torch.equal(model(image, mask), push_pull(image, mask))
 
 
-@pytest.mark.parametrize("fill_input", [False, True])
-def test_residual_model_learns_a_correction(fill_input):
-    """Zero last layer: only it gets a gradient at first; after a step the output leaves the fill."""
-    model = residual(fill_input=fill_input).train()
+def test_gated_model_learns_to_leave_the_fill():
+    """Zero gate: the gate's channel gets a gradient at once; after a step the output leaves the fill."""
+    model = residual().train()
     image, mask = torch.rand(2, 3, 32, 32), random_mask(2, 32, 32)
     loss = (model(image, mask) - image).abs().mean()
     loss.backward()
     last = model.decoder[-1].conv
-    assert last.weight.grad.abs().sum() > 0
+    assert last.weight.grad[-1].abs().sum() > 0 and last.bias.grad[-1] != 0
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     model.eval()
     assert not torch.allclose(model(image, mask), push_pull(image, mask))
 
 
-def test_start_at_fill_turns_direct_weights_into_a_residual_start():
+def test_start_at_fill_turns_direct_weights_into_a_gated_start():
     direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32)).eval()
     model = residual()
-    model.load_state_dict(direct.state_dict())  # same parameters: the fill is not a layer
+    model.load_state_dict(grow_weights(model, direct.state_dict()))
+    with torch.no_grad():
+        model.decoder[-1].conv.bias[-1] = 0.05
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     assert not torch.equal(model.eval()(image, mask), push_pull(image, mask))
     assert torch.equal(start_at_fill(model)(image, mask), push_pull(image, mask))
@@ -157,45 +160,32 @@ def test_start_at_fill_turns_direct_weights_into_a_residual_start():
         start_at_fill(direct)
 
 
-def test_residual_config_is_checked_and_saved(tmp_path):
+def test_gated_config_is_checked_and_saved(tmp_path):
     from pconv.io import load_model, save_model
 
     with pytest.raises(ValueError, match="base_fill"):
         PConvUNetConfig(base_fill="telea")
-    for option in ("fill_input", "fill_gate"):
-        with pytest.raises(ValueError, match="need a base fill"):
-            PConvUNetConfig(**{option: True})
-    model = residual(fill_input=True, fill_smooth=5)
+    with pytest.raises(ValueError, match="gate_head must be 0, or positive with a base fill"):
+        PConvUNetConfig(gate_head=4)
+    with pytest.raises(ValueError, match="gate_head"):
+        PConvUNetConfig(base_fill="pushpull", gate_head=-1)
+    model = residual(gate_head=4)
+    with torch.no_grad():
+        model.decoder[-1].conv.bias[-1] = 0.05
+        model.gate_head[-1].bias.fill_(0.02)
     save_model(model, tmp_path / "m.safetensors")
     loaded = load_model(tmp_path / "m.safetensors")
     assert loaded.config == model.config
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
-    assert torch.equal(loaded(image, mask), push_pull(image, mask, smooth=5))
-
-
-@pytest.mark.parametrize("base_fill", ["none", "pushpull"])
-def test_a_fill_input_model_starts_from_a_model_without_the_fill_channels(base_fill):
-    """The image channels keep their weights, the fill's start at zero; with the last layer zeroed
-    the model is its fill, and the first layer's response to the image is the original's."""
-    torch.manual_seed(1)
-    source = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32, base_fill=base_fill))
-    target = residual(fill_input=True)
-    target.load_state_dict(grow_weights(target, source.state_dict()))  # strict: every shape fits
-    first, src_first = target.encoder[0].conv.weight, source.encoder[0].conv.weight
-    assert torch.equal(first[:, :3], src_first) and not first[:, 3:].any()
-    last, src_last = target.decoder[-1].conv.weight, source.decoder[-1].conv.weight
-    assert torch.equal(last[:, : src_last.shape[1]], src_last) and not last[:, src_last.shape[1] :].any()
-    start_at_fill(target).eval()
-    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
-    assert torch.equal(target(image, mask), push_pull(image, mask))
+    assert torch.equal(loaded(image, mask), model.eval()(image, mask))
 
 
 def test_a_gated_model_starts_at_the_fill_with_the_direct_models_image_inside():
-    """fill + g * (image - fill): g = 0 gives the fill; g = 1 (the gate's bias at one) gives the
-    direct model's prediction exactly; the gate gets a gradient at the start."""
+    """fill + g * (image - fill), g = GATE_GAIN x the gate channel: g = 0 gives the fill; a gate
+    bias of 1 / GATE_GAIN (g = 1) gives the direct model's prediction; the gate gets a gradient."""
     torch.manual_seed(2)
     direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8, max_width=32)).eval()
-    gated = residual(fill_gate=True).eval()
+    gated = residual().eval()
     gated.load_state_dict(grow_weights(gated, direct.state_dict()))
     start_at_fill(gated)
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
@@ -205,49 +195,71 @@ def test_a_gated_model_starts_at_the_fill_with_the_direct_models_image_inside():
     gate = gated.decoder[-1].conv
     assert gate.bias.grad[-1] != 0 and gate.weight.grad[-1].abs().sum() > 0
     with torch.no_grad():
-        gate.bias[-1] = 1.0
+        gate.bias[-1] = 1 / GATE_GAIN
     assert torch.allclose(gated(image, mask), direct(image, mask), atol=1e-6)
 
 
-def test_the_gate_gain_scales_g_and_init_keeps_g_across_gains(tmp_path):
-    """g = gain * the gate channel: at gain 10 a bias of 0.1 gives the direct model. A run that
-    starts (--init) from a gated file saved at another gain rescales the channel: same output."""
-    from pconv.io import save_model
+OLD_GATED = {"base_fill": "pushpull", "fill_input": False, "fill_smooth": 20, "fill_gate": True, "gate_gain": 10.0}
+
+
+@pytest.mark.parametrize(
+    ("stored", "retired"),
+    [
+        ({"base_fill": "pushpull", "fill_input": True, "fill_gate": True, "gate_gain": 10.0}, "fill_input"),
+        ({"base_fill": "pushpull", "fill_gate": False}, "ungated residual"),
+        ({**OLD_GATED, "gate_gain": 1.0}, "gate_gain 1.0"),
+        ({**OLD_GATED, "fill_smooth": 5}, "fill_smooth 5"),
+    ],
+)
+def test_files_of_retired_experiments_are_refused_by_name(tmp_path, stored, retired):
+    """The one migration: a release file or an --init checkpoint of a combination no release used
+    is a clear error naming it, never a model that silently computes something else."""
+    from pconv.errors import CheckpointError
+    from pconv.io import load_model
+    from pconv.train import config_from_args
+
+    path = _with_stored_config(tmp_path, residual(), {**stored, "depth": 4, "base_width": 8, "max_width": 32})
+    with pytest.raises(CheckpointError, match=retired):
+        load_model(path)
+    with pytest.raises(CheckpointError, match=retired):
+        config_from_args(["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--init", str(path)])
+
+
+def test_gated_files_of_the_old_format_load_and_init_unchanged(tmp_path):
+    """The sixth round's format (fill_gate, fill_smooth, gate_gain, fill_input stored): the same
+    model and output; a run started from it takes its architecture."""
+    from pconv.io import load_model
     from pconv.train import config_from_args
     from pconv.training.setup import build_model
 
-    with pytest.raises(ValueError, match="gate_gain"):
-        PConvUNetConfig(base_fill="pushpull", fill_gate=True, gate_gain=0)
-    torch.manual_seed(3)
-    direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8)).eval()
-    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10))
-    gated.load_state_dict(grow_weights(gated, direct.state_dict()))
-    start_at_fill(gated).eval()
+    model = residual(gate_head=4, max_width=512).eval()  # train.py has no --max-width
     with torch.no_grad():
-        gated.decoder[-1].conv.bias[-1] = 0.1
+        model.decoder[-1].conv.bias[-1] = 0.05
+        model.gate_head[-1].bias.fill_(0.02)
+    stored = {**model.config.to_dict(), **OLD_GATED}
+    path = _with_stored_config(tmp_path, model, stored)
+    loaded = load_model(path)
+    assert loaded.config == model.config
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
-    assert torch.allclose(gated(image, mask), direct(image, mask), atol=1e-6)
+    assert torch.equal(loaded(image, mask), model(image, mask))
+    cfg = config_from_args(["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--init", str(path)])
+    assert cfg.model_config() == model.config
+    assert torch.equal(build_model(cfg, torch.device("cpu"), None).eval()(image, mask), model(image, mask))
 
-    old = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True)).eval()
-    with torch.no_grad():
-        old.decoder[-1].conv.weight[-1].normal_(0, 0.1)
-        old.decoder[-1].conv.bias[-1] = 0.3
-    save_model(old, tmp_path / "gated.safetensors")
-    args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
-    args += [
-        "--base-fill",
-        "pushpull",
-        "--fill-gate",
-        "--gate-gain",
-        "10",
-        "--init",
-        str(tmp_path / "gated.safetensors"),
-    ]
-    cfg = config_from_args(args)
-    assert cfg.model_config().gate_gain == 10
-    new = build_model(cfg, torch.device("cpu"), None).eval()
-    assert torch.allclose(new(image, mask), old(image, mask), atol=1e-6)
-    assert new.decoder[-1].conv.bias[-1].item() == pytest.approx(0.03)
+
+def _with_stored_config(tmp_path, model: PConvUNet, stored: dict):
+    """``model`` saved as a release file whose metadata stores ``stored`` as its configuration."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from pconv.io import read_metadata, save_model
+
+    save_model(model, tmp_path / "new.safetensors")
+    metadata = read_metadata(tmp_path / "new.safetensors")
+    metadata["config"] = json.dumps(stored)
+    save_file(load_file(tmp_path / "new.safetensors"), tmp_path / "old.safetensors", metadata=metadata)
+    return tmp_path / "old.safetensors"
 
 
 def test_gate_only_training_changes_the_gate_alone(tmp_path):
@@ -261,7 +273,7 @@ def test_gate_only_training_changes_the_gate_alone(tmp_path):
     direct = PConvUNet(PConvUNetConfig(depth=4, base_width=8))
     save_model(direct, tmp_path / "direct.safetensors")
     args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
-    args += ["--base-fill", "pushpull", "--fill-gate", "--init", str(tmp_path / "direct.safetensors"), "--gate-only"]
+    args += ["--base-fill", "pushpull", "--init", str(tmp_path / "direct.safetensors"), "--gate-only"]
     model = build_model(config_from_args(args), torch.device("cpu"), None)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -278,20 +290,20 @@ def test_gate_only_training_changes_the_gate_alone(tmp_path):
     assert moved == {"decoder.3.conv.weight", "decoder.3.conv.bias"}, moved
     for name in moved:
         assert torch.equal(before[name][:-1], after[name][:-1]) and not torch.equal(before[name][-1], after[name][-1])
-    with pytest.raises(ValueError, match="fill_gate"):
-        train_gate_only(residual())
+    with pytest.raises(ValueError, match="gated model"):
+        train_gate_only(PConvUNet(PConvUNetConfig(depth=4, base_width=8)))
 
 
 def test_gate_only_needs_a_gate_and_init(tmp_path, capsys):
     from pconv.train import main
 
-    argv = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--base-fill", "pushpull", "--gate-only"]
-    assert main(argv) == 2 and main([*argv, "--fill-gate"]) == 2
+    argv = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--gate-only"]
+    assert main(argv) == 2 and main([*argv, "--base-fill", "pushpull"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all("--gate-only needs --fill-gate and --init" in line for line in err)
+    assert len(err) == 2 and all("--gate-only needs --base-fill and --init" in line for line in err)
 
 
-def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
+def test_train_init_of_a_gated_model_from_a_direct_release(tmp_path):
     from pconv.io import save_model
     from pconv.train import config_from_args
     from pconv.training.setup import build_model
@@ -300,32 +312,20 @@ def test_train_init_of_a_fill_input_model_from_a_direct_release(tmp_path):
     save_model(direct, tmp_path / "direct.safetensors")
     args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
     args += ["--base-fill", "pushpull", "--init", str(tmp_path / "direct.safetensors")]
-    model = build_model(config_from_args([*args, "--fill-input"]), torch.device("cpu"), None)
-    assert torch.equal(model.encoder[0].conv.weight[:, :3], direct.encoder[0].conv.weight)
-    assert not model.decoder[-1].conv.weight.any()  # starts at the fill
-    gated = build_model(config_from_args([*args, "--fill-gate"]), torch.device("cpu"), None)
+    gated = build_model(config_from_args(args), torch.device("cpu"), None)
     last, direct_last = gated.decoder[-1].conv, direct.decoder[-1].conv
     assert torch.equal(last.weight[:3], direct_last.weight) and not last.weight[3:].any()
+    assert torch.equal(gated.encoder[0].conv.weight, direct.encoder[0].conv.weight)
 
 
 def test_release_files_without_the_newer_options_still_load(tmp_path):
-    """A file written before base_fill, fill_gate, gate_gain and gate_head existed (the releases
-    before the gated one) loads as the direct model it is."""
-    import json
-
-    from safetensors.torch import load_file, save_file
-
-    from pconv.io import load_model, read_metadata, save_model
-
+    """A file written before base_fill and gate_head existed (the releases before the gated one)
+    loads as the direct model it is."""
     model = PConvUNet(PConvUNetConfig(depth=4, base_width=8)).eval()
-    save_model(model, tmp_path / "new.safetensors")
-    metadata = read_metadata(tmp_path / "new.safetensors")
-    config = json.loads(metadata["config"])
-    for key in ("base_fill", "fill_input", "fill_smooth", "fill_gate", "gate_gain", "gate_head"):
-        del config[key]
-    metadata["config"] = json.dumps(config)
-    save_file(load_file(tmp_path / "new.safetensors"), tmp_path / "old.safetensors", metadata=metadata)
-    loaded = load_model(tmp_path / "old.safetensors")
+    stored = {k: v for k, v in model.config.to_dict().items() if k not in ("base_fill", "gate_head")}
+    from pconv.io import load_model
+
+    loaded = load_model(_with_stored_config(tmp_path, model, stored))
     assert loaded.config == model.config
     image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
     assert torch.equal(loaded(image, mask), model(image, mask))
@@ -352,12 +352,12 @@ def test_a_gate_head_starts_at_its_gated_init_and_trains_with_the_gate_alone(tmp
     from pconv.training.setup import build_model
 
     torch.manual_seed(5)
-    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10))
+    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull"))
     with torch.no_grad():
         gated.decoder[-1].conv.bias[-1] = 0.05
     save_model(gated, tmp_path / "gated.safetensors")
     args = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--depth", "4", "--base-width", "8"]
-    args += ["--base-fill", "pushpull", "--fill-gate", "--init", str(tmp_path / "gated.safetensors")]
+    args += ["--init", str(tmp_path / "gated.safetensors")]
     model = build_model(config_from_args([*args, "--gate-only", "--gate-head", "4"]), torch.device("cpu"), None)
     image, mask = torch.rand(2, 3, 32, 32), random_mask(2, 32, 32)
     assert torch.equal(model.eval()(image, mask), gated.eval()(image, mask))
@@ -379,46 +379,29 @@ def test_a_gate_head_starts_at_its_gated_init_and_trains_with_the_gate_alone(tmp
     loaded = load_model(tmp_path / "head.safetensors")
     assert loaded.config.gate_head == 4 and torch.equal(loaded(image, mask), model(image, mask))
     with pytest.raises(ValueError, match="gate_head"):
-        PConvUNetConfig(base_fill="pushpull", gate_head=4)
+        PConvUNetConfig(gate_head=4)  # a head without a gate
 
 
 def test_a_gate_head_without_a_gate_is_a_clear_error(tmp_path, capsys):
     from pconv.train import main
 
     argv = ["--train", str(tmp_path), "--out", str(tmp_path / "r"), "--base-fill", "pushpull"]
-    assert main([*argv, "--gate-head", "8"]) == 2
-    assert main([*argv, "--fill-gate", "--gate-head", "-1"]) == 2
+    assert main([*argv, "--base-fill", "none", "--gate-head", "8"]) == 2
+    assert main([*argv, "--gate-head", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "--gate-head needs --fill-gate" in err[0] and "--gate-head must be 0 or more" in err[1]
+    assert len(err) == 2 and all("--gate-head must be 0, or positive with a base fill" in line for line in err)
 
 
 def test_gate_returns_g_at_the_input_size():
-    """g = gain x (gate channel + head): with the channel's bias at 0.03 and its weights and the
-    head at zero, g is 0.3 at every pixel, cropped like the output; models without a gate refuse."""
+    """g = GATE_GAIN x (gate channel + head): with the channel's bias at 0.03 and its weights and
+    the head at zero, g is 0.3 at every pixel, cropped like the output; models without a gate refuse."""
     torch.manual_seed(6)
-    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_gain=10))
+    gated = PConvUNet(PConvUNetConfig(depth=4, base_width=8, base_fill="pushpull"))
     gated.eval()
     with torch.no_grad():
         gated.decoder[-1].conv.bias[-1] = 0.03
     image, mask = torch.rand(2, 3, 30, 36), random_mask(2, 30, 36)
     g = gated.gate(image, mask)
     assert g.shape == (2, 1, 30, 36) and torch.allclose(g, torch.full_like(g, 0.3))
-    with pytest.raises(ValueError, match="fill_gate"):
-        residual().gate(image, mask)
-
-
-def test_regain_gate_scales_the_head_with_the_gate_channel():
-    """A gated model with a head saved at gain 1 and loaded into gain 10: the same g and output."""
-    torch.manual_seed(7)
-    config = dict(depth=4, base_width=8, base_fill="pushpull", fill_gate=True, gate_head=4)
-    old = PConvUNet(PConvUNetConfig(**config, gate_gain=1.0)).eval()
-    with torch.no_grad():
-        old.decoder[-1].conv.bias[-1] = 0.3
-        old.gate_head[-1].weight.normal_(0, 0.05)
-        old.gate_head[-1].bias.fill_(0.1)
-    new = PConvUNet(PConvUNetConfig(**config, gate_gain=10.0)).eval()
-    new.load_state_dict(old.state_dict())
-    rescale_gate(new, 1.0)
-    image, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
-    assert torch.allclose(new.gate(image, mask), old.gate(image, mask), atol=1e-6)
-    assert torch.allclose(new(image, mask), old(image, mask), atol=1e-6)
+    with pytest.raises(ValueError, match="gated model"):
+        PConvUNet(PConvUNetConfig(depth=4, base_width=8)).gate(image, mask)

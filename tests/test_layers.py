@@ -23,6 +23,7 @@ COMMAND_LINE = {
     "export.py",
     "train.py",
     "masks/__main__.py",
+    "training/recipe.py",
 }
 MAX_LINES = 410
 

@@ -434,15 +434,6 @@ def test_bad_val_masks_is_a_clear_error(folders, tmp_path, capsys):
     assert "--val-masks must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("gain", ["0", "-1", "nan"])
-def test_a_bad_gate_gain_is_a_clear_error(folders, tmp_path, capsys, gain):
-    train, val = folders
-    argv = _args(train, val, tmp_path / "run", "--steps", "1", "--base-fill", "pushpull", "--fill-gate")
-    assert main([*argv, "--gate-gain", gain]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--gate-gain must be a" in err and len(err.splitlines()) == 1
-
-
 def test_load_image_applies_exif_orientation_and_converts_modes(tmp_path):
     img = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = img.getexif()
@@ -783,9 +774,9 @@ def test_ema_weights_are_validated_saved_released_and_resumed_exactly(folders, t
 
 
 def test_init_from_a_gated_model_keeps_its_gate(folders, tmp_path, capsys):
-    """The release is a gated residual with a gate head: --init from it needs no gate flags."""
+    """The release is a gated model with a gate head: --init from it needs no gate flags."""
     train, _ = folders
-    gated = PConvUNet(depth=3, base_width=4, base_fill="pushpull", fill_gate=True, gate_gain=10, gate_head=4)
+    gated = PConvUNet(depth=3, base_width=4, base_fill="pushpull", gate_head=4)
     save_model(gated, tmp_path / "gated.safetensors")
     argv = _args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "1", "--sample-every", "0")
     assert main([*argv, "--init", str(tmp_path / "gated.safetensors")]) == 0
@@ -909,4 +900,22 @@ def test_init_by_a_trained_models_name(folders, tmp_path):
 
     given = inherit_init_architecture({"init": "pconv_unet_photos_512"})
     assert given["init"].endswith("pconv-unet-photos-512.safetensors") and given["gate_head"] == 16
-    assert given["depth"] == 7 and given["base_fill"] == "pushpull" and given["fill_gate"] is True
+    assert given["depth"] == 7 and given["base_fill"] == "pushpull" and "fill_gate" not in given
+
+
+def test_a_gate_only_run_changes_nothing_but_the_gate(folders, tmp_path):
+    """train.py --gate-only through the whole loop (pretrain stage, BatchNorm otherwise in train
+    mode): every tensor of the --init model, BatchNorm statistics included, is unchanged but the
+    gate's channel of the last layer."""
+    train, _ = folders
+    torch.manual_seed(0)
+    save_model(PConvUNet(depth=3, base_width=4), tmp_path / "direct.safetensors")
+    argv = _args(train, None, tmp_path / "run", "--stage", "pretrain", "--steps", "2", "--sample-every", "0")
+    argv += ["--init", str(tmp_path / "direct.safetensors"), "--base-fill", "pushpull", "--gate-only"]
+    assert main(argv) == 0
+    before = load_file(tmp_path / "direct.safetensors")
+    after = load_file(tmp_path / "run" / "model.safetensors")
+    kept = {k: after[k][: len(v)] if v.ndim else after[k] for k, v in before.items()}  # the gate's row cut off
+    moved = {k for k in before if not torch.equal(before[k], kept[k])}
+    assert moved == set(), moved
+    assert after["decoder.2.conv.bias"][-1] != 0  # the gate learned

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,32 +100,21 @@ class ModelChoice:
     deep_weight: float = opt(0.25, "unet3plus: weight of the deep-supervision outputs' L1 terms")
     base_fill: str = opt(
         "none",
-        "pconv_unet: pushpull = predict a correction of the push-pull fill (an untrained "
-        "model is that fill); none = predict the image, as in the paper",
+        "pconv_unet: pushpull = the gated model: the network predicts the image and a per-pixel weight g, "
+        "output = push-pull fill + g * (image - fill), g starting at zero (an untrained model is the fill; "
+        "--init from a direct model keeps its image); none = predict the image, as in the paper",
         choices=BASE_FILLS,
     )
-    fill_input: bool = opt(False, "pconv_unet with a base fill: also give the fill to the network as input channels")
-    fill_gate: bool = opt(
-        False,
-        "pconv_unet with a base fill: predict the image and a per-pixel weight g; output = fill + "
-        "g * (image - fill), g starting at zero (--init from a direct model keeps its image)",
+    gate_head: int = opt(
+        0,
+        "with --base-fill: hidden width of a small convolutional head added to the gate, which also "
+        "sees the fill and the prediction's difference from it (0 = the gate is one channel of the "
+        "last layer); it starts at zero, so --init from a gated model starts at that model",
     )
     gate_only: bool = opt(
         False,
-        "with --fill-gate and --init: train the gate alone; the network's prediction (every other "
+        "with --base-fill and --init: train the gate alone; the network's prediction (every other "
         "weight, BatchNorm statistics included) stays that of the --init model",
-    )
-    gate_gain: float = opt(
-        10.0,
-        "with --fill-gate: g is this times the network's gate channel, so g moves about this many "
-        "times the learning rate per step (at 1 it barely leaves zero in a CPU run)",
-    )
-
-    gate_head: int = opt(
-        0,
-        "with --fill-gate: hidden width of a small convolutional head added to the gate, which also "
-        "sees the fill and the prediction's difference from it (0 = the gate is one channel of the "
-        "last layer); it starts at zero, so --init from a gated model starts at that model",
     )
 
     def build(self, size: int) -> PConvUNetConfig | UNet3PlusConfig:
@@ -139,9 +129,6 @@ class ModelChoice:
             base_width=self.base_width,
             dropout=self.dropout,
             base_fill=self.base_fill,
-            fill_input=self.fill_input,
-            fill_gate=self.fill_gate,
-            gate_gain=self.gate_gain if self.fill_gate else 1.0,
             gate_head=self.gate_head,
         )
 
@@ -353,17 +340,12 @@ def check(cfg: TrainConfig) -> None:
     if d.masks is not None and d.mask_ratio is not None:
         raise ConfigError("--mask-ratio applies to generated masks, not to --masks DIR")
     m = cfg.model
-    if m.arch != "pconv_unet" and (m.base_fill != "none" or m.fill_input or m.fill_gate):
-        raise ConfigError("--base-fill, --fill-input and --fill-gate apply to --arch pconv_unet")
-    if m.gate_only and not (m.fill_gate and cfg.schedule.init):
-        raise ConfigError("--gate-only needs --fill-gate and --init (the model whose prediction the gate weighs)")
-    if m.gate_head and not m.fill_gate:
-        raise ConfigError("--gate-head needs --fill-gate (the head adds to the gate)")
-    if m.gate_head < 0:
-        raise ConfigError(f"--gate-head must be 0 or more, got {m.gate_head}")
-    if not 0 < m.gate_gain < float("inf"):
-        raise ConfigError(f"--gate-gain must be a positive number, got {m.gate_gain}")
+    if m.arch != "pconv_unet" and (m.base_fill != "none" or m.gate_head):
+        raise ConfigError("--base-fill and --gate-head apply to --arch pconv_unet")
+    if m.gate_only and not (m.base_fill != "none" and cfg.schedule.init):
+        raise ConfigError("--gate-only needs --base-fill and --init (the model whose prediction the gate weighs)")
     try:
-        cfg.model_config()
+        cfg.model_config()  # the architecture checks its own fields, named here by their flags
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        fields = "|".join(f.name for f in dataclasses.fields(ModelChoice))
+        raise ConfigError(re.sub(rf"\b({fields})\b", lambda n: "--" + n[0].replace("_", "-"), str(err))) from None

@@ -237,7 +237,8 @@ def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
     cfg, state, world, model = run.cfg, run.state, run.world, run.model
     if state.stage_step == 0:
         state.best, state.bad_evals = -math.inf, 0  # each stage picks its own best; the release comes from the last
-    model.freeze_encoder_bn(stage.name == "finetune")
+    # --gate-only keeps every BatchNorm statistic; otherwise the second stage freezes the encoder's
+    model.freeze_bn("all" if cfg.model.gate_only else "encoder" if stage.name == "finetune" else None)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=stage.lr, weight_decay=cfg.schedule.weight_decay)

@@ -28,7 +28,7 @@ from pconv.training.config import TrainConfig
 from pconv.training.distributed import World
 from pconv.training.logs import RunLogs
 from pconv.training.schedule import Stage, global_step
-from pconv.training.surgery import grow_weights, rescale_gate, start_at_fill, train_gate_only
+from pconv.training.surgery import grow_weights, start_at_fill, train_gate_only
 from pconv.vgg import VGG16Features
 
 __all__ = [
@@ -104,20 +104,22 @@ def build_model(cfg: TrainConfig, device: torch.device, ckpt: dict | None) -> nn
     model_cfg = cfg.model_config()
     model = ARCHITECTURES[cfg.model.arch].build(model_cfg)
     if ckpt is not None:
+        _migrated(cfg.model.arch, ckpt.get("model_config") or {}, f"{cfg.run.out}/last.pt")
         model.load_state_dict(ckpt["model"])
     elif cfg.schedule.init is not None:
         weights, init_config = _initial_weights(cfg.schedule.init)
-        grown = ("fill_input", "fill_gate", "gate_head")
-        if any(getattr(model_cfg, k, 0) and not init_config.get(k, 0) for k in grown):
-            weights = grow_weights(model, weights)  # the fill's input channels, the gate and its head start at zero
+        absent = ("none", 0)  # a gate or a gate head this run adds to the file's model
+        if any(
+            getattr(model_cfg, k, 0) not in absent and init_config.get(k, 0) in absent
+            for k in ("base_fill", "gate_head")
+        ):
+            weights = grow_weights(model, weights)  # the gate and its head start at zero
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
             raise CheckpointError(_init_mismatch(cfg.schedule.init, init_config, model_cfg.to_dict(), err)) from None
         if getattr(model_cfg, "base_fill", "none") != "none" and init_config.get("base_fill", "none") == "none":
-            start_at_fill(model)  # a direct model's weights, corrections from zero: the run starts at the fill
-        elif init_config.get("fill_gate"):
-            rescale_gate(model, init_config.get("gate_gain", 1.0))  # the same g at this run's gain
+            start_at_fill(model)  # a direct model's weights, the gate at zero: the run starts at the fill
     if cfg.model.gate_only:
         train_gate_only(model)
     model.to(device)
@@ -225,23 +227,28 @@ def _initial_weights(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     if not Path(path).is_file():
         raise CheckpointError(f"initial weights not found: {path}")
     ckpt = load_checkpoint(path)
-    return ckpt["model"], ckpt.get("model_config") or {}
+    arch = (ckpt.get("config") or {}).get("arch", "pconv_unet")
+    return ckpt["model"], _migrated(arch, ckpt.get("model_config") or {}, path)
 
 
-# Architecture options an --init file decides, unless a flag grows the model from it (a fill, a
-# gate, a gate head added to a direct model; another gate gain, rescaled; dropout, weight-free).
-INIT_OPTIONS = (
-    "arch",
-    "depth",
-    "base_width",
-    "conv",
-    "base_fill",
-    "fill_input",
-    "fill_gate",
-    "gate_head",
-    "gate_gain",
-    "dropout",
-)
+def _migrated(arch: str, stored: dict, path: str) -> dict:
+    """A checkpoint's stored model configuration as today's fields (see
+    :meth:`pconv.models.Architecture.stored_config`).
+
+    Raises:
+        CheckpointError: an unknown architecture or a configuration this version does not build.
+    """
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path} holds an unknown architecture {arch!r}")
+    try:
+        return ARCHITECTURES[arch].stored_config(stored).to_dict() if stored else {}
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+# Architecture options an --init file decides, unless a flag grows the model from it (a gate or a
+# gate head added to a model without; dropout, weight-free).
+INIT_OPTIONS = ("arch", "depth", "base_width", "conv", "base_fill", "gate_head", "dropout")
 
 
 def init_architecture(path: str) -> dict[str, object]:
@@ -268,9 +275,7 @@ def init_architecture(path: str) -> dict[str, object]:
     if not isinstance(config, dict) or arch not in ARCHITECTURES:
         raise CheckpointError(f"{path} does not say which architecture it holds")
     options: dict[str, object] = {"arch": arch}
-    options.update({k: v for k, v in config.items() if k in INIT_OPTIONS})
-    if not config.get("fill_gate"):
-        options.pop("gate_gain", None)  # a gate added now takes the run's own gain
+    options.update({k: v for k, v in _migrated(arch, config, path).items() if k in INIT_OPTIONS})
     return options
 
 
@@ -295,12 +300,7 @@ def inherit_init_architecture(given: dict[str, object]) -> dict[str, object]:
             out[key] = value
             continue
         wanted = given[key]
-        grows = (
-            key in ("gate_gain", "dropout")
-            or (key == "base_fill" and value == "none")
-            or (key in ("fill_input", "fill_gate") and not value)
-            or (key == "gate_head" and not value)
-        )
+        grows = key == "dropout" or (key == "base_fill" and value == "none") or (key == "gate_head" and not value)
         if wanted != value and not grows:
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} {wanted} contradicts --init {given['init']}, a model with {key} {value}")
@@ -309,7 +309,7 @@ def inherit_init_architecture(given: dict[str, object]) -> dict[str, object]:
 
 def _init_mismatch(path: str, saved: dict, wanted: dict, err: RuntimeError) -> str:
     """Why ``--init`` weights do not load: the architecture options that differ, as flags to pass."""
-    options = ("depth", "base_width", "dropout", "base_fill", "fill_input", "fill_gate", "gate_head")
+    options = ("depth", "base_width", "dropout", "base_fill", "gate_head")
     differ = [k for k in options if saved.get(k) and saved[k] != wanted.get(k)]
     if differ:
         flags = " ".join(f"--{k.replace('_', '-')}" + ("" if saved[k] is True else f" {saved[k]}") for k in differ)
