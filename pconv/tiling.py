@@ -95,10 +95,9 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
     ``hole_depth`` from it; the rest of the hole, thick parts and the small bits beside them (a
     box's corners), takes the hole's factor.
     """
-    holes = (~known).astype(np.uint8)
-    levels = np.zeros(known.shape, np.int32)
+    holes = (~known).view(np.uint8)
     if not holes.any():
-        return levels
+        return np.zeros(known.shape, np.uint8)
     depth = cv2.distanceTransform(holes, cv2.DIST_L2, 5)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=8)
     deepest = np.zeros(count, np.float32)
@@ -110,7 +109,8 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
     if max_factor is not None:
         factors = np.minimum(factors, max(1, max_factor))
     factors[0] = 0  # label 0 is the known part
-    levels = factors[labels]
+    # one byte per pixel where the factors allow: a 24 MP map of int32 cost more than the rest here
+    levels = factors.astype(np.uint8 if factors.max() < 256 else np.int32)[labels]
     for g in np.flatnonzero(factors > 1):
         x, y, w, h = stats[g, :4]
         window = (slice(y, y + h), slice(x, x + w))
@@ -148,7 +148,7 @@ def scale_levels(known: np.ndarray, scale: str | float, hole_depth: float) -> np
     max_factor = max(1, min(known.shape) // MIN_LEVEL_SIDE)
     if scale == "auto":
         return hole_levels(known, hole_depth, max_factor)
-    return np.where(known, 0, min(float(scale), max_factor))
+    return np.where(known, np.float32(0), np.float32(min(float(scale), max_factor)))
 
 
 @dataclass
@@ -262,14 +262,14 @@ def crop_plan(targets: np.ndarray, known: np.ndarray, tile: int, multiple: int) 
     side come from :func:`crop_boxes` with a quarter of the side as overlap; crops of different
     sides may overlap each other, and their predictions are blended like any others.
     """
-    if not targets.any():
+    rows, cols = np.flatnonzero(targets.any(axis=1)), np.flatnonzero(targets.any(axis=0))
+    if not rows.size:
         return []
-    holes = ~known
-    ys, xs = np.nonzero(targets)
+    height, width = known.shape
     pad = tile
-    y0, y1 = max(0, ys.min() - pad), min(known.shape[0], ys.max() + 1 + pad)
-    x0, x1 = max(0, xs.min() - pad), min(known.shape[1], xs.max() + 1 + pad)
-    window = holes[y0:y1, x0:x1].astype(np.uint8)
+    y0, y1 = max(0, rows[0] - pad), min(height, rows[-1] + 1 + pad)
+    x0, x1 = max(0, cols[0] - pad), min(width, cols[-1] + 1 + pad)
+    window = (~known[y0:y1, x0:x1]).view(np.uint8)
     depth = cv2.distanceTransform(window, cv2.DIST_L2, 5)
     count, labels = cv2.connectedComponents(window, connectivity=8)
     deepest = np.zeros(count, np.float32)
@@ -279,11 +279,16 @@ def crop_plan(targets: np.ndarray, known: np.ndarray, tile: int, multiple: int) 
     smallest = min(tile, -(-max(MIN_CROP, unit) // unit) * unit)
     sides = np.minimum(np.ceil(CONTEXT_DEPTHS * deepest / unit).astype(np.int64) * unit, tile)
     sides = np.maximum(sides, smallest)
-    side_of = np.zeros(known.shape, np.int64)
-    side_of[y0:y1, x0:x1] = sides[labels] * (labels > 0)
+    near = targets[y0:y1, x0:x1]
+    wanted = np.unique(sides[np.unique(labels[near])])
+    # each hole's crop side as an index into ``wanted``, one byte per pixel of the window
+    index = np.zeros(count, np.uint8 if len(wanted) < 255 else np.int32)
+    index[1:] = np.searchsorted(wanted, sides[1:]) + 1
+    coded = index[labels]
     plan: list[tuple[Box, int]] = []
-    for side in sorted({int(v) for v in np.unique(side_of[targets])}):
-        mine = targets & (side_of == side)
+    for i, side in enumerate(int(v) for v in wanted):
+        mine = np.zeros(known.shape, bool)
+        mine[y0:y1, x0:x1] = near & (coded == i + 1)
         overlap = side // 4
         step = unit if side >= 4 * unit else max(1, side // 4)  # small crops: overlap before alignment
         plan += [(box, overlap) for box in crop_boxes(mine, side, overlap, unit, step)]

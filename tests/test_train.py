@@ -18,7 +18,7 @@ from conftest import image_size, synthetic_photo
 from PIL import Image
 from safetensors.torch import load_file
 
-import pconv.training.loop as loop
+import pconv.training.stage as stage
 import pconv.training.steps as steps
 from pconv import PConvUNet, load_model, save_model
 from pconv.data import EpochSampler, InpaintingDataset
@@ -142,8 +142,8 @@ def _same_weights(a_path: Path, b_path: Path) -> None:
 
 
 def _patched_step(monkeypatch, call: int, action) -> None:
-    """``loop.train_step`` runs ``action()`` at the start of its ``call``-th call."""
-    real_step, calls = loop.train_step, []
+    """``train_step`` runs ``action()`` at the start of its ``call``-th call."""
+    real_step, calls = stage.train_step, []
 
     def step(*args, **kwargs):
         calls.append(1)
@@ -151,7 +151,7 @@ def _patched_step(monkeypatch, call: int, action) -> None:
             action()
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(stage, "train_step", step)
 
 
 def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(folders, tmp_path, monkeypatch, capsys):
@@ -454,6 +454,7 @@ _RANK_WEIGHTS = """
 import os, sys
 import torch
 import pconv.training.loop as loop
+import pconv.training.stage as stage
 from pconv.train import config_from_args
 
 wrapped = []

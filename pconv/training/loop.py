@@ -12,7 +12,6 @@ stops at once without saving (``last.pt`` is then the previous checkpoint, still
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 import uuid
@@ -25,20 +24,17 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from pconv.data import UnreadableData
 from pconv.devices import resolve_device
-from pconv.errors import InputError
 from pconv.losses import InpaintingLoss
 from pconv.models import ARCHITECTURES
 from pconv.training.checkpoint import TrainState, load_checkpoint, restore_rng, save_checkpoint
 from pconv.training.config import TrainConfig
 from pconv.training.distributed import World, init_distributed
 from pconv.training.ema import WeightAverage
-from pconv.training.logs import RunLogs, sample_grid
+from pconv.training.logs import RunLogs
 from pconv.training.release import TrainSummary, finished_summary, write_release
-from pconv.training.schedule import Stage, global_step, lr_at, plan_stages
+from pconv.training.schedule import Stage, global_step, plan_stages
 from pconv.training.setup import (
     TrainData,
     build_model,
@@ -49,7 +45,8 @@ from pconv.training.setup import (
     vgg_for,
     write_config,
 )
-from pconv.training.steps import amp_dtype_for, eval_forward, to_device, train_step, validate
+from pconv.training.stage import train_stage
+from pconv.training.steps import amp_dtype_for
 from pconv.training.stopping import Stopped, StopRequest
 
 __all__ = ["TrainSummary", "train", "train_stage"]
@@ -230,154 +227,3 @@ def _run_stages(run: _Run, ckpt: dict | None) -> None:
                     file=sys.stderr,
                 )
             raise
-
-
-def train_stage(run: _Run, stage: Stage, ckpt: dict | None) -> None:
-    """Run one stage from ``run.state`` to its end (or an early stop, or a stop request)."""
-    cfg, state, world, model = run.cfg, run.state, run.world, run.model
-    if state.stage_step == 0:
-        state.best, state.bad_evals = -math.inf, 0  # each stage picks its own best; the release comes from the last
-    # --gate-only keeps every BatchNorm statistic; otherwise the second stage freezes the encoder's
-    model.freeze_bn("all" if cfg.model.gate_only else "encoder" if stage.name == "finetune" else None)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=stage.lr, weight_decay=cfg.schedule.weight_decay)
-    scaler = torch.amp.GradScaler(run.device.type, enabled=run.amp_dtype == torch.float16)
-    if ckpt is not None and ckpt["optimizer"] is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-    if state.stage_step > stage.steps and world.main:
-        tqdm.write(
-            f"{stage.name}: resumed at step {state.stage_step}, past its new length of "
-            f"{stage.steps}; the stage ends here",
-            file=sys.stderr,
-        )
-    deep_weight = cfg.model.deep_weight if ARCHITECTURES[cfg.model.arch].deep_supervision else None
-    bar = tqdm(
-        total=stage.steps,
-        initial=min(state.stage_step, stage.steps),
-        desc=stage.name,
-        unit="step",
-        disable=not world.main,
-        dynamic_ncols=True,
-    )
-    tick, tick_step = time.perf_counter(), state.stage_step
-    try:
-        while state.stage_step < stage.steps:
-            s = cfg.schedule
-            lr = lr_at(stage.lr, state.stage_step, stage.steps, s.lr_milestones, s.lr_gamma, s.lr_schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            try:
-                batch = next(run.batches)
-            except UnreadableData as err:  # from a loader worker, the message carries the worker's traceback
-                shutdown = getattr(run.batches, "_shutdown_workers", None)
-                if shutdown is not None:  # end the workers now, not at interpreter exit
-                    shutdown()
-                raise InputError(str(err).strip().splitlines()[-1].split("UnreadableData: ")[-1]) from None
-            _report_skipped(run, batch["skipped"])
-            image, mask = to_device(batch, run.device, cfg.run.channels_last)
-            terms = train_step(run.wrapped, run.loss_fn, optimizer, scaler, image, mask, run.amp_dtype, deep_weight)
-            if run.average is not None:
-                run.average.update(model, state.batches)
-            if not math.isfinite(terms["total"]):
-                raise FloatingPointError(
-                    f"the loss became {terms['total']} at step {state.stage_step} "
-                    f"of {stage.name}; lower --lr or check the data"
-                )
-            state.stage_step += 1
-            state.batches += 1
-            step = state.stage_step
-            bar.update(1)
-            if world.main and (step % cfg.run.log_every == 0 or step == stage.steps):
-                now = time.perf_counter()
-                speed = (step - tick_step) * cfg.data.batch_size * world.world_size / max(now - tick, 1e-9)
-                tick, tick_step = now, step
-                bar.set_postfix(loss=f"{terms['total']:.4f}", img_s=f"{speed:.1f}")
-                run.logs.row(
-                    "log.csv",
-                    {"step": run.global_step(), "stage": stage.name, "lr": lr, **terms, "images_per_s": speed},
-                )
-            if world.main and cfg.run.sample_every and step % cfg.run.sample_every == 0:
-                _write_samples(run, batch)
-            if cfg.data.val and (step % cfg.run.val_every == 0 or step == stage.steps):
-                improved, stop = _validate_and_track(run, stage)
-                if improved:
-                    state.best_stage = state.stage_index
-                    run.checkpoint("best.pt", None, scaler)  # weights for the release: no optimizer state
-                if stop:
-                    if world.main:
-                        tqdm.write(
-                            f"early stop: no better validation PSNR in {cfg.schedule.early_stop} "
-                            f"evaluations; ending {stage.name} at step {step}"
-                        )
-                    break
-            if _stop_requested(run):
-                run.checkpoint("last.pt", optimizer, scaler)
-                if world.main:
-                    tqdm.write(
-                        f"stopped: saved {run.out / 'last.pt'} at step {run.global_step()}; continue with "
-                        f"--resume --out {run.out}",
-                        file=sys.stderr,
-                    )
-                raise Stopped
-            if step % cfg.run.checkpoint_every == 0 and step < stage.steps:
-                run.checkpoint("last.pt", optimizer, scaler)
-    finally:
-        bar.close()
-    state.stage_index += 1
-    state.stage_step = 0
-    run.checkpoint("last.pt", None, scaler)  # the stage boundary: a resume starts the next stage
-
-
-def _stop_requested(run: _Run) -> bool:
-    """Whether any process asked to stop; all ranks agree, so all stop after the same step."""
-    flag = run.stop.requested
-    if run.world.world_size > 1:
-        t = torch.tensor([float(flag)], device=run.device if run.device.type == "cuda" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        flag = bool(t.item())
-    return flag
-
-
-def _report_skipped(run: _Run, reports: list[str]) -> None:
-    for report in reports:
-        if report not in run.seen_skipped:
-            run.seen_skipped.add(report)
-            if run.world.main:
-                tqdm.write(f"warning: skipped unreadable image {report}", file=sys.stderr)
-
-
-def _write_samples(run: _Run, batch: dict) -> None:
-    source = run.fixed if run.fixed is not None else batch
-    image, mask = to_device(
-        {k: v[:4] for k, v in source.items() if k != "skipped"}, run.device, run.cfg.run.channels_last
-    )
-    run.logs.grid(
-        run.global_step(), sample_grid(image, mask, eval_forward(run.scored_model(), image, mask, run.amp_dtype))
-    )
-
-
-def _validate_and_track(run: _Run, stage: Stage) -> tuple[bool, bool]:
-    """Validate on rank 0, share the verdict with every rank: ``(improved, stop early)``."""
-    verdict = [False, False]
-    state = run.state
-    if run.world.main and run.val_loader is not None:
-        scored = run.scored_model()
-        metrics = validate(scored, run.val_loader, run.device, run.amp_dtype, run.cfg.run.channels_last)
-        run.logs.row("val.csv", {"step": run.global_step(), "stage": stage.name, **metrics})
-        tqdm.write(
-            f"{stage.name} step {state.stage_step}: val PSNR {metrics['psnr']:.2f} dB, "
-            f"SSIM {metrics['ssim']:.4f}, L1 {metrics['l1']:.2f}%"
-        )
-        if run.on_validate is not None:
-            run.on_validate(run.global_step(), metrics)
-        if metrics["psnr"] > state.best:
-            state.best, state.bad_evals = metrics["psnr"], 0
-            verdict[0] = True
-        else:
-            state.bad_evals += 1
-        verdict[1] = run.cfg.schedule.early_stop is not None and state.bad_evals >= run.cfg.schedule.early_stop
-    if run.world.world_size > 1:
-        dist.broadcast_object_list(verdict, src=0)
-    return verdict[0], verdict[1]
