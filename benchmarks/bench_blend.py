@@ -8,7 +8,7 @@ as ``p + w * (m - p)`` with ``w = g * min(1, d / D)``, ``d`` the pixel's distanc
 edge: ``g`` how far to trust the model, ``D`` how far inside the hole that trust ramps up. ``g =
 0`` is push-pull, ``g = 1, D = 0`` the model. Printed: mean PSNR, SSIM and edge error per blend
 and suite, with the differences from the better of the two ends. What a learned per-pixel gate
-(``train.py --fill-gate``) can start from. The last row, "oracle", picks for each case the ``g``
+(``train.py --base-fill pushpull``) can start from. The last row, "oracle", picks for each case the ``g``
 of ``ORACLE_GS`` (``D = 16``) with the highest PSNR against the truth: the most a gate that is one
 number per image could reach, with the model and the fill as they are.
 """

@@ -2,10 +2,11 @@
 
     python benchmarks/bench_output.py [--images data/photos/test-2mp] [--repeats 2]
 
-For each photo, PNG at compression levels 1, 3, 6 (Pillow's default) and 9, and lossless WebP
-at methods 0, 4 (Pillow's default) and 6; time (best of repeats) and size, as ratios to the
-format's default. ``pconv.predict.save_options`` picks PNG level 3 and WebP method 0 by default,
-level 9 and method 6 with ``--smallest``.
+For each photo, PNG at compression levels 1, 3, 6 (Pillow's default) and 9, and at levels 1 and 3
+with zlib's run-length strategy (``compress_type=zlib.Z_RLE``, what OpenCV's PNG writer uses), and
+lossless WebP at methods 0, 4 (Pillow's default) and 6; time (best of repeats) and size, as ratios
+to the format's default. ``pconv.images.save_options`` picks PNG level 1 with run-length coding
+and WebP method 0 by default, PNG level 9 and WebP method 6 with ``--smallest``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import time
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -20,9 +22,14 @@ from PIL import Image
 from pconv.data import find_images
 
 ROOT = Path(__file__).resolve().parents[1]
+# Per format: the option sets to time, and the index of Pillow's default among them.
 SETTINGS = {
-    "PNG": ("compress_level", (1, 3, 6, 9), 6),
-    "WEBP": ("method", (0, 4, 6), 4),
+    "PNG": (
+        [{"compress_level": level} for level in (1, 3, 6, 9)]
+        + [{"compress_level": level, "compress_type": zlib.Z_RLE} for level in (1, 3)],
+        2,
+    ),
+    "WEBP": ([{"lossless": True, "method": method} for method in (0, 4, 6)], 1),
 }
 
 
@@ -46,13 +53,15 @@ def main(argv: list[str] | None = None) -> None:
         with Image.open(path) as opened:
             img = opened.convert("RGB")
         print(f"{path.name} ({img.width}x{img.height}):")
-        for fmt, (option, values, default) in SETTINGS.items():
-            extra = {"lossless": True} if fmt == "WEBP" else {}
-            results = {v: encode(img, fmt, {option: v, **extra}, args.repeats) for v in values}
+        for fmt, (settings, default) in SETTINGS.items():
+            results = [encode(img, fmt, options, args.repeats) for options in settings]
             base_time, base_size = results[default]
-            for value, (seconds, size) in results.items():
+            for options, (seconds, size) in zip(settings, results):
+                label = " ".join(
+                    f"{k}={'Z_RLE' if v == zlib.Z_RLE and k == 'compress_type' else v}" for k, v in options.items()
+                )
                 print(
-                    f"  {fmt} {option}={value}: {seconds:.2f} s ({seconds / base_time:.2f}x the default's time), "
+                    f"  {fmt} {label}: {seconds:.2f} s ({seconds / base_time:.2f}x the default's time), "
                     f"{size / 1e6:.2f} MB ({size / base_size:.2f}x its size)"
                 )
 

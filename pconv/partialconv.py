@@ -214,18 +214,19 @@ class _PartialConvFunction(torch.autograd.Function):
             out.addcmul_(bias.view(1, -1, *([1] * (x.dim() - 2))), new_mask)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, mask, weight, ratio, new_mask)
+        # the weight gradient needs x * mask; keeping it costs no time in backward (recomputing it
+        # was three passes over the input), and without a mask it is x itself, kept anyway
+        ctx.save_for_backward(xm, mask, weight, ratio, new_mask)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        x, mask, weight, ratio, new_mask = ctx.saved_tensors
+        xm, mask, weight, ratio, new_mask = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
         need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_w = grad_b = None
         if need_x or need_w:
-            xm = _masked(x, mask)
             grad_raw = grad * ratio
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
                 grad_raw,
