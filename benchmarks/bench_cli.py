@@ -34,6 +34,27 @@ TELEA = (
     "filled = cv2.inpaint(cv2.imread(image), cv2.imread(mask, cv2.IMREAD_GRAYSCALE), 3, cv2.INPAINT_TELEA)\n"
     "cv2.imwrite(out, filled)\n"
 )
+# What a PyTorch-free quick start could cost: onnxruntime on an exported graph, one pass (no crops or
+# working scales), reading and writing as predict.py does.
+ONNX = (
+    "import sys, zlib\n"
+    "import numpy as np, onnxruntime\n"
+    "from PIL import Image\n"
+    "graph, image, mask, out = sys.argv[1:]\n"
+    "session = onnxruntime.InferenceSession(graph, providers=['CPUExecutionProvider'])\n"
+    "multiple = int(session.get_modelmeta().custom_metadata_map['pconv.multiple'])\n"
+    "rgb = np.asarray(Image.open(image).convert('RGB'))\n"
+    "known = np.asarray(Image.open(mask).convert('L')) < 128\n"
+    "h, w = known.shape\n"
+    "ph, pw = -h % multiple, -w % multiple\n"
+    "x = np.pad(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255, ((0, 0), (0, 0), (0, ph), (0, pw)))\n"
+    "m = np.pad(known[None, None].astype(np.float32), ((0, 0), (0, 0), (0, ph), (0, pw)))\n"
+    "names = [i.name for i in session.get_inputs()]\n"
+    "pred = session.run(None, dict(zip(names, (x, m))))[0][0, :, :h, :w].transpose(1, 2, 0)\n"
+    "fill = np.rint(np.clip(pred, 0, 1) * 255).astype(np.uint8)\n"
+    "result = np.where(known[..., None], rgb, fill)\n"
+    "Image.fromarray(result).save(out, 'PNG', compress_level=1, compress_type=zlib.Z_RLE)\n"
+)
 
 
 def run(command: list[str]) -> tuple[float, float]:
@@ -94,10 +115,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", nargs="+", default=["quickstart", "24"])
     p.add_argument("--weights", help="release file (default: the released model)")
     p.add_argument("--layouts", nargs="+", default=["four"], help="hole layouts of the numbered sizes (default four)")
+    p.add_argument(
+        "--onnx",
+        help="an exported graph (python -m pconv.export): also time a PyTorch-free onnxruntime script on the "
+        "quick-start photo (one pass, no crops or scales)",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "telea.py").write_text(TELEA)
+        (folder / "onnx.py").write_text(ONNX)
         print("whole processes (start-up, reading and writing included), best of repeats:")
         for size, layout in [(s, lay) for s in args.sizes for lay in (["-"] if s == "quickstart" else args.layouts)]:
             image, mask, label = case(size, layout, folder)
@@ -114,10 +141,23 @@ def main(argv: list[str] | None = None) -> None:
             ]
             telea = [sys.executable, str(folder / "telea.py"), str(image), str(mask), str(folder / "telea.png")]
             results: dict[str, list[tuple[float, float]]] = {"predict.py": [], "Telea script": [], "torch": []}
+            onnx = None
+            if args.onnx and size == "quickstart":
+                onnx = [
+                    sys.executable,
+                    str(folder / "onnx.py"),
+                    args.onnx,
+                    str(image),
+                    str(mask),
+                    str(folder / "o.png"),
+                ]
+                results["onnxruntime script"] = []
             for _ in range(args.repeats):
                 results["predict.py"].append(run(ours))
                 results["Telea script"].append(run(telea))
                 results["torch"].append(run([sys.executable, "-c", "import torch"]))
+                if onnx is not None:
+                    results["onnxruntime script"].append(run(onnx))
             best = {name: min(r) for name, r in results.items()}
             ratio = best["predict.py"][0] / best["Telea script"][0]
             print(
@@ -126,6 +166,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"a process that only imports PyTorch: {best['torch'][0]:.2f} s "
                 f"({best['torch'][0] / best['Telea script'][0]:.1f}x)"
             )
+            if onnx is not None:
+                seconds, peak = best["onnxruntime script"]
+                print(
+                    f"  {label}: a PyTorch-free onnxruntime script, one pass: {seconds:.2f} s (peak {peak:.2f} GiB): "
+                    f"{seconds / best['Telea script'][0]:.1f}x Telea, {seconds / best['predict.py'][0]:.2f}x predict.py"
+                )
 
 
 if __name__ == "__main__":
