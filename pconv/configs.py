@@ -112,18 +112,22 @@ def migrate_pconv_unet(stored: dict) -> dict:
         ValueError: a configuration of one of those experiments (naming what it used).
     """
     fields = dict(stored)
-    gated = fields.pop("fill_gate", None)
+    old = {"fill_gate", "fill_input", "fill_smooth", "gate_gain"} & set(fields)
+    if not old:
+        return fields  # today's format (or a direct model from before base_fill existed)
+    # the old format: each field with the default it had then
+    gated = fields.pop("fill_gate", False)
     fill_input = fields.pop("fill_input", False)
     smooth = fields.pop("fill_smooth", FILL_SMOOTH)
-    gain = fields.pop("gate_gain", None)
+    gain = fields.pop("gate_gain", 1.0)  # files saved before gate_gain existed used 1
     has_fill = fields.get("base_fill", "none") != "none"
     retired = [
         name
         for name, used in (
             ("fill_input", fill_input),
-            ("an ungated residual (base_fill without fill_gate)", has_fill and gated is False),
+            ("an ungated residual (base_fill without fill_gate)", has_fill and not gated),
             (f"fill_smooth {smooth}", has_fill and smooth != FILL_SMOOTH),
-            (f"gate_gain {gain}", has_fill and gated and gain not in (None, GATE_GAIN)),
+            (f"gate_gain {gain}", has_fill and gated and gain != GATE_GAIN),
         )
         if used
     ]

@@ -173,9 +173,11 @@ class _PartialConvMixin:
         exact, and the ratio is formed before any cast to half precision.
         """
         with torch.autocast(device_type=coverage.device.type, enabled=False):
-            if all(d == 1 for d in self.dilation) and all(2 * p <= k for p, k in zip(padding, self.kernel_size)):
+            poolable = all(d == 1 for d in self.dilation) and all(2 * p <= k for p, k in zip(padding, self.kernel_size))
+            if poolable and not _tracing():
                 # window sums by sum-pooling (per channel, as the grouped ones-convolution would):
-                # the same sums, 2-4x faster than a one-channel convolution on a CPU
+                # the same sums, 2-4x faster than a one-channel convolution on a CPU; not in a
+                # traced graph, where ONNX's AveragePool has no divisor_override and would average
                 known = _SUM_POOL[self._spatial_dims](
                     coverage, self.kernel_size, self.stride, padding, count_include_pad=True, divisor_override=1
                 )
@@ -191,6 +193,11 @@ class _PartialConvMixin:
         return ratio, new_mask
 
 
+def _tracing() -> bool:
+    """Whether the layer runs under ``torch.compile``, an export or a JIT trace (not eagerly)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def _masked(x: Tensor, mask: Tensor | None, clean: bool | None = None) -> tuple[Tensor, bool]:
     """``x * mask``, but exactly 0 where the mask is 0 even when ``x`` holds NaN or Inf there
     (a hole's content must never reach the output); and whether the plain product was clean.
@@ -200,13 +207,14 @@ def _masked(x: Tensor, mask: Tensor | None, clean: bool | None = None) -> tuple[
     a finite sum means every element is finite, and the select is needed only when it is not.
     ``clean`` is that check's answer when already known (the backward pass recomputing the
     forward's product). On a GPU the select is cheap and a check would wait for the device, so
-    it always runs there.
+    it always runs there, as it does while ``torch.compile`` or an export traces the layer.
     """
     if mask is None:
         return x, True
     xm = x * mask
     if clean is None:
-        clean = xm.device.type == "cpu" and bool(torch.isfinite(xm.sum()))
+        # a data-dependent branch cannot be traced: torch.compile and export take the select
+        clean = xm.device.type == "cpu" and not _tracing() and bool(torch.isfinite(xm.sum()))
     return (xm, True) if clean else (torch.where(mask != 0, xm, 0), False)
 
 

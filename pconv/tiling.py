@@ -148,7 +148,7 @@ def scale_levels(known: np.ndarray, scale: str | float, hole_depth: float) -> np
     max_factor = max(1, min(known.shape) // MIN_LEVEL_SIDE)
     if scale == "auto":
         return hole_levels(known, hole_depth, max_factor)
-    return np.where(known, np.float32(0), np.float32(min(float(scale), max_factor)))
+    return np.where(known, 0.0, min(float(scale), max_factor))
 
 
 @dataclass

@@ -208,6 +208,8 @@ OLD_GATED = {"base_fill": "pushpull", "fill_input": False, "fill_smooth": 20, "f
         ({"base_fill": "pushpull", "fill_input": True, "fill_gate": True, "gate_gain": 10.0}, "fill_input"),
         ({"base_fill": "pushpull", "fill_gate": False}, "ungated residual"),
         ({**OLD_GATED, "gate_gain": 1.0}, "gate_gain 1.0"),
+        ({k: v for k, v in OLD_GATED.items() if k != "gate_gain"}, "gate_gain 1.0"),  # saved before the field
+        ({"base_fill": "pushpull", "fill_input": False, "fill_smooth": 20}, "ungated residual"),  # before fill_gate
         ({**OLD_GATED, "fill_smooth": 5}, "fill_smooth 5"),
     ],
 )
@@ -301,6 +303,11 @@ def test_gate_only_needs_a_gate_and_init(tmp_path, capsys):
     assert main(argv) == 2 and main([*argv, "--base-fill", "pushpull"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("--gate-only needs --base-fill and --init" in line for line in err)
+    from pconv.io import save_model
+
+    save_model(residual(), tmp_path / "gated.safetensors")
+    assert main([*argv, "--init", str(tmp_path / "gated.safetensors"), "--weight-decay", "1e-4"]) == 2
+    assert "--weight-decay would shrink them" in capsys.readouterr().err
 
 
 def test_train_init_of_a_gated_model_from_a_direct_release(tmp_path):

@@ -134,6 +134,23 @@ def test_an_interrupted_replay_continues_where_it_stopped(tiny):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_an_average_is_made_again_when_a_stage_it_averages_changed(tiny):
+    """A finished average whose sources were trained again (here: replaced) is not kept stale."""
+    recipe = load_recipe(tiny / "tiny.toml")
+    replay(recipe, tiny / "r", tiny)
+    mean = tiny / "r" / "stages" / "mean.safetensors"
+    before = load_file(mean)
+    gate2 = tiny / "r" / "stages" / "gate2" / "model.safetensors"
+    tensors = load_file(gate2)
+    tensors["decoder.2.conv.bias"] = tensors["decoder.2.conv.bias"] + 1
+    from safetensors.torch import save_file
+
+    save_file(tensors, gate2, metadata=read_metadata(gate2))
+    replay(recipe, tiny / "r", tiny)
+    after = load_file(mean)
+    assert torch.allclose(after["decoder.2.conv.bias"], before["decoder.2.conv.bias"] + 0.5)
+
+
 def _run_id(run: Path) -> str:
     from pconv.training.checkpoint import load_checkpoint
 
@@ -150,19 +167,33 @@ def test_recipe_mistakes_are_one_line_errors(tiny, capsys):
         "out in a stage": (good.replace("seed = 9\n", 'seed = 9\nout = "x"\n'), "recipe's to set"),
         "bad dtype": (good.replace('dtype = "float16"', 'dtype = "int8"'), "dtype must be"),
         "path as output": (good.replace('output = "tiny.safetensors"', 'output = "../x.safetensors"'), "file name"),
+        "unknown option": (good.replace("seed = 9\n", "seed = 9\ngate_gain = 10\n"), "'gate_gain' is not a train.py"),
+        "a plain path": (good.replace('init = "{gate}"', 'init = "start.safetensors"'), "init must name an input"),
+        "a VGG file": (good.replace("seed = 9\n", 'seed = 9\nvgg_weights = "/tmp/v.pt"\n'), "vgg_weights must be"),
+        "dtype on training": (good.replace('name = "gate2"', 'name = "gate2"\ndtype = "float16"'), "dtype belongs"),
+        "inputs not a table": (good.replace("[inputs]", "inputs = 3\n[x]"), "inputs is a table"),
+        "a TOML date": (good.replace('name = "tiny"', 'name = "tiny"\nwhen = 2026-12-05'), "not JSON serializable"),
     }
     for name, (text, message) in cases.items():
         (tiny / "bad.toml").write_text(text, encoding="utf-8")
         assert main([str(tiny / "bad.toml"), "--out", str(tiny / "bad"), "--root", str(tiny)]) == 2, name
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, (name, err)
+    # inputs outside the root
+    for outside in ('train = ["../elsewhere"]', 'train = ["/etc"]'):
+        (tiny / "bad.toml").write_text(good.replace('train = ["photos/a", "photos/b"]', outside), encoding="utf-8")
+        assert main([str(tiny / "bad.toml"), "--out", str(tiny / "bad2"), "--root", str(tiny)]) == 2
+        assert "is outside the root" in capsys.readouterr().err
     # a changed input file, another recipe in the same folder
     (tiny / "start.safetensors").write_bytes((tiny / "start.safetensors").read_bytes() + b" ")
     assert main([str(tiny / "tiny.toml"), "--out", str(tiny / "o"), "--root", str(tiny)]) == 2
     assert "sha256 differs" in capsys.readouterr().err
+    assert not (tiny / "o").exists()  # refused before anything was written
+    (tiny / "start.safetensors").write_bytes((tiny / "start.safetensors").read_bytes()[:-1])
+    (tiny / "o").mkdir()
     (tiny / "o" / "recipe.json").write_text("{}", encoding="utf-8")
     assert main([str(tiny / "tiny.toml"), "--out", str(tiny / "o"), "--root", str(tiny)]) == 2
-    assert "another recipe" in capsys.readouterr().err
+    assert "another recipe or root" in capsys.readouterr().err
 
 
 def test_the_shipped_release_records_its_recipe_and_the_recipe_matches_it():

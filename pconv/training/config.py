@@ -344,6 +344,8 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("--base-fill and --gate-head apply to --arch pconv_unet")
     if m.gate_only and not (m.base_fill != "none" and cfg.schedule.init):
         raise ConfigError("--gate-only needs --base-fill and --init (the model whose prediction the gate weighs)")
+    if m.gate_only and cfg.schedule.weight_decay:
+        raise ConfigError("--gate-only keeps every other weight as it is; --weight-decay would shrink them")
     try:
         cfg.model_config()  # the architecture checks its own fields, named here by their flags
     except ValueError as err:

@@ -37,6 +37,10 @@ __all__ = ["Recipe", "Stage", "load_recipe", "replay"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _DTYPES = ("float16", "bfloat16", "float32")
+# Training options that name files or folders: in a recipe always an input or an earlier stage
+# ("{name}"), so every file a replay reads is pinned or inside --root.
+_PATH_OPTIONS = ("train", "val", "init", "masks")
+_VGG_NAMES = ("auto", "imagenet", "hed", "none")
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,10 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ConfigError(f"{where}: the output is a file name, not a path ({output!r})")
     folders: dict[str, list[str]] = {}
     files: dict[str, dict[str, str]] = {}
-    for key, value in (raw.get("inputs") or {}).items():
+    inputs = raw.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise ConfigError(f"{where}: inputs is a table of names")
+    for key, value in inputs.items():
         _check_name(key, where)
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             folders[key] = value
@@ -101,7 +108,12 @@ def load_recipe(path: str | Path) -> Recipe:
         known.add(stage.name)
     if not stages:
         raise ConfigError(f"{where} has no stages")
-    return Recipe(name, output, folders, files, stages, text)
+    recipe = Recipe(name, output, folders, files, stages, text)
+    try:
+        recipe.to_json()
+    except (TypeError, ValueError) as err:  # a TOML date or time, which JSON metadata cannot hold
+        raise ConfigError(f"{where}: {err}") from None
+    return recipe
 
 
 def _check_name(name: object, where: str) -> None:
@@ -125,11 +137,8 @@ def _stage(table: Any, known: set[str], where: str) -> Stage:
     if dtype not in _DTYPES:
         raise ConfigError(f"stage {name!r}: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     if kind == "train":
-        if not isinstance(spec, dict):
-            raise ConfigError(f"stage {name!r}: train is a table of train.py options")
-        if {"out", "resume", "overwrite"} & set(spec):
-            raise ConfigError(f"stage {name!r}: out, resume and overwrite are the recipe's to set")
-        refs = [v[1:-1] for v in spec.values() if isinstance(v, str) and v.startswith("{") and v.endswith("}")]
+        _check_train_options(name, spec, "dtype" in table)
+        refs = [v[1:-1] for v in spec.values() if _is_ref(v)]
     else:
         refs = spec if kind == "average" else [spec]
         if not refs or not all(isinstance(r, str) for r in refs) or (kind == "average" and len(refs) < 2):
@@ -139,6 +148,30 @@ def _stage(table: Any, known: set[str], where: str) -> Stage:
     if unknown:
         raise ConfigError(f"stage {name!r} refers to {unknown[0]!r}, which no input or earlier stage defines")
     return Stage(name, kind, spec, dtype)
+
+
+def _is_ref(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("{") and value.endswith("}")
+
+
+def _check_train_options(name: str, spec: object, has_dtype: bool) -> None:
+    """A train stage's table: ``train.py`` options only, paths only as references."""
+    from pconv.training.config import TrainConfig
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"stage {name!r}: train is a table of train.py options")
+    if has_dtype:
+        raise ConfigError(f"stage {name!r}: dtype belongs to a cast or average stage")
+    if {"out", "resume", "overwrite"} & set(spec):
+        raise ConfigError(f"stage {name!r}: out, resume and overwrite are the recipe's to set")
+    unknown = sorted(set(spec) - set(TrainConfig().to_flat()))
+    if unknown:
+        raise ConfigError(f"stage {name!r}: {unknown[0]!r} is not a train.py option (see train.py --help; _ for -)")
+    for key in _PATH_OPTIONS:
+        if key in spec and not _is_ref(spec[key]):
+            raise ConfigError(f'stage {name!r}: {key} must name an input or an earlier stage, as "{{name}}"')
+    if spec.get("vgg_weights", "auto") not in _VGG_NAMES:
+        raise ConfigError(f"stage {name!r}: vgg_weights must be one of {', '.join(_VGG_NAMES)} in a recipe")
 
 
 def replay(recipe: Recipe, out: str | Path, root: str | Path = ".") -> Path:
@@ -153,66 +186,88 @@ def replay(recipe: Recipe, out: str | Path, root: str | Path = ".") -> Path:
         ConfigError: ``out`` holds another recipe's replay, or an input is missing or differs.
         CheckpointError, InputError, ...: as the stages' own steps raise them.
     """
-    out, root = Path(out), Path(root)
+    out, root = Path(out), Path(root).resolve()
+    files, folders = _check_inputs(recipe, root, out)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)
-    _claim(out, recipe)
-    paths = _inputs(recipe, out, root)
+    _claim(out, recipe, root)
+    paths = {**files, **{name: _join(out / "inputs" / name, sources) for name, sources in folders.items()}}
     for stage in recipe.stages:
         paths[stage.name] = _run(stage, paths, out / "stages")
     return _finish(recipe, paths[recipe.stages[-1].name], out)
 
 
-def _claim(out: Path, recipe: Recipe) -> None:
-    """``OUT/recipe.json`` says which recipe the folder replays; another one is refused."""
+def _claim(out: Path, recipe: Recipe, root: Path) -> None:
+    """``OUT/recipe.json`` says which recipe the folder replays, from which root; another is refused."""
     from pconv.files import atomic_write_bytes
 
     marker = out / "recipe.json"
+    claim = json.dumps({"recipe": json.loads(recipe.to_json()), "root": str(root)}, sort_keys=True)
     if marker.is_file():
-        if marker.read_text(encoding="utf-8") != recipe.to_json():
-            raise ConfigError(f"{out} holds the replay of another recipe; choose another --out")
+        if marker.read_text(encoding="utf-8") != claim:
+            raise ConfigError(f"{out} holds the replay of another recipe or root; choose another --out")
         return
-    atomic_write_bytes(marker, recipe.to_json())
+    atomic_write_bytes(marker, claim)
 
 
-def _inputs(recipe: Recipe, out: Path, root: Path) -> dict[str, Path]:
-    """Each input's path: files checked against their sha256, folder lists joined as links."""
+def _check_inputs(recipe: Recipe, root: Path, out: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """The inputs' paths, each inside ``root``: files checked against their sha256, folders
+    that exist and do not hold ``out``."""
     from pconv.io import sha256_of
 
-    paths: dict[str, Path] = {}
+    files: dict[str, Path] = {}
     for name, spec in recipe.files.items():
-        path = root / spec["file"]
+        path = _inside(root, spec["file"], name)
         if not path.is_file():
             hint = f" ({spec['source']})" if spec.get("source") else ""
             raise ConfigError(f"input {name}: {path} not found{hint}")
         if sha256_of(path) != spec["sha256"]:
             raise ConfigError(f"input {name}: {path} is not the file the recipe names (sha256 differs)")
-        paths[name] = path.resolve()
-    for name, folders in recipe.folders.items():
-        joined = out / "inputs" / name
-        joined.mkdir(parents=True, exist_ok=True)
-        for i, folder in enumerate(folders):
-            source = (root / folder).resolve()
+        files[name] = path
+    folders: dict[str, list[Path]] = {}
+    for name, relatives in recipe.folders.items():
+        folders[name] = [_inside(root, folder, name) for folder in relatives]
+        for source in folders[name]:
             if not source.is_dir():
-                raise ConfigError(f"input {name}: {root / folder} is not a folder")
-            link = joined / f"{i}-{Path(folder).name}"
-            if link.is_symlink() and Path(os.readlink(link)) == source:
-                continue
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(source, target_is_directory=True)
-        paths[name] = joined
-    return paths
+                raise ConfigError(f"input {name}: {source} is not a folder")
+            if out.resolve().is_relative_to(source):
+                raise ConfigError(f"input {name}: {source} holds --out {out}; the replay would read its own files")
+    return files, folders
+
+
+def _join(joined: Path, sources: list[Path]) -> Path:
+    """A folder of links to ``sources`` (what ``train.py`` searches as one folder)."""
+    joined.mkdir(parents=True, exist_ok=True)
+    for i, source in enumerate(sources):
+        link = joined / f"{i}-{source.name}"
+        if link.is_symlink() and Path(os.readlink(link)) == source:
+            continue
+        if link.exists() and not link.is_symlink():
+            raise ConfigError(f"{link} is not a link this recipe made; remove it or choose another --out")
+        link.unlink(missing_ok=True)
+        link.symlink_to(source, target_is_directory=True)
+    return joined
+
+
+def _inside(root: Path, relative: str, name: str) -> Path:
+    """``root / relative`` resolved, refused unless it stays inside ``root``."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ConfigError(f"input {name}: {relative} is outside the root {root}")
+    return path
 
 
 def _run(stage: Stage, paths: dict[str, Path], stages: Path) -> Path:
     """Run one stage unless its file exists; returns that file."""
     if stage.kind == "train":
         return _train(stage, paths, stages / stage.name)
+    from pconv.io import read_metadata, sha256_of
+
     target = stages / f"{stage.name}.safetensors"
-    if not target.is_file():
-        sources = [paths[r] for r in (stage.spec if stage.kind == "average" else [stage.spec])]
-        _combine(sources, target, stage.dtype)
+    sources = [paths[r] for r in (stage.spec if stage.kind == "average" else [stage.spec])]
+    digests = json.dumps([sha256_of(p) for p in sources])
+    if not target.is_file() or read_metadata(target).get("recipe_sources") != digests:
+        _combine(sources, target, stage.dtype, digests)  # new, or its sources changed since
     return target
 
 
@@ -242,16 +297,16 @@ def _train(stage: Stage, paths: dict[str, Path], run: Path) -> Path:
     return Path(summary.release)
 
 
-def _combine(sources: list[Path], target: Path, dtype: str) -> None:
+def _combine(sources: list[Path], target: Path, dtype: str, digests: str) -> None:
     """The mean of ``sources``' weights (one source: its own) stored as ``dtype`` with the first
-    source's metadata."""
+    source's metadata and the sources' sha256 (``digests``)."""
     import torch
     from safetensors.torch import load_file, save
 
     from pconv.files import atomic_write_bytes
     from pconv.io import read_metadata
 
-    metadata = read_metadata(sources[0])
+    metadata = {**read_metadata(sources[0]), "recipe_sources": digests}
     if any(read_metadata(s).get("config") != metadata.get("config") for s in sources[1:]):
         raise ConfigError(f"{target.stem}: the weights to average are of different architectures")
     loaded = [load_file(s) for s in sources]
@@ -279,7 +334,8 @@ def _finish(recipe: Recipe, last: Path, out: Path) -> Path:
     from pconv.io import read_metadata
 
     release = out / recipe.output
-    metadata = {**read_metadata(last), "recipe": recipe.to_json()}
+    metadata = {k: v for k, v in read_metadata(last).items() if k != "recipe_sources"}
+    metadata["recipe"] = recipe.to_json()
     tensors = load_file(last)
     if release.is_file() and read_metadata(release) == metadata:
         done = load_file(release)
