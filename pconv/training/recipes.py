@@ -62,11 +62,11 @@ class Recipe:
     folders: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     stages: list[Stage] = field(default_factory=list)
-    text: str = ""
+    raw: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The recipe as stored in the release file's metadata."""
-        return json.dumps(tomllib.loads(self.text), sort_keys=True)
+        return json.dumps(self.raw, sort_keys=True)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -108,7 +108,7 @@ def load_recipe(path: str | Path) -> Recipe:
         known.add(stage.name)
     if not stages:
         raise ConfigError(f"{where} has no stages")
-    recipe = Recipe(name, output, folders, files, stages, text)
+    recipe = Recipe(name, output, folders, files, stages, raw)
     try:
         recipe.to_json()
     except (TypeError, ValueError) as err:  # a TOML date or time, which JSON metadata cannot hold
@@ -277,12 +277,7 @@ def _train(stage: Stage, paths: dict[str, Path], run: Path) -> Path:
     from pconv.training.config import TrainConfig, check
     from pconv.training.setup import inherit_init_architecture
 
-    def resolve(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
-            return str(paths[value[1:-1]])
-        return value
-
-    options = {k: resolve(v) for k, v in stage.spec.items()}
+    options = {k: str(paths[v[1:-1]]) if _is_ref(v) else v for k, v in stage.spec.items()}
     if "init" in options:
         options = inherit_init_architecture(options)
     resume = (run / "last.pt").is_file() and (run / "config.json").is_file()

@@ -108,12 +108,8 @@ def build_model(cfg: TrainConfig, device: torch.device, ckpt: dict | None) -> nn
         model.load_state_dict(ckpt["model"])
     elif cfg.schedule.init is not None:
         weights, init_config = _initial_weights(cfg.schedule.init)
-        absent = ("none", 0)  # a gate or a gate head this run adds to the file's model
-        if any(
-            getattr(model_cfg, k, 0) not in absent and init_config.get(k, 0) in absent
-            for k in ("base_fill", "gate_head")
-        ):
-            weights = grow_weights(model, weights)  # the gate and its head start at zero
+        if getattr(model_cfg, "base_fill", "none") != "none":
+            weights = grow_weights(model, weights)  # a gate or gate head the file lacks starts at zero
         try:
             model.load_state_dict(weights)
         except RuntimeError as err:
