@@ -33,6 +33,7 @@ CASES = {
     "bench_output.py": ["--images", *VAL, "--repeats", "1"],
     "bench_onnx.py": ["--weights", "{tiny}", "--size", "64", "--repeats", "1"],
     "bench_predict.py": ["--sizes", "0.01", "--mc-samples", "0"],
+    "bench_replay.py": ["{tiny}", "{tiny}", "--per-bin", "1", "--size", "64", "--images", *VAL],
     "bench_scale.py": ["speed", "--weights", "{tiny}", "--sizes", "0.05", "--repeats", "1"],
     "bench_train.py": ["--sizes", "64", "--batch", "2", "--steps", "1", "--workers", "0"],
 }
