@@ -19,6 +19,7 @@ safe under threads, ``DataParallel`` and ``torch.compile``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -194,8 +195,13 @@ class _PartialConvMixin:
 
 
 def _tracing() -> bool:
-    """Whether the layer runs under ``torch.compile``, an export or a JIT trace (not eagerly)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """Whether the layer runs under ``torch.compile``, an export or a JIT trace (not eagerly).
+
+    ``torch.onnx`` is asked only once something imported it (no export runs without it): importing
+    it costs a short ``predict.py`` run about 20 ms.
+    """
+    onnx = sys.modules.get("torch.onnx")
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or (onnx is not None and onnx.is_in_onnx_export())
 
 
 def _masked(x: Tensor, mask: Tensor | None, clean: bool | None = None) -> tuple[Tensor, bool]:

@@ -68,13 +68,23 @@ def test_written_files_get_the_usual_permissions_not_the_writers_owner_only_ones
         os.umask(saved)
 
 
-def test_weights_with_nan_are_refused(tmp_path):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), (float("inf"), float("-inf"))])
+def test_weights_with_nan_are_refused(tmp_path, bad):
     model = PConvUNet(depth=3, base_width=4)
     with torch.no_grad():
-        model.decoder[0].conv.weight[0, 0, 0, 0] = float("nan")
+        model.decoder[0].conv.weight.view(-1)[: len(bad) if isinstance(bad, tuple) else 1] = torch.tensor(bad)
     save_model(model, tmp_path / "nan.safetensors")
     with pytest.raises(ValueError, match="non-finite weights .* diverged"):
         load_model(tmp_path / "nan.safetensors")
+
+
+def test_huge_finite_weights_load(tmp_path):
+    """Weights whose float32 sum overflows are still finite (the quick sum test must not refuse them)."""
+    model = PConvUNet(depth=3, base_width=4)
+    with torch.no_grad():
+        model.decoder[0].conv.weight.view(-1)[:2] = 3e38
+    save_model(model, tmp_path / "huge.safetensors")
+    assert load_model(tmp_path / "huge.safetensors").decoder[0].conv.weight.view(-1)[1] == torch.tensor(3e38)
 
 
 @pytest.mark.parametrize(

@@ -330,21 +330,37 @@ def test_torch_compile_inductor_matches_eager_forward_and_backward():
         torch.testing.assert_close(a, b)
 
 
-def test_nan_and_inf_in_holes_never_reach_the_output():
+@pytest.mark.parametrize(
+    "cin, cout, kernel, stride, dilation",
+    [
+        (3, 4, 3, 1, 1),  # output wider than input: the input product is checked
+        (8, 2, 3, 1, 1),  # output narrower: the output is checked
+        (8, 2, 1, 2, 1),  # stride 2 skips pixels: the input product is checked
+        (8, 2, 3, 1, 2),  # dilation
+    ],
+)
+def test_nan_and_inf_in_holes_never_reach_the_output(cin, cout, kernel, stride, dilation):
     torch.manual_seed(0)
-    conv = PartialConv2d(3, 4, 3, padding=1, return_mask=True)
-    x = torch.rand(1, 3, 8, 8)
+    conv = PartialConv2d(cin, cout, kernel, stride=stride, dilation=dilation, padding=dilation * (kernel // 2))
+    conv.return_mask = True
+    x = torch.rand(2, cin, 8, 8)
     mask = torch.ones(1, 1, 8, 8)
     mask[..., 2:5, 3:6] = 0
-    clean, _ = conv(x, mask)
-    dirty = x.clone()
-    dirty[..., 2:5, 3:6] = float("nan")
-    dirty[0, 0, 2, 3] = float("inf")
-    dirty.requires_grad_(True)
-    out, _ = conv(dirty, mask)
-    torch.testing.assert_close(out, clean)
-    out.sum().backward()
-    assert torch.isfinite(dirty.grad).all() and (dirty.grad[..., 2:5, 3:6] == 0).all()
+    results = []
+    for poison in (False, True):
+        xi = x.clone()
+        if poison:
+            xi[..., 2:5, 3:6] = float("nan")
+            xi[0, 0, 2, 3] = float("inf")
+            xi[1, -1, 4, 5] = float("-inf")
+        xi.requires_grad_(True)
+        out, _ = conv(xi, mask)
+        out.square().sum().backward()
+        results.append((out.detach(), xi.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+        conv.zero_grad(set_to_none=True)
+    for clean, dirty in zip(*results):
+        torch.testing.assert_close(dirty, clean)
+    assert (results[1][1][..., 2:5, 3:6] == 0).all()
 
 
 @pytest.mark.parametrize("arch", ["pconv", "unet3plus-partial", "unet3plus-plain"])
