@@ -11,6 +11,11 @@ wide, and two ~600-px blobs), ``blobs`` (60 small round holes, radius 15-60 px, 
 runs ``--repeats`` times in a fresh process, interleaved; the shortest run counts, and the peak
 memory of that process is its maximum resident set size. A process that only imports PyTorch
 is timed beside them: the floor of any command that runs a PyTorch model.
+
+The Telea script runs with ``NUMPY_MADVISE_HUGEPAGE=0``, as the tools set it for themselves
+(``pconv.cli.no_numpy_hugepages``): with Linux's default huge-page settings, NumPy's advice makes
+fresh 24 MP arrays stall on memory compaction at random, which slowed the script by up to 1.5 s
+between runs here; the baseline is timed at its best.
 """
 
 from __future__ import annotations
@@ -57,10 +62,12 @@ ONNX = (
 )
 
 
-def run(command: list[str]) -> tuple[float, float]:
-    """Seconds and peak resident memory (GiB) of one process."""
+def run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Seconds and peak resident memory (GiB) of one process (``env``: added to the environment)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -154,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                 results["onnxruntime script"] = []
             for _ in range(args.repeats):
                 results["predict.py"].append(run(ours))
-                results["Telea script"].append(run(telea))
+                results["Telea script"].append(run(telea, {"NUMPY_MADVISE_HUGEPAGE": "0"}))
                 results["torch"].append(run([sys.executable, "-c", "import torch"]))
                 if onnx is not None:
                     results["onnxruntime script"].append(run(onnx))

@@ -5,6 +5,7 @@ mistakes as one line and exit code 2, and the inference flags derived from
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,12 +38,34 @@ def prog_name(default: str) -> str:
 
 def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
     """Call ``fn(argv)``; a :class:`~pconv.errors.PconvError` (:class:`UsageError` included) becomes
-    ``prog: error: ...`` on stderr and exit code 2."""
+    ``prog: error: ...`` on stderr and exit code 2. NumPy's huge-page advice is turned off first
+    (:func:`no_numpy_hugepages`)."""
+    no_numpy_hugepages()
     try:
         return fn(argv)
     except PconvError as err:
         print(f"{prog_name(prog)}: error: {err}", file=sys.stderr)
         return 2
+
+
+def no_numpy_hugepages() -> None:
+    """Stop NumPy advising the kernel to back its large arrays with huge pages (``MADV_HUGEPAGE``),
+    unless ``NUMPY_MADVISE_HUGEPAGE`` says otherwise.
+
+    Where transparent huge pages are ``madvise`` for both use and defragmentation (Linux's default),
+    that advice makes the kernel compact memory on the spot when a page faults in: fresh
+    full-size maps of a 24 MP photo then cost seconds instead of milliseconds, at random
+    (``benchmarks/bench_cli.py``). A tool's process is short and touches each big array a few
+    times, so small pages are the better trade. A process-wide setting, so the tools make it, not the library.
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # NumPy 2 / 1
+    setter = getattr(core.multiarray, "_set_madvise_hugepage", None)
+    if setter is not None:
+        setter(False)
 
 
 WEIGHTS_HELP = (

@@ -97,3 +97,20 @@ def test_export_mistakes_are_one_line(tmp_path, capsys, argv, message):
     assert main(full) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_tools_turn_numpy_hugepage_advice_off(monkeypatch):
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from pconv.cli import run_main
+
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    before = _set_madvise_hugepage(True)
+    try:
+        assert run_main(lambda argv: 0, [], "tool") == 0
+        assert _set_madvise_hugepage(True) is False  # the tool turned it off
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user's choice is kept
+        assert run_main(lambda argv: 0, [], "tool") == 0
+        assert _set_madvise_hugepage(True) is True
+    finally:
+        _set_madvise_hugepage(before)
