@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pconv.tracing import tracing
+
 __all__ = ["DEFAULT_LEVELS", "DEFAULT_SMOOTH", "push_pull"]
 
 # Enough halvings to reach a single pixel from 1024 px (a tile of pconv.inpaint is at most that).
@@ -88,7 +90,32 @@ def push_pull(image: Tensor, mask: Tensor, *, levels: int = DEFAULT_LEVELS, smoo
         filled = torch.where(weight > 0, value, up)
     if smooth:
         hole = weight < 1  # the full-resolution weight, after the loop
-        for _ in range(smooth):
-            filled = torch.where(hole, _box3(filled), filled)
+        filled = _smooth(filled, hole, smooth)
         filled = torch.where(hole, filled, image)
     return filled
+
+
+def _smooth(filled: Tensor, hole: Tensor, passes: int) -> Tensor:
+    """``passes`` 3x3 mean passes over the hole pixels of ``filled``.
+
+    Run eagerly, the passes cover only the holes' bounding box and a pixel around it (what they
+    read; known pixels do not change): a crop around a small hole is mostly known, and the passes
+    were a sixth of the model's time on many small holes (``benchmarks/bench_cli.py``, blobs).
+    Traced, they cover the whole image, so the graph holds for any mask.
+    """
+    if tracing():
+        return _passes(filled, hole, passes)
+    rows, cols = hole.any(dim=(0, 1, 3)).nonzero(), hole.any(dim=(0, 1, 2)).nonzero()
+    if not len(rows):
+        return filled
+    ys = slice(max(int(rows[0]) - 1, 0), int(rows[-1]) + 2)
+    xs = slice(max(int(cols[0]) - 1, 0), int(cols[-1]) + 2)
+    out = filled.clone()
+    out[..., ys, xs] = _passes(filled[..., ys, xs], hole[..., ys, xs], passes)
+    return out
+
+
+def _passes(x: Tensor, hole: Tensor, passes: int) -> Tensor:
+    for _ in range(passes):
+        x = torch.where(hole, _box3(x), x)
+    return x

@@ -19,12 +19,13 @@ safe under threads, ``DataParallel`` and ``torch.compile``.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pconv.tracing import tracing
 
 __all__ = ["PartialConv2d", "PartialConv3d"]
 
@@ -175,7 +176,7 @@ class _PartialConvMixin:
         """
         with torch.autocast(device_type=coverage.device.type, enabled=False):
             poolable = all(d == 1 for d in self.dilation) and all(2 * p <= k for p, k in zip(padding, self.kernel_size))
-            if poolable and not _tracing():
+            if poolable and not tracing():
                 # window sums by sum-pooling (per channel, as the grouped ones-convolution would):
                 # the same sums, 2-4x faster than a one-channel convolution on a CPU; not in a
                 # traced graph, where ONNX's AveragePool has no divisor_override and would average
@@ -194,16 +195,6 @@ class _PartialConvMixin:
         return ratio, new_mask
 
 
-def _tracing() -> bool:
-    """Whether the layer runs under ``torch.compile``, an export or a JIT trace (not eagerly).
-
-    ``torch.onnx`` is asked only once something imported it (no export runs without it): importing
-    it costs a short ``predict.py`` run about 20 ms.
-    """
-    onnx = sys.modules.get("torch.onnx")
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or (onnx is not None and onnx.is_in_onnx_export())
-
-
 def _masked(x: Tensor, mask: Tensor | None, clean: bool | None = None) -> tuple[Tensor, bool]:
     """``x * mask``, but exactly 0 where the mask is 0 even when ``x`` holds NaN or Inf there
     (a hole's content must never reach the output); and whether the plain product was clean.
@@ -220,7 +211,7 @@ def _masked(x: Tensor, mask: Tensor | None, clean: bool | None = None) -> tuple[
     xm = x * mask
     if clean is None:
         # a data-dependent branch cannot be traced: torch.compile and export take the select
-        clean = xm.device.type == "cpu" and not _tracing() and bool(torch.isfinite(xm.sum()))
+        clean = xm.device.type == "cpu" and not tracing() and bool(torch.isfinite(xm.sum()))
     return (xm, True) if clean else (torch.where(mask != 0, xm, 0), False)
 
 

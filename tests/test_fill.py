@@ -70,6 +70,26 @@ def test_smoothing_converges_to_the_harmonic_fill():
     assert smooth < 2e-3 < rough
 
 
+@pytest.mark.parametrize(
+    "box",
+    [(20, 30, 25, 40), (0, 12, 0, 9), (40, 48, 50, 64), (0, 48, 30, 31)],  # inside, corners, a column
+)
+def test_smoothing_confined_to_the_holes_equals_the_whole_image(box, monkeypatch):
+    """Eagerly the smoothing passes run on the holes' box only; traced, on the whole image: the same
+    values, holes at the borders and in two batch items included."""
+    import pconv.fill
+
+    torch.manual_seed(3)
+    image = torch.rand(2, 3, 48, 64)
+    mask = torch.ones(2, 1, 48, 64)
+    y0, y1, x0, x1 = box
+    mask[0, :, y0:y1, x0:x1] = 0
+    mask[1, :, 30:34, 5:8] = 0
+    eager = push_pull(image, mask, smooth=7)
+    monkeypatch.setattr(pconv.fill, "tracing", lambda: True)
+    torch.testing.assert_close(eager, push_pull(image, mask, smooth=7), rtol=0, atol=0)
+
+
 def test_batch_items_are_independent_and_the_mask_broadcasts():
     torch.manual_seed(1)
     image = torch.rand(3, 2, 33, 21)
