@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import cv2
 import numpy as np
@@ -131,3 +132,38 @@ def test_a_log_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="cannot write the log .*log.csv: No space left on device"):
         run.row("log.csv", {"step": 1, "loss": 0.5})
     run.close()
+
+
+def _png_rows_filters(data: bytes, row_bytes: int) -> set[int]:
+    """The filter byte of every row of a PNG's image data."""
+    import struct
+    import zlib as _zlib
+
+    idat, pos = b"", 8
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    raw = _zlib.decompress(idat)
+    return {raw[i] for i in range(0, len(raw), row_bytes + 1)}
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3), ("RGBA", 4), ("LA", 2)])
+def test_png_output_is_exact_in_every_mode(tmp_path, mode, channels):
+    """8-bit PNG (L, RGB, RGBA) comes from OpenCV with one row filter (Paeth); LA from Pillow; both
+    lossless, as files and in memory; --smallest is Pillow's level 9."""
+    from pconv.files import atomic_write_many
+    from pconv.images import encode, encoder
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    img = Image.fromarray(pixels.squeeze(), mode=mode)
+    atomic_write_many([encoder(img, tmp_path / "out.png")])
+    for data in ((tmp_path / "out.png").read_bytes(), encode(img), encode(img, smallest=True)):
+        with Image.open(io.BytesIO(data)) as back:
+            assert back.mode == mode
+            assert np.array_equal(np.asarray(back).reshape(pixels.shape), pixels)
+    if mode != "LA":
+        assert _png_rows_filters(encode(img), 53 * channels) == {4}
+    assert _png_rows_filters(encode(img, smallest=True), 53 * channels) != {4}
