@@ -1,7 +1,7 @@
 """Whole commands, as a user times them: ``predict.py`` against a Python script that reads the
 image, runs OpenCV Telea and writes the PNG; start-up, reading and writing included.
 
-    python benchmarks/bench_cli.py [--repeats 3] [--sizes quickstart 24]
+    python benchmarks/bench_cli.py [--repeats 3] [--sizes quickstart 24] [--precision bfloat16]
 
 ``quickstart`` is the README's example photo and mask; a number is a photo of that many
 megapixels (an example photo upscaled) with holes in each ``--layouts``: ``four`` (two strokes
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", nargs="+", default=["quickstart", "24"])
     p.add_argument("--weights", help="release file (default: the released model)")
+    p.add_argument("--precision", default="float32", help="predict.py --precision (default float32)")
     p.add_argument("--layouts", nargs="+", default=["four"], help="hole layouts of the numbered sizes (default four)")
     p.add_argument(
         "--onnx",
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                 "--out",
                 str(folder / "ours.png"),
                 *(["--weights", args.weights] if args.weights else []),
+                "--precision",
+                args.precision,
             ]
             telea = [sys.executable, str(folder / "telea.py"), str(image), str(mask), str(folder / "telea.png")]
             results: dict[str, list[tuple[float, float]]] = {"predict.py": [], "Telea script": [], "torch": []}

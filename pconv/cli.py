@@ -94,7 +94,12 @@ def _scale_text(text: str) -> str | float:
         raise argparse.ArgumentTypeError(f"expected auto or a factor such as 1 or 2, got {text!r}") from None
 
 
-_PARSERS: dict[str, Callable[[str], object]] = {"tile": _tile_arg, "scale": _scale_text, "hole_depth": float}
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "tile": _tile_arg,
+    "scale": _scale_text,
+    "hole_depth": float,
+    "precision": str,
+}
 
 
 def add_inpaint_options(group: argparse._ActionsContainer, names: Sequence[str]) -> None:

@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also score the model with mirror-image averaging (predict.py --flip), as a second row",
     )
-    add_inpaint_options(p, ("scale",))
+    add_inpaint_options(p, ("scale", "precision"))
     p.add_argument("--name", help="the model's name in the report (default: the weights file name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
@@ -351,7 +351,8 @@ def _main(argv: Sequence[str] | None) -> int:
         else generated_cases(images, args.per_bin, args.seed, args.mask_kind)
     )
     name = args.name or weights.stem
-    plain, flipped = inpaint_options(args, ("scale",)), inpaint_options(args, ("scale",), flip=True)
+    plain = inpaint_options(args, ("scale", "precision"))
+    flipped = inpaint_options(args, ("scale", "precision"), flip=True)
     methods: dict[str, Fill] = {name: lambda image, known: inpaint(model, image, known, plain, device=device).image}
     if args.flip:
         methods[f"{name} + flip"] = lambda image, known: inpaint(model, image, known, flipped, device=device).image

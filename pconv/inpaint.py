@@ -86,16 +86,19 @@ class _Job:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled
 
+    def run(self, x: torch.Tensor, m: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """The model's prediction in float32, run in the options' precision (bfloat16: under autocast)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.precision == "bfloat16"):
+            pred = self.model(x, m, sample=True) if sample else self.model(x, m)
+        return pred.float()
+
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """One prediction (a Monte Carlo draw when sampling), averaged with the mirror image's
         when ``flip``; clamped to [0, 1]."""
         sample = self.options.samples > 1
-        pred = self.model(x, m, sample=sample) if sample else self.model(x, m)
+        pred = self.run(x, m, sample)
         if self.options.flip:
-            mirrored = (
-                self.model(x.flip(-1), m.flip(-1), sample=sample) if sample else self.model(x.flip(-1), m.flip(-1))
-            )
-            pred = (pred + mirrored.flip(-1)) / 2
+            pred = (pred + self.run(x.flip(-1), m.flip(-1), sample).flip(-1)) / 2
         return _finite(pred).clamp_(0, 1)
 
     @torch.no_grad()
@@ -125,9 +128,9 @@ class _Job:
             n = min(batch, samples - done)
             xs = x.expand(n, -1, -1, -1)
             # with flip, each mirrored pass is a sample of its own: the spread stays that of one pass
-            draws = [self.model(xs, m, sample=True)]
+            draws = [self.run(xs, m, sample=True)]
             if self.options.flip:
-                draws.append(self.model(xs.flip(-1), m.flip(-1), sample=True).flip(-1))
+                draws.append(self.run(xs.flip(-1), m.flip(-1), sample=True).flip(-1))
             for pred in draws:
                 pred = _finite(pred).clamp(0, 1).double()  # (n, C, h, w)
                 total += pred.sum(0)
@@ -170,7 +173,8 @@ def inpaint(
 
     Raises:
         InputError: an image or mask of the wrong type or shape.
-        ConfigError: bad options, an unknown method, or Monte Carlo samples from a model without dropout.
+        ConfigError: bad options, an unknown method, Monte Carlo samples from a model without
+            dropout, or bfloat16 for a model that is not a PyTorch module (a classical method, ONNX).
         MissingExtraError: a method whose optional dependency is not installed.
         NonFiniteError: the model gave NaN or infinite values in the holes (broken weights); nothing
             is returned.
@@ -194,6 +198,9 @@ def inpaint(
         )
     if options.samples > 1 and not model.can_sample:
         raise ConfigError("Monte Carlo sampling needs a model trained with dropout (this one has none)")
+    if options.precision != "float32" and not isinstance(model, torch.nn.Module):
+        name = getattr(model, "name", type(model).__name__)
+        raise ConfigError(f"precision {options.precision} applies to PyTorch models, not to {name}")
     device = torch.device(device)
     job = _Job(model.to(device).eval(), options, device, progress, should_stop)
     if plan is None:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 # The InpaintOptions fields predict.py takes as flags (--tile, --overlap, --scale, --samples, --batch-size, --flip).
-INFERENCE = ("tile", "overlap", "scale", "samples", "batch", "flip")
+INFERENCE = ("tile", "overlap", "scale", "samples", "batch", "flip", "precision")
 
 
 def load(weights: Path | None, device: torch.device, onnx: Path | None = None) -> InpaintingModel:

@@ -69,7 +69,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "By default only the --host address, and localhost names when it is a loopback address, "
         "which keeps pages on other sites out (DNS rebinding)",
     )
-    add_inpaint_options(p, ("scale",))
+    add_inpaint_options(p, ("scale", "precision"))
     p.add_argument(
         "--methods",
         default="all",
@@ -101,7 +101,7 @@ def _main(argv: Sequence[str] | None) -> int:
         weights_name=weights.name,
         max_upload_mb=args.max_upload_mb,
         max_megapixels=args.max_megapixels,
-        options=inpaint_options(args, ("scale",)),
+        options=inpaint_options(args, ("scale", "precision")),
         max_queue=args.max_queue,
         max_work_mp=args.max_work_mp,
         allow_origins=args.allow_origin,

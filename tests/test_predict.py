@@ -227,6 +227,31 @@ def test_uncertainty_from_monte_carlo_dropout(weights, pair, tmp_path):
     assert np.all(low <= mean) and np.all(mean <= high) and (high - low)[~known].mean() > 0
 
 
+def test_bfloat16_runs_the_convolutions_in_bfloat16_and_stays_close():
+    """precision="bfloat16": the model's convolutions see bfloat16 (autocast), the result is float32
+    pixels within a few levels of float32's; classical methods are refused."""
+    seen = []
+
+    class Probe(PConvUNet):
+        def forward(self, *args, **kwargs):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().forward(*args, **kwargs)
+
+    torch.manual_seed(0)
+    model = Probe(depth=3, base_width=8).eval()
+    rng = np.random.default_rng(0)
+    image = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+    known = np.ones((64, 96), bool)
+    known[20:40, 30:70] = False
+    full = inpaint(model, image, known).image.astype(int)
+    assert seen == [False]
+    half = inpaint(model, image, known, precision="bfloat16").image.astype(int)
+    assert seen == [False, True] and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    diff = np.abs(full - half)[~known]
+    assert 0 < diff.mean() < 2 and diff.max() <= 12
+    assert np.array_equal(full[known], half[known])
+
+
 def test_sampling_is_random_only_when_asked():
     model = _model(dropout=0.3)
     image, known = synthetic_photo(32, 32), _holes(32, 32, (8, 20, 8, 20))
@@ -346,6 +371,8 @@ def test_resize_mask_scales_a_mask_of_another_size(weights, pair, tmp_path):
         ("checkpoint as weights", "is a training checkpoint (torch.save), not a release file"),
         ("bad release config", "has a bad configuration or weights for pconv_unet"),
         ("output is a folder", "could not write"),
+        ("unknown precision", "precision must be one of float32, bfloat16, got 'bf16'"),
+        ("precision of a classical method", "precision bfloat16 applies to PyTorch models, not to telea"),
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_path, capsys, case, message):
@@ -397,6 +424,11 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(weights, pair, tmp_pa
         out = tmp_path / "out.png"
         out.mkdir()
         (out / "keep.txt").write_text("a folder named like an image")
+    elif case == "unknown precision":
+        extra = ["--precision", "bf16"]
+    elif case == "precision of a classical method":
+        del args["--weights"]
+        extra = ["--method", "telea", "--precision", "bfloat16"]
     elif case == "16-bit image":
         Image.fromarray(np.full((40, 56), 40000, np.uint16)).save(tmp_path / "deep.png")
         args["--image"] = str(tmp_path / "deep.png")
