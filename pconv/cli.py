@@ -52,11 +52,13 @@ def no_numpy_hugepages() -> None:
     """Stop NumPy advising the kernel to back its large arrays with huge pages (``MADV_HUGEPAGE``),
     unless ``NUMPY_MADVISE_HUGEPAGE`` says otherwise.
 
-    Where transparent huge pages are ``madvise`` for both use and defragmentation (Linux's default),
-    that advice makes the kernel compact memory on the spot when a page faults in: fresh
-    full-size maps of a 24 MP photo then cost seconds instead of milliseconds, at random
-    (``benchmarks/bench_cli.py``). A tool's process is short and touches each big array a few
-    times, so small pages are the better trade. A process-wide setting, so the tools make it, not the library.
+    Where the kernel defragments on demand for such advice (``defrag`` = ``madvise``, the default
+    of Linux and of the common distributions), page faults in fresh full-size arrays of a 24 MP
+    photo stall on memory compaction, at random: seconds instead of milliseconds per run
+    (``benchmarks/bench_cli.py``). The tools touch each big array a few times, so small pages are
+    the better trade. A process-wide setting, so the tools make it, not the library; it holds for
+    the whole process (calling a tool's ``main`` from Python changes it for the caller too) and
+    for workers forked from it, not for processes started afresh.
     """
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return

@@ -92,10 +92,12 @@ def _stage(path: Path, write: Writer) -> str:
             f.flush()
             os.fchmod(f.fileno(), _mode_for(path))
         return tmp
-    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
-        if tmp is not None:
+    except BaseException as err:
+        if tmp is not None:  # whatever went wrong (a bug in a writer, Ctrl-C), no temporary file stays
             Path(tmp).unlink(missing_ok=True)
-        raise _failure(path, err) from err
+        if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+            raise _failure(path, err) from err
+        raise
 
 
 def _failure(path: Path, err: Exception) -> OSError:

@@ -98,18 +98,22 @@ def push_pull(image: Tensor, mask: Tensor, *, levels: int = DEFAULT_LEVELS, smoo
 def _smooth(filled: Tensor, hole: Tensor, passes: int) -> Tensor:
     """``passes`` 3x3 mean passes over the hole pixels of ``filled``.
 
-    Run eagerly, the passes cover only the holes' bounding box and a pixel around it (what they
-    read; known pixels do not change): a crop around a small hole is mostly known, and the passes
-    were a sixth of the model's time on many small holes (``benchmarks/bench_cli.py``, blobs).
-    Traced, they cover the whole image, so the graph holds for any mask.
+    Run eagerly on a CPU, the passes cover only the holes' bounding box and a pixel around it (what
+    they read; known pixels do not change): a crop around a small hole is mostly known, and the
+    passes were a sixth of the model's time on many small holes (``benchmarks/bench_cli.py``,
+    blobs). Traced, or on a GPU (where finding the box would wait for the device), they cover the
+    whole image, so a graph holds for any mask.
     """
-    if tracing():
+    if filled.device.type != "cpu" or tracing():
         return _passes(filled, hole, passes)
     rows, cols = hole.any(dim=(0, 1, 3)).nonzero(), hole.any(dim=(0, 1, 2)).nonzero()
     if not len(rows):
         return filled
-    ys = slice(max(int(rows[0]) - 1, 0), int(rows[-1]) + 2)
-    xs = slice(max(int(cols[0]) - 1, 0), int(cols[-1]) + 2)
+    y0, y1, x0, x1 = int(rows[0]) - 1, int(rows[-1]) + 2, int(cols[0]) - 1, int(cols[-1]) + 2
+    height, width = hole.shape[-2:]
+    if (y1 - y0) * (x1 - x0) > 0.75 * height * width:  # most of the image: cropping saves little
+        return _passes(filled, hole, passes)
+    ys, xs = slice(max(y0, 0), y1), slice(max(x0, 0), x1)
     out = filled.clone()
     out[..., ys, xs] = _passes(filled[..., ys, xs], hole[..., ys, xs], passes)
     return out

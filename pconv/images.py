@@ -17,8 +17,8 @@ Reading:
   for training (:func:`load_rgb`).
 
 Writing: :func:`output_format` names the format from the extension before any work is done,
-:func:`save_options` holds the encoder settings, :func:`encoder` pairs them with the atomic
-writers of :mod:`pconv.files`.
+:func:`save_options` holds Pillow's encoder settings (8-bit PNG is written by OpenCV, which is
+faster), :func:`encoder` pairs the encoding with the atomic writers of :mod:`pconv.files`.
 
 Problems are :class:`~pconv.errors.InputError` (or :class:`~pconv.errors.TooLargeError`) with a
 message that names the file.
@@ -34,11 +34,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pconv.errors import ConfigError, InputError, MissingFileError, OutputError, TooLargeError
+from pconv.errors import ConfigError, InputError, MissingFileError, TooLargeError
 from pconv.files import Writer
 
 __all__ = [
@@ -304,15 +305,25 @@ def output_format(path: str | Path) -> str:
 # (Paeth) at level 1 with run-length coding takes 0.7x the time of Pillow's adaptive filters at the
 # same size (within 1 %; ``benchmarks/bench_output.py``), 0.26 s less for a 24 MP photo.
 _OPENCV_PNG = {"L": None, "RGB": "COLOR_RGB2BGR", "RGBA": "COLOR_RGBA2BGRA"}
+# libpng refuses longer sides unless told otherwise (Pillow writes any).
+_LIBPNG_MAX_SIDE = 1_000_000
 
 
 def _by_opencv(img: Image.Image, fmt: str, smallest: bool) -> bool:
-    """Whether OpenCV writes ``img``: 8-bit PNG at the default effort (``smallest``: Pillow's level 9)."""
-    return fmt == "PNG" and not smallest and img.mode in _OPENCV_PNG
+    """Whether OpenCV writes ``img``: 8-bit PNG (L, RGB, RGBA) at the default effort (``smallest``:
+    Pillow's level 9), carrying nothing Pillow would write beside the pixels (a transparent colour,
+    an ICC profile), within libpng's side limit, on an OpenCV with the row-filter option (4.12+)."""
+    if fmt != "PNG" or smallest or img.mode not in _OPENCV_PNG or max(img.size) > _LIBPNG_MAX_SIDE:
+        return False
+    if {"transparency", "icc_profile"} & img.info.keys():
+        return False
+    import cv2
+
+    return hasattr(cv2, "IMWRITE_PNG_FILTER")
 
 
-def _png_opencv(img: Image.Image) -> bytes:
-    """``img`` (a mode of :data:`_OPENCV_PNG`) as PNG bytes from OpenCV's writer."""
+def _png_opencv(img: Image.Image) -> np.ndarray | None:
+    """``img`` as PNG bytes (a uint8 array) from OpenCV's writer, or ``None`` when it fails."""
     import cv2
 
     pixels = np.asarray(img)
@@ -320,10 +331,21 @@ def _png_opencv(img: Image.Image) -> bytes:
     if conversion is not None:
         pixels = cv2.cvtColor(pixels, getattr(cv2, conversion))
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-    ok, data = cv2.imencode(".png", pixels, [*params, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH])
-    if not ok:
-        raise OutputError(f"OpenCV could not encode a {img.width}x{img.height} {img.mode} image as PNG")
-    return data.tobytes()
+    try:
+        ok, data = cv2.imencode(".png", pixels, [*params, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH])
+    except cv2.error:
+        return None
+    return data if ok else None
+
+
+def _write(img: Image.Image, fmt: str, smallest: bool, f: BinaryIO) -> None:
+    """``img`` encoded into ``f``: by OpenCV where :func:`_by_opencv` says so (and it succeeds), else
+    by Pillow with :func:`save_options`."""
+    data = _png_opencv(img) if _by_opencv(img, fmt, smallest) else None
+    if data is not None:
+        f.write(data)
+    else:
+        _prepared(img, fmt).save(f, format=fmt, **save_options(fmt, smallest))
 
 
 def save_options(fmt: str, smallest: bool = False) -> dict:
@@ -363,19 +385,13 @@ def _prepared(img: Image.Image, fmt: str) -> Image.Image:
 
 def encoder(img: Image.Image, path: Path, smallest: bool = False) -> tuple[Path, Writer]:
     """``(path, writer)`` for :func:`pconv.files.atomic_write_many`: writes ``img`` in the format
-    ``path``'s extension names, with :func:`save_options`."""
+    ``path``'s extension names (8-bit PNG by OpenCV, the rest by Pillow with :func:`save_options`)."""
     fmt = output_format(path)
-    if _by_opencv(img, fmt, smallest):
-        return path, lambda f: f.write(_png_opencv(img))
-    options = save_options(fmt, smallest)
-    img = _prepared(img, fmt)
-    return path, lambda f: img.save(f, format=fmt, **options)
+    return path, lambda f: _write(img, fmt, smallest, f)
 
 
 def encode(img: Image.Image, fmt: str = "PNG", smallest: bool = False) -> bytes:
     """``img`` encoded in memory (for a response body), as :func:`encoder` writes it."""
-    if _by_opencv(img, fmt, smallest):
-        return _png_opencv(img)
     buffer = io.BytesIO()
-    _prepared(img, fmt).save(buffer, format=fmt, **save_options(fmt, smallest))
+    _write(img, fmt, smallest, buffer)
     return buffer.getvalue()

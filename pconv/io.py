@@ -142,8 +142,12 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
     try:
         with _no_initialisation():  # every parameter is loaded right after
             model = arch.build(arch.stored_config(json.loads(metadata.get("config", ""))))
-        tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-        model.load_state_dict(tensors, assign=True)  # the float32 copies themselves: no second copy
+        # copies of their own (safetensors' float32 tensors map the file, which may change or
+        # vanish later), taken as the parameters: one copy, not a second by load_state_dict
+        tensors = {
+            k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone() for k, v in tensors.items()
+        }
+        model.load_state_dict(tensors, assign=True)
         model.hole_depth = hole_depth_of(metadata)
     except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError
         raise CheckpointError(
@@ -156,6 +160,11 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
             "the training run that wrote it diverged"
         )
     return model.to(device).eval()
+
+
+def _own_float32(values: torch.Tensor) -> torch.Tensor:
+    """A copy of a loaded tensor, floating point as float32."""
+    return values.to(torch.float32, copy=True) if values.is_floating_point() else values.clone()
 
 
 def _finite(values: torch.Tensor) -> bool:

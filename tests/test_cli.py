@@ -100,9 +100,11 @@ def test_export_mistakes_are_one_line(tmp_path, capsys, argv, message):
 
 
 def test_tools_turn_numpy_hugepage_advice_off(monkeypatch):
-    from numpy._core.multiarray import _set_madvise_hugepage
+    import numpy as np
 
     from pconv.cli import run_main
+
+    _set_madvise_hugepage = (getattr(np, "_core", None) or np.core).multiarray._set_madvise_hugepage
 
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
     before = _set_madvise_hugepage(True)

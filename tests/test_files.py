@@ -111,3 +111,16 @@ def test_an_unwritable_folder_names_the_target_not_the_temporary_file(tmp_path, 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     with pytest.raises(OSError, match=f"cannot write to {tmp_path}: Read-only file system"):
         check_writable(tmp_path)
+
+
+@pytest.mark.parametrize("error", [ValueError("a bug in a writer"), KeyboardInterrupt()])
+def test_any_failing_writer_leaves_no_temporary_file_and_keeps_its_error(tmp_path, error):
+    target = tmp_path / "out.png"
+
+    def write(f):
+        f.write(b"partial")
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(target, write)
+    assert list(tmp_path.iterdir()) == []

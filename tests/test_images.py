@@ -167,3 +167,41 @@ def test_png_output_is_exact_in_every_mode(tmp_path, mode, channels):
     if mode != "LA":
         assert _png_rows_filters(encode(img), 53 * channels) == {4}
     assert _png_rows_filters(encode(img, smallest=True), 53 * channels) != {4}
+
+
+@pytest.mark.parametrize("case", ["opencv fails", "opencv raises", "old opencv", "transparency", "icc", "long side"])
+def test_png_falls_back_to_pillow_where_opencv_cannot_or_would_drop_something(case, monkeypatch):
+    """The same pixels (and the metadata Pillow keeps) when OpenCV fails, lacks the row-filter
+    option (before 4.12), the image carries a transparent colour or an ICC profile, or a side
+    passes libpng's limit."""
+    from pconv.images import encode
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    img = Image.fromarray(pixels)
+    if case == "opencv fails":
+        monkeypatch.setattr(cv2, "imencode", lambda *a: (False, None))
+    elif case == "opencv raises":
+
+        def broken(*args):
+            raise cv2.error("no")
+
+        monkeypatch.setattr(cv2, "imencode", broken)
+    elif case == "old opencv":
+        monkeypatch.delattr(cv2, "IMWRITE_PNG_FILTER")
+    elif case == "transparency":
+        img.info["transparency"] = (1, 2, 3)
+    elif case == "icc":
+        img.info["icc_profile"] = b"not a real profile"
+    else:
+        pixels = rng.integers(0, 256, (1, 1_000_001), dtype=np.uint8)
+        img = Image.fromarray(pixels)
+    data = encode(img)
+    with Image.open(io.BytesIO(data)) as back:
+        assert np.array_equal(np.asarray(back).reshape(pixels.shape), pixels)
+        if case == "transparency":
+            assert back.info["transparency"] == (1, 2, 3)
+        if case == "icc":
+            assert back.info["icc_profile"] == b"not a real profile"
+    if case != "long side":
+        assert _png_rows_filters(data, 9 * 3) != {4}  # Pillow's filters, not OpenCV's Paeth rows

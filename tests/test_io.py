@@ -117,3 +117,18 @@ def test_loading_draws_no_random_initial_weights_and_restores_initialisation(tmp
         assert torch.equal(loaded.state_dict()[key], value), key
     fresh = torch.nn.Conv2d(3, 4, 3)  # initialisation works again afterwards
     assert fresh.weight.abs().sum() > 0 and fresh.weight.std() > 0
+
+
+def test_a_loaded_model_keeps_its_weights_when_the_file_changes(tmp_path):
+    """load_model copies the weights: overwriting the file in place (cp new old) leaves the model alone."""
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_model(PConvUNet(depth=3, base_width=4), path)
+    model = load_model(path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    save_model(PConvUNet(depth=3, base_width=4), tmp_path / "other.safetensors")
+    with open(path, "r+b") as f:  # rewrite the same file (same inode), as cp does
+        f.write((tmp_path / "other.safetensors").read_bytes())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

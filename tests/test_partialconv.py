@@ -333,9 +333,9 @@ def test_torch_compile_inductor_matches_eager_forward_and_backward():
 @pytest.mark.parametrize(
     "cin, cout, kernel, stride, dilation",
     [
-        (3, 4, 3, 1, 1),  # output wider than input: the input product is checked
-        (8, 2, 3, 1, 1),  # output narrower: the output is checked
-        (8, 2, 1, 2, 1),  # stride 2 skips pixels: the input product is checked
+        (3, 4, 3, 1, 1),  # output wider than the input
+        (8, 2, 3, 1, 1),  # narrower
+        (8, 2, 1, 2, 1),  # stride 2 skips pixels
         (8, 2, 3, 1, 2),  # dilation
     ],
 )
