@@ -186,17 +186,22 @@ Box = tuple[int, int, int, int]  # (y, x, height, width) of a crop through the m
 
 # Target pixels are grouped on a grid of cells this many pixels wide.
 GROUP_CELL = 16
+# Context on each side of a group that fits in one crop, as a fraction of the group's extent (and
+# at least an eighth of the tile): the crop around a 100-px blob is 200 px before rounding up.
+# Half rather than all of the extent: the same fills to within 0.005 dB per case (SE 0.006) with
+# 14 % less model work on photos with 30 small holes (``bench_crops.py --blobs --margin 0.5``).
+COMPACT_MARGIN = 0.5
 
 
 def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int, step: int | None = None) -> list[Box]:
     """Crops ``(y, x, h, w)`` that cover every target pixel, each at most ``tile`` on a side.
 
     Target pixels within about ``tile // 4`` of each other form a group. A group that fits in a tile
-    with ``tile // 8`` pixels of context on every side gets one crop centred on it, with about the
-    group's own size of context around it (the model sees known pixels on all sides, and a small hole
-    costs a small crop). A bigger group is covered by those tiles of a grid over it (sharing
-    ``overlap`` pixels) that touch a target. Sides are multiples of ``align`` where the image allows;
-    grid offsets are multiples of ``step`` (default ``align``).
+    with ``tile // 8`` pixels of context on every side gets one crop centred on it, with half the
+    group's own size of context around it (:data:`COMPACT_MARGIN`; the model sees known pixels on
+    all sides, and a small hole costs a small crop). A bigger group is covered by those tiles of a
+    grid over it (sharing ``overlap`` pixels) that touch a target. Sides are multiples of ``align``
+    where the image allows; grid offsets are multiples of ``step`` (default ``align``).
     """
     height, width = targets.shape
     cell = GROUP_CELL
@@ -226,7 +231,7 @@ def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int, step: i
         x0, x1 = int(cx0 + xs.min()), int(cx0 + xs.max() + 1)
         extent = max(y1 - y0, x1 - x0)
         if extent + 2 * context <= tile:
-            margin = max(context, extent)
+            margin = max(context, round(COMPACT_MARGIN * extent))
             (y, h), (x, w) = (
                 _centred(y0, y1, margin, tile, align, step, height),
                 _centred(x0, x1, margin, tile, align, step, width),

@@ -19,7 +19,9 @@ VAL = [str(REPO / "data" / "photos" / "val")]
 CASES = {
     "bench_blend.py": ["--weights", "{tiny}", "--per-bin", "1", "--size", "64", "--images", *VAL],
     "bench_cli.py": ["--repeats", "1", "--sizes", "quickstart"],
-    "bench_crops.py": ["--weights", "{tiny}", "--sparse", "--upscale", "1", "--images", *VAL],
+    "bench_crops.py": [
+        *("--weights", "{tiny}", "--sparse", "--blobs", "--margin", "0.5", "--upscale", "1", "--images", *VAL)
+    ],
     "bench_gate.py": ["--weights", "{tiny}", "--per-bin", "1", "--size", "64", "--images", *VAL],
     "bench_flat.py": ["--weights", "{tiny}", "--size", "64", "--hole", "24"],
     "bench_fill.py": ["--repeats", "1", "--per-bin", "1", "--sizes", "64x48", "--size", "64", "--images", *VAL],
