@@ -122,6 +122,14 @@ def tally(key: dict, verdicts: dict[str, str]) -> Tally:
     return Tally(methods, wins, ties)  # type: ignore[arg-type]
 
 
+def per_case(key: dict, verdicts: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(case, pair, preferred method or "tie")`` for every judged pair, by case name: which photos
+    each method won (read with the judge's notes on them)."""
+    pairs = key["pairs"]
+    rows = [(pairs[p].get("case", "?"), p, v if v == "tie" else pairs[p][v]) for p, v in verdicts.items() if p in pairs]
+    return sorted(rows)
+
+
 def read_verdicts(path: Path) -> dict[str, str]:
     """``pair -> verdict`` from a verdicts CSV (columns ``pair`` and ``verdict``; case and spaces ignored)."""
     if not path.is_file():
@@ -240,7 +248,11 @@ def _score(args: argparse.Namespace) -> int:
             raise ValueError("no pairs or methods")
     except (ValueError, AttributeError) as err:
         raise InputError(f"{args.key} is not a key of python -m pconv.abtest make ({err})") from None
-    print(tally(key, read_verdicts(args.verdicts)))
+    verdicts = read_verdicts(args.verdicts)
+    print(tally(key, verdicts))
+    if args.per_case:
+        for case, pair, winner in per_case(key, verdicts):
+            print(f"  {case} ({pair}): {winner}")
     return 0
 
 
@@ -272,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="count the verdicts with the key")
     s.add_argument("--key", type=Path, required=True)
     s.add_argument("--verdicts", type=Path, required=True, help="verdicts.csv with A, B or tie per pair")
+    s.add_argument("--per-case", action="store_true", help="also the preferred method of every case")
     return p
 
 

@@ -99,6 +99,12 @@ def test_verdicts_are_counted_by_method_with_a_wilson_interval(tmp_path, cases, 
     assert "dark preferred 0, bright preferred 7, ties 1" in out and "dark in 0% of decided pairs" in out
     result = tally(key, {p: v.strip().upper() if v.strip() != "tie" else "tie" for p, v in rows})
     assert result.wins == {"dark": 0, "bright": 7} and result.ties == 1
+    argv = ["score", "--key", str(tmp_path / "key.json"), "--verdicts", str(tmp_path / "verdicts.csv"), "--per-case"]
+    assert main(argv) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()[1:]]
+    expected = sorted((key["pairs"][p]["case"], p, "bright") for p in pairs[:-1])
+    expected.append((key["pairs"][pairs[-1]]["case"], pairs[-1], "tie"))
+    assert lines == [f"{case} ({pair}): {winner}" for case, pair, winner in sorted(expected)]
 
 
 def test_wilson_interval_matches_the_formula():
