@@ -296,6 +296,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError(str(err)) from None
     except PconvError:
         raise
+    except BrokenPipeError:
+        raise  # the reader of stdout left: run_main stops quietly
     except OSError as err:
         raise OutputError(str(err)) from None
 

@@ -38,14 +38,28 @@ def prog_name(default: str) -> str:
 
 def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
     """Call ``fn(argv)``; a :class:`~pconv.errors.PconvError` (:class:`UsageError` included) becomes
-    ``prog: error: ...`` on stderr and exit code 2. NumPy's huge-page advice is turned off first
-    (:func:`no_numpy_hugepages`)."""
+    ``prog: error: ...`` on stderr and exit code 2, a reader of stdout that went away (``| head``) a
+    quiet exit code 1. NumPy's huge-page advice is turned off first (:func:`no_numpy_hugepages`)."""
     no_numpy_hugepages()
     try:
-        return fn(argv)
+        code = fn(argv)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
     except PconvError as err:
         print(f"{prog_name(prog)}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout left (``tool | head``): send what is still buffered nowhere, so the
+    tool stops without an error, as other command-line tools do."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind stdout (captured in tests)
+        pass
 
 
 def no_numpy_hugepages() -> None:

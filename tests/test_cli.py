@@ -116,3 +116,20 @@ def test_tools_turn_numpy_hugepage_advice_off(monkeypatch):
         assert _set_madvise_hugepage(True) is True
     finally:
         _set_madvise_hugepage(before)
+
+
+def test_a_reader_that_leaves_early_ends_a_tool_quietly(tmp_path):
+    """``tool | head``: when stdout's reader is gone, the tool exits 1 without an error message."""
+    import json
+
+    pairs = {f"pair-{i:03d}": {"A": "x", "B": "y", "case": f"case-{i:04d}"} for i in range(3000)}
+    (tmp_path / "key.json").write_text(json.dumps({"methods": ["x", "y"], "pairs": pairs}))
+    (tmp_path / "verdicts.csv").write_text("pair,verdict\n" + "".join(f"{p},A\n" for p in pairs))
+    argv = ["score", "--key", str(tmp_path / "key.json"), "--verdicts", str(tmp_path / "verdicts.csv"), "--per-case"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pconv.abtest", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader leaves before the first line
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1 and err == ""
