@@ -5,6 +5,7 @@ mistakes as one line and exit code 2, and the inference flags derived from
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -38,24 +39,33 @@ def prog_name(default: str) -> str:
 
 def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
     """Call ``fn(argv)``; a :class:`~pconv.errors.PconvError` (:class:`UsageError` included) becomes
-    ``prog: error: ...`` on stderr and exit code 2, a reader of stdout that went away (``| head``) a
-    quiet exit code 1. NumPy's huge-page advice is turned off first (:func:`no_numpy_hugepages`)."""
+    ``prog: error: ...`` on stderr and exit code 2, as does a full disk behind a redirected stdout; a
+    reader of stdout that went away (``| head``) is a quiet exit code 1. NumPy's huge-page advice is
+    turned off first (:func:`no_numpy_hugepages`)."""
     no_numpy_hugepages()
     try:
         code = fn(argv)
-        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
-        return code
+        sys.stdout.flush()  # a reader that went away or a full disk shows here, not at the interpreter's exit
     except BrokenPipeError:
         _quiet_stdout()
         return 1
     except PconvError as err:
         print(f"{prog_name(prog)}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # files are written by pconv.files, whose errors are PconvErrors: a full disk met here is
+        # the one behind stdout (output redirected to a file)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        _quiet_stdout()
+        print(f"{prog_name(prog)}: error: could not write the output: {err.strerror}", file=sys.stderr)
+        return 2
+    return code
 
 
 def _quiet_stdout() -> None:
-    """After the reader of stdout left (``tool | head``): send what is still buffered nowhere, so the
-    tool stops without an error, as other command-line tools do."""
+    """After stdout failed (its reader left, ``tool | head``, or its disk is full): send what is still
+    buffered nowhere, so the interpreter's exit adds no second error."""
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):  # no file descriptor behind stdout (captured in tests)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -133,3 +134,27 @@ def test_a_reader_that_leaves_early_ends_a_tool_quietly(tmp_path):
     with proc.stderr:
         err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1 and err == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_output_to_a_full_disk_is_a_one_line_error(tmp_path):
+    """predict.py's report line, buffered until the end, cannot be written: one line, exit code 2."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    argv = ["--image", str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"), "--out", str(tmp_path / "o.png")]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pconv.predict", *argv, "--method", "pushpull"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == "predict.py: error: could not write the output: No space left on device"
+    assert (tmp_path / "o.png").is_file()  # the result itself was written
