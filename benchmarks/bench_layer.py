@@ -1,7 +1,7 @@
 """PartialConv2d against nn.Conv2d with the same weights, at the PConv U-Net's layer shapes.
 
-Times forward+backward (median of interleaved runs) and the activation memory kept for
-backward, with a one-channel mask and with a mask as wide as the input, and prints the
+Times forward+backward (best of interleaved samples of at least 50 ms each) and the activation
+memory kept for backward, with a one-channel mask and with a mask as wide as the input, and prints the
 ratios to the plain convolution measured in the same run.
 
     python benchmarks/bench_layer.py            # all shapes of the 512x512 network
@@ -71,7 +71,7 @@ def bench_shape(cin: int, cout: int, k: int, stride: int, size: int, batch: int,
         "pconv 1ch": lambda: pconv(x, mask1)[0],
         "pconv Cch": lambda: pconv(x, maskc)[0],
     }
-    times = time_interleaved({n: step(f) for n, f in fns.items()}, repeats)
+    times = time_interleaved({n: step(f) for n, f in fns.items()}, repeats, min_seconds=0.05)
     params = list(conv.parameters()) + list(pconv.parameters())
     inputs = {"conv": [x], "pconv 1ch": [x, mask1], "pconv Cch": [x, maskc]}
     mem = {n: saved_bytes(f, inputs[n], params) for n, f in fns.items()}

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 
 import torch
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Best-of-repeats seconds per call (robust to a noisy machine), calls interleaved so drift hits all alike."""
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2, min_seconds: float = 0.0
+) -> dict[str, float]:
+    """Best-of-repeats seconds per call (robust to a noisy machine), calls interleaved so drift hits all alike.
+
+    ``min_seconds``: each sample runs a function as many times as it takes (measured in the warm-up)
+    to last at least this long, and counts the mean per call: a call of a few milliseconds is
+    otherwise at the mercy of the timer and of one interruption.
+    """
+    calls = dict.fromkeys(fns, 1)
     for _ in range(warmup):
-        for fn in fns.values():
+        for name, fn in fns.items():
+            start = time.perf_counter()
             fn()
+            once = time.perf_counter() - start
+            calls[name] = max(calls[name], math.ceil(min_seconds / max(once, 1e-9)))
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls[name])
     return {name: min(s) for name, s in samples.items()}
 
 
