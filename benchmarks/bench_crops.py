@@ -5,7 +5,7 @@ only the cropping differs).
 
     python benchmarks/bench_crops.py [--per-bin 2] [--images data/photos/val data/photos-more/val]
     python benchmarks/bench_crops.py --sparse [--upscale 3]
-    python benchmarks/bench_crops.py --blobs [--upscale 2] [--margin 0.5]
+    python benchmarks/bench_crops.py --blobs [--upscale 2] [--margin 1]
 
 The validation photos at their own size (up to 1024 px wide) with stroke and solid-hole masks in
 the six hole-ratio bins, as the evaluation makes them; ``tile=512`` makes every photo run in crops
@@ -18,7 +18,7 @@ photo) with four holes, two long thin strokes across it and two blobs (``bench_f
 ``--blobs``: each photo upscaled with 30 small round holes (radius 1-4 % of the short side, as
 dust spots or blemishes), the case where the model's work is many small crops. ``--margin F`` adds
 the default cropping with ``pconv.tiling.COMPACT_MARGIN = F`` (the context around a hole that
-fits in one crop, as a fraction of its extent; default 1) and compares it per case with the default.
+fits in one crop, as a fraction of its extent; default 0.5) and compares it per case with the default.
 """
 
 from __future__ import annotations

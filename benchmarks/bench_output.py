@@ -6,8 +6,10 @@ For each photo, PNG at compression levels 1, 3, 6 (Pillow's default) and 9, and 
 with zlib's run-length strategy (``compress_type=zlib.Z_RLE``, what OpenCV's PNG writer uses), and
 lossless WebP at methods 0, 4 (Pillow's default) and 6; and OpenCV's PNG writer at level 1 with
 run-length coding, its adaptive row filters against one fixed filter (Up, Paeth); time (best of
-repeats, conversion to OpenCV's channel order included) and size, as ratios to the format's default. ``pconv.images.save_options`` picks PNG level 1 with run-length coding
-and WebP method 0 by default, PNG level 9 and WebP method 6 with ``--smallest``.
+repeats, conversion to OpenCV's channel order included) and size, as ratios to the format's
+default. predict.py writes 8-bit PNG with OpenCV's Paeth filter (``pconv.images.encoder``), other
+PNG with Pillow at level 1 with run-length coding, WebP at method 0; PNG level 9 and WebP method 6
+with ``--smallest``.
 """
 
 from __future__ import annotations

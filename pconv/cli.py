@@ -53,8 +53,8 @@ def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         print(f"{prog_name(prog)}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        # files are written by pconv.files, whose errors are PconvErrors: a full disk met here is
-        # the one behind stdout (output redirected to a file)
+        # the tools turn failures of the files they write into PconvErrors: a full disk met here
+        # is the one behind stdout (output redirected to a file)
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         _quiet_stdout()

@@ -365,8 +365,6 @@ def _main(argv: Sequence[str] | None) -> int:
     kept: dict[str, dict[str, np.ndarray]] = {case.name: {} for case in examples}
     try:
         check_writable(args.out)  # before the evaluation, not after it
-    except BrokenPipeError:
-        raise  # the reader of stdout left: run_main stops quietly
     except OSError as err:
         raise OutputError(str(err)) from None
     records = evaluate(cases, methods, keep=kept)

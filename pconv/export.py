@@ -44,8 +44,6 @@ def _main(argv: Sequence[str] | None) -> int:
     model = load_model(args.weights)
     try:
         export_onnx(model, args.onnx, opset=args.opset)
-    except BrokenPipeError:
-        raise  # the reader of stdout left: run_main stops quietly
     except OSError as err:
         raise OutputError(str(err)) from None
     except Exception as err:  # the exporter reports an opset it cannot target with its own types

@@ -144,9 +144,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
             model = arch.build(arch.stored_config(json.loads(metadata.get("config", ""))))
         # copies of their own (safetensors' float32 tensors map the file, which may change or
         # vanish later), taken as the parameters: one copy, not a second by load_state_dict
-        tensors = {
-            k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone() for k, v in tensors.items()
-        }
+        tensors = {k: _own_float32(v) for k, v in tensors.items()}
         model.load_state_dict(tensors, assign=True)
         model.hole_depth = hole_depth_of(metadata)
     except (TypeError, ValueError, RuntimeError) as err:  # JSONDecodeError is a ValueError

@@ -189,7 +189,8 @@ GROUP_CELL = 16
 # Context on each side of a group that fits in one crop, as a fraction of the group's extent (and
 # at least an eighth of the tile): the crop around a 100-px blob is 200 px before rounding up.
 # Half rather than all of the extent: the same fills to within 0.005 dB per case (SE 0.006) with
-# 14 % less model work on photos with 30 small holes (``bench_crops.py --blobs --margin 0.5``).
+# 14 % less model work on photos with 30 small holes (``bench_crops.py --blobs --upscale 2 --margin 1``
+# compares the whole extent with this).
 COMPACT_MARGIN = 0.5
 
 
