@@ -5,7 +5,7 @@ only the cropping differs).
 
     python benchmarks/bench_crops.py [--per-bin 2] [--images data/photos/val data/photos-more/val]
     python benchmarks/bench_crops.py --sparse [--upscale 3]
-    python benchmarks/bench_crops.py --blobs [--upscale 2] [--margin 1]
+    python benchmarks/bench_crops.py --blobs [--upscale 2] [--margin 1] [--pad-levels 7]
 
 The validation photos at their own size (up to 1024 px wide) with stroke and solid-hole masks in
 the six hole-ratio bins, as the evaluation makes them; ``tile=512`` makes every photo run in crops
@@ -19,6 +19,8 @@ photo) with four holes, two long thin strokes across it and two blobs (``bench_f
 dust spots or blemishes), the case where the model's work is many small crops. ``--margin F`` adds
 the default cropping with ``pconv.tiling.COMPACT_MARGIN = F`` (the context around a hole that
 fits in one crop, as a fraction of its extent; default 0.5) and compares it per case with the default.
+``--pad-levels L`` does the same for ``pconv.unet.PAD_LEVELS = L`` (the U-Net pads its input to
+``2**min(depth, L)``; default 5; 7 pads the release to 128, as before the smaller padding).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from bench_fill import four_holes
 
 import pconv.tiling
+import pconv.unet
 from pconv import load_model
 from pconv.evaluate import Case, _load_images, bin_of, evaluate, generated_cases, summarise
 from pconv.inpaint import InpaintOptions, inpaint
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--blobs", action="store_true", help="upscaled photos with 30 small round holes (see above)")
     p.add_argument("--upscale", type=float, default=3.0, help="--sparse, --blobs: the photos' upscaling (default 3)")
     p.add_argument("--margin", type=float, help="also the default cropping with this COMPACT_MARGIN (see above)")
+    p.add_argument("--pad-levels", type=int, help="also the default cropping with this PAD_LEVELS (see above)")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
     model = load_model(args.weights)
@@ -68,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     variants = dict(VARIANTS)
     if args.margin is not None:
         variants[f"margin {args.margin:g}"] = VARIANTS["default"]
+    if args.pad_levels is not None:
+        variants[f"pad levels {args.pad_levels}"] = VARIANTS["default"]
     methods = {
-        name: (
-            lambda image, known, o=o, m=_margin(name): _with_margin(m, lambda: inpaint(model, image, known, o).image)
-        )
+        name: (lambda image, known, o=o, n=name: _with_setting(n, lambda: inpaint(model, image, known, o).image))
         for name, o in variants.items()
     }
     suites = {"sparse": _sparse(images, args.upscale)} if args.sparse else {}
@@ -82,9 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         records = evaluate(cases, methods, progress=False)
         summary = summarise(records)
         work = {
-            name: _with_margin(
-                _margin(name),
-                lambda o=o: sum(model_pixels(c.known, o, model.hole_depth, model.multiple) for c in cases) / 1e6,
+            name: _with_setting(
+                name, lambda o=o: sum(model_pixels(c.known, o, model.hole_depth, model.multiple) for c in cases) / 1e6
             )
             for name, o in variants.items()
         }
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{m:>12}: {work[m]:.1f} MP through the model ({work[m] / work[base]:.2f}x one pass), "
                 f"{seconds:.2f} s/image ({seconds / summary[(base, 'all')]['seconds']:.2f}x)"
             )
-        pairs = [("default", "512 tiles")] + [(m, "default") for m in variants if m.startswith("margin")]
+        pairs = [("default", "512 tiles")] + [(m, "default") for m in variants if m.startswith(("margin", "pad"))]
         for metric, label in (("psnr", "PSNR"), ("hole_psnr", "hole PSNR")):
             per_case = {m: np.array([r[metric] for r in records if r["method"] == m]) for m in variants}
             for a, b in pairs:
@@ -116,18 +119,18 @@ def main(argv: list[str] | None = None) -> None:
                 )
 
 
-def _margin(name: str) -> float:
-    """The ``COMPACT_MARGIN`` of a variant's name (``margin 0.5``), else the module's own."""
-    return float(name.split()[1]) if name.startswith("margin ") else pconv.tiling.COMPACT_MARGIN
-
-
-def _with_margin(margin: float, run):
-    saved = pconv.tiling.COMPACT_MARGIN
-    pconv.tiling.COMPACT_MARGIN = margin
+def _with_setting(name: str, run):
+    """``run()`` with the setting a variant's name changes (``margin 1``: ``COMPACT_MARGIN``,
+    ``pad levels 7``: ``PAD_LEVELS``), restored afterwards."""
+    module, attr = (pconv.tiling, "COMPACT_MARGIN") if name.startswith("margin ") else (pconv.unet, "PAD_LEVELS")
+    saved = getattr(module, attr)
+    if name.startswith(("margin ", "pad levels ")):
+        value = name.split()[-1]
+        setattr(module, attr, float(value) if module is pconv.tiling else int(value))
     try:
         return run()
     finally:
-        pconv.tiling.COMPACT_MARGIN = saved
+        setattr(module, attr, saved)
 
 
 def _blobs(images: list[tuple[str, np.ndarray]], upscale: float) -> list[Case]:

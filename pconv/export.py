@@ -48,7 +48,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise OutputError(str(err)) from None
     except Exception as err:  # the exporter reports an opset it cannot target with its own types
         raise UsageError(f"the export at opset {args.opset} failed: {str(err).strip().splitlines()[0]}") from None
-    print(f"wrote {args.onnx} (opset {args.opset}; height and width in multiples of {model.multiple})")
+    print(f"wrote {args.onnx} (opset {args.opset}; height and width in multiples of {model.graph_multiple})")
     return 0
 
 

@@ -69,7 +69,14 @@ class InpaintingNet(nn.Module):
 
     @property
     def multiple(self) -> int:
+        """Input sizes are padded internally to a multiple of this; tiles are aligned to it."""
         raise NotImplementedError
+
+    @property
+    def graph_multiple(self) -> int:
+        """Sides at which every level halves exactly: what an exported graph takes (its symbolic
+        sizes assume it); :attr:`multiple` unless the network pads less than that."""
+        return self.multiple
 
     def dropout(self, x: Tensor, sample: bool) -> Tensor:
         """Dropout at the configured rate while training, or in eval mode when sampling."""

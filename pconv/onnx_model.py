@@ -3,7 +3,8 @@
 The graph takes ``image`` ``(N, C, H, W)`` float32 in [0, 1] and ``mask`` ``(N, 1, H, W)``
 (1 = known) and returns ``pred`` ``(N, C, H, W)``; batch, height and width are dynamic, height
 and width in multiples of the network's downsampling factor (``multiple`` in the file's
-metadata: 128 for a depth-7 PConv U-Net). :class:`OnnxModel` pads to that multiple, so
+metadata: ``graph_multiple``, ``2**depth`` for a PConv U-Net, 128 at depth 7, where PyTorch pads
+to 32 only, so fills of other sides differ slightly). :class:`OnnxModel` pads to that multiple, so
 ``pconv.inpaint.inpaint`` (tiles, working scales, ``--flip``) runs an ONNX file unchanged. The
 export uses PyTorch's ``torch.export``-based exporter (``dynamo=True``, opset 18 by default).
 The command line is ``python -m pconv.export``.
@@ -29,7 +30,7 @@ __all__ = ["OnnxModel", "export_onnx"]
 def export_onnx(model: nn.Module, path: str | Path, *, opset: int = OPSET) -> None:
     """Write ``model`` (a PConv U-Net or UNet3+) as an ONNX file with dynamic batch, height and width."""
     model = model.eval().cpu()
-    multiple = model.multiple
+    multiple = model.graph_multiple  # ONNX has no symbolic rounding up, so every level halves exactly
     channels = model.config.in_channels
     x = torch.rand(2, channels, 2 * multiple, 2 * multiple)  # a batch of 2 keeps the batch symbolic
     m = torch.ones(2, 1, 2 * multiple, 2 * multiple)

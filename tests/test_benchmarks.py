@@ -20,7 +20,8 @@ CASES = {
     "bench_blend.py": ["--weights", "{tiny}", "--per-bin", "1", "--size", "64", "--images", *VAL],
     "bench_cli.py": ["--repeats", "1", "--sizes", "quickstart"],
     "bench_crops.py": [
-        *("--weights", "{tiny}", "--sparse", "--blobs", "--margin", "0.5", "--upscale", "1", "--images", *VAL)
+        *("--weights", "{tiny}", "--sparse", "--blobs", "--margin", "0.5", "--pad-levels", "7"),
+        *("--upscale", "1", "--images", *VAL),
     ],
     "bench_gate.py": ["--weights", "{tiny}", "--per-bin", "1", "--size", "64", "--images", *VAL],
     "bench_flat.py": ["--weights", "{tiny}", "--size", "64", "--hole", "24"],

@@ -62,8 +62,9 @@ def _full_width_reference(model: PConvUNet, image, mask):
         h, m = run(block, h, m.expand(-1, h.shape[1], -1, -1))
     for j, block in enumerate(model.decoder):
         sh, sm = skips[-1 - j]
-        up_m = F.interpolate(m, scale_factor=2)
-        up_h = F.interpolate(h * m, scale_factor=2, mode=model.config.upsample_mode)  # holes hold 0
+        size = sh.shape[-2:]  # odd sizes below the padding's levels: the upsampling is cropped
+        up_m = F.interpolate(m, scale_factor=2)[..., : size[0], : size[1]]
+        up_h = F.interpolate(h * m, scale_factor=2, mode=model.config.upsample_mode)[..., : size[0], : size[1]]
         full_mask = torch.cat([up_m.expand(-1, up_h.shape[1], -1, -1), sm.expand(-1, sh.shape[1], -1, -1)], 1)
         h, m = run(block, torch.cat([up_h, sh], 1), full_mask)
     return h
@@ -111,15 +112,30 @@ def test_large_hole_is_filled_at_the_bottleneck():
     assert out[0, :, 32, 32].abs().sum() > 0
 
 
-def test_padding_is_unknown_and_cropped():
-    """A size that is not a multiple of 2^depth equals the same image padded by hand."""
-    model = small().eval()
+@pytest.mark.parametrize("depth", [4, 7])
+def test_padding_is_unknown_and_cropped(depth):
+    """A size that is not a multiple of 2**min(depth, 5) equals the same image padded by hand to
+    it (16 at depth 4; 32 at depth 7, where the levels below the fifth see odd sizes)."""
+    model = small(depth=depth).eval()
+    assert model.multiple == 2 ** min(depth, 5) and model.graph_multiple == 2**depth
     x = torch.rand(1, 3, 20, 27)
     mask = random_mask(1, 20, 27)
-    padded_x = F.pad(x, (0, 5, 0, 12))
-    padded_m = F.pad(mask, (0, 5, 0, 12))
+    pad = (0, -27 % model.multiple, 0, -20 % model.multiple)
     with torch.no_grad():
-        torch.testing.assert_close(model(x, mask), model(padded_x, padded_m)[..., :20, :27])
+        torch.testing.assert_close(model(x, mask), model(F.pad(x, pad), F.pad(mask, pad))[..., :20, :27])
+
+
+@pytest.mark.parametrize("upsample_mode", ["nearest", "bilinear"])
+def test_odd_deep_levels_match_the_full_width_formulation_and_train(upsample_mode):
+    """At depth 7 a 96x64 input has levels of 3x2, 2x1 and 1x1 px: the decoder crops each 2x
+    upsampling to its skip (the full-width reference crops the same way), and gradients flow."""
+    model = small(depth=7, upsample_mode=upsample_mode).eval()
+    x, mask = torch.rand(2, 3, 96, 64), random_mask(2, 96, 64, p=0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mask), _full_width_reference(model, x, mask), rtol=1e-4, atol=1e-5)
+    model.train()
+    model(x, mask).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_freeze_encoder_bn_keeps_encoder_statistics():
