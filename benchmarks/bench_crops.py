@@ -1,4 +1,4 @@
-"""The default cropping (crops sized to the holes, ``pconv.tiling.crop_plan``, where they send fewer
+"""The default cropping (crops sized to the holes, ``pconv.crops.crop_plan``, where they send fewer
 pixels through the model than tiles do) against 512-px tiles sharing 128 px (``--overlap 128``)
 and one pass over the whole image: quality and model work, at full resolution (``scale=1``, so
 only the cropping differs).
@@ -17,7 +17,7 @@ photo) with four holes, two long thin strokes across it and two blobs (``bench_f
 
 ``--blobs``: each photo upscaled with 30 small round holes (radius 1-4 % of the short side, as
 dust spots or blemishes), the case where the model's work is many small crops. ``--margin F`` adds
-the default cropping with ``pconv.tiling.COMPACT_MARGIN = F`` (the context around a hole that
+the default cropping with ``pconv.crops.COMPACT_MARGIN = F`` (the context around a hole that
 fits in one crop, as a fraction of its extent; default 0.5) and compares it per case with the default.
 ``--pad-levels L`` does the same for ``pconv.unet.PAD_LEVELS = L`` (the U-Net pads its input to
 ``2**min(depth, L)``; default 5; 7 pads the release to 128, as before the smaller padding).
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from bench_fill import four_holes
 
-import pconv.tiling
+import pconv.crops
 import pconv.unet
 from pconv import load_model
 from pconv.evaluate import Case, _load_images, bin_of, evaluate, generated_cases, summarise
@@ -122,11 +122,11 @@ def main(argv: list[str] | None = None) -> None:
 def _with_setting(name: str, run):
     """``run()`` with the setting a variant's name changes (``margin 1``: ``COMPACT_MARGIN``,
     ``pad levels 7``: ``PAD_LEVELS``), restored afterwards."""
-    module, attr = (pconv.tiling, "COMPACT_MARGIN") if name.startswith("margin ") else (pconv.unet, "PAD_LEVELS")
+    module, attr = (pconv.crops, "COMPACT_MARGIN") if name.startswith("margin ") else (pconv.unet, "PAD_LEVELS")
     saved = getattr(module, attr)
     if name.startswith(("margin ", "pad levels ")):
         value = name.split()[-1]
-        setattr(module, attr, float(value) if module is pconv.tiling else int(value))
+        setattr(module, attr, float(value) if module is pconv.crops else int(value))
     try:
         return run()
     finally:

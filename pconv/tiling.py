@@ -1,6 +1,6 @@
 """Where a model runs on an image: working scales per hole, crops around the holes, tile blending.
 
-Large images run in crops around the holes (:func:`crop_boxes`): nearby holes form a group; a
+Large images run in crops around the holes (:mod:`pconv.crops`): nearby holes form a group; a
 group gets one crop centred on it with about its own size of known context on every side, and a
 group bigger than a tile is covered by the hole-touching tiles of a grid. Overlapping predictions
 are blended with feathered weights (:func:`feather`: highest at a crop's centre, small but
@@ -30,13 +30,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pconv.errors import ConfigError, InputError
+from pconv.crops import Box, Holes, crop_boxes, crop_plan, crops_for, tile_origins
+from pconv.errors import InputError
 from pconv.options import InpaintOptions
 
 __all__ = [
     "DEFAULT_HOLE_DEPTH",
     "MIN_LEVEL_SIDE",
     "Box",
+    "Holes",
     "Level",
     "LevelPlan",
     "Plan",
@@ -71,18 +73,6 @@ def auto_tile(height: int, width: int) -> int | None:
     return None if height * width <= AUTO_SINGLE_PASS_PIXELS else AUTO_TILE
 
 
-def tile_origins(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``length``, sharing at least ``overlap``.
-
-    Offsets are multiples of ``align`` (the network's downsampling factor, so a tile sees the
-    same pixel grid as the whole image would), except the last, which ends at the edge.
-    """
-    if tile >= length:
-        return [0]
-    stride = max(align, (tile - overlap) // align * align)
-    return [*range(0, length - tile, stride), length - tile]
-
-
 def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = None) -> np.ndarray:
     """The working downscale factor of every pixel: 0 at known pixels, else a power of two chosen
     for its connected hole (8-connectivity) from the hole's depth.
@@ -95,9 +85,14 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
     ``hole_depth`` from it; the rest of the hole, thick parts and the small bits beside them (a
     box's corners), takes the hole's factor.
     """
+    return _hole_levels(known, hole_depth, max_factor)[0]
+
+
+def _hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None) -> tuple[np.ndarray, Holes | None]:
+    """:func:`hole_levels`, and the :class:`Holes` it found (``None`` without holes)."""
     holes = (~known).view(np.uint8)
     if not holes.any():
-        return np.zeros(known.shape, np.uint8)
+        return np.zeros(known.shape, np.uint8), None
     depth = cv2.distanceTransform(holes, cv2.DIST_L2, 5)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=8)
     deepest = np.zeros(count, np.float32)
@@ -115,7 +110,7 @@ def hole_levels(known: np.ndarray, hole_depth: float, max_factor: int | None = N
         x, y, w, h = stats[g, :4]
         window = (slice(y, y + h), slice(x, x + w))
         levels[window][_offshoots(labels[window] == g, depth[window], hole_depth)] = 1
-    return levels
+    return levels, Holes(labels, deepest)
 
 
 def _offshoots(hole: np.ndarray, depth: np.ndarray, hole_depth: float) -> np.ndarray:
@@ -145,10 +140,15 @@ def feather(height: int, width: int, overlap: int) -> np.ndarray:
 
 def scale_levels(known: np.ndarray, scale: str | float, hole_depth: float) -> np.ndarray:
     """Each pixel's working downscale factor (0 = known) for ``scale`` (see :func:`inpaint`)."""
+    return _scale_levels(known, scale, hole_depth)[0]
+
+
+def _scale_levels(known: np.ndarray, scale: str | float, hole_depth: float) -> tuple[np.ndarray, Holes | None]:
+    """:func:`scale_levels`, and the :class:`Holes` that ``scale="auto"`` found on the way."""
     max_factor = max(1, min(known.shape) // MIN_LEVEL_SIDE)
     if scale == "auto":
-        return hole_levels(known, hole_depth, max_factor)
-    return np.where(known, 0.0, min(float(scale), max_factor))
+        return _hole_levels(known, hole_depth, max_factor)
+    return np.where(known, 0.0, min(float(scale), max_factor)), None
 
 
 @dataclass
@@ -180,161 +180,6 @@ def scale_plan(known: np.ndarray, levels: np.ndarray, tile: int | str | None) ->
             cv2.dilate(small_targets.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~small_known
         )
         yield Level(factor, small_known, small_targets, mine, resolve_tile(tile, size[1], size[0]))
-
-
-Box = tuple[int, int, int, int]  # (y, x, height, width) of a crop through the model
-
-# Target pixels are grouped on a grid of cells this many pixels wide.
-GROUP_CELL = 16
-# Context on each side of a group that fits in one crop, as a fraction of the group's extent (and
-# at least an eighth of the tile): the crop around a 100-px blob is 200 px before rounding up.
-# Half rather than all of the extent: the same fills to within 0.005 dB per case (SE 0.006) with
-# 14 % less model work on photos with 30 small holes (``bench_crops.py --blobs --upscale 2 --margin 1``
-# compares the whole extent with this).
-COMPACT_MARGIN = 0.5
-
-
-def crop_boxes(targets: np.ndarray, tile: int, overlap: int, align: int, step: int | None = None) -> list[Box]:
-    """Crops ``(y, x, h, w)`` that cover every target pixel, each at most ``tile`` on a side.
-
-    Target pixels within about ``tile // 4`` of each other form a group. A group that fits in a tile
-    with ``tile // 8`` pixels of context on every side gets one crop centred on it, with half the
-    group's own size of context around it (:data:`COMPACT_MARGIN`; the model sees known pixels on
-    all sides, and a small hole costs a small crop). A bigger group is covered by those tiles of a
-    grid over it (sharing ``overlap`` pixels) that touch a target. Sides are multiples of ``align``
-    where the image allows; grid offsets are multiples of ``step`` (default ``align``).
-    """
-    height, width = targets.shape
-    cell = GROUP_CELL
-    gh, gw = -(-height // cell), -(-width // cell)
-    padded = np.zeros((gh * cell, gw * cell), bool)
-    padded[:height, :width] = targets
-    coarse = padded.reshape(gh, cell, gw, cell).any(axis=(1, 3))
-    reach = max(1, tile // 4 // cell)
-    grouped = cv2.dilate(coarse.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
-    count, labels = cv2.connectedComponents(grouped, connectivity=8)
-    cy, cx = np.nonzero(coarse)
-    group = labels[cy, cx]
-    context = max(1, tile // 8)
-    grid_step = step or align
-    step = max(1, min(grid_step, cell))
-    boxes: list[Box] = []
-    for g in range(1, count):
-        sel = group == g
-        cy0, cy1, cx0, cx1 = (
-            cy[sel].min() * cell,
-            (cy[sel].max() + 1) * cell,
-            cx[sel].min() * cell,
-            (cx[sel].max() + 1) * cell,
-        )
-        ys, xs = np.nonzero(targets[cy0:cy1, cx0:cx1])  # the exact extent inside the cells
-        y0, y1 = int(cy0 + ys.min()), int(cy0 + ys.max() + 1)
-        x0, x1 = int(cx0 + xs.min()), int(cx0 + xs.max() + 1)
-        extent = max(y1 - y0, x1 - x0)
-        if extent + 2 * context <= tile:
-            margin = max(context, round(COMPACT_MARGIN * extent))
-            (y, h), (x, w) = (
-                _centred(y0, y1, margin, tile, align, step, height),
-                _centred(x0, x1, margin, tile, align, step, width),
-            )
-            boxes.append((y, x, h, w))
-            continue
-        # the grid's area: the group with context, at least a tile wide each way (centred) where
-        # the image allows, so a thin group's crops see known pixels on both sides
-        sy0, sy1 = _span(y0 - context, y1 + context, tile, height)
-        sx0, sx1 = _span(x0 - context, x1 + context, tile, width)
-        th, tw = min(tile, sy1 - sy0), min(tile, sx1 - sx0)
-        for y in tile_origins(sy1 - sy0, tile, overlap, grid_step):
-            for x in tile_origins(sx1 - sx0, tile, overlap, grid_step):
-                if targets[sy0 + y : sy0 + y + th, sx0 + x : sx0 + x + tw].any():
-                    boxes.append((sy0 + y, sx0 + x, th, tw))
-    return sorted(set(boxes))
-
-
-# Crops along a hole are about this many times its depth on a side: context enough for the
-# network to continue what is around a thin hole, without sending a tile of mostly known pixels.
-CONTEXT_DEPTHS = 8
-# and never smaller than this: a few pixels of hole still need some surroundings.
-MIN_CROP = 64
-
-
-def crop_plan(targets: np.ndarray, known: np.ndarray, tile: int, multiple: int) -> list[tuple[Box, int]]:
-    """Crops ``(box, overlap)`` covering every target pixel, each sized to the holes it covers.
-
-    Each connected hole gets crops of side ``CONTEXT_DEPTHS`` times its depth (the largest distance
-    from one of its pixels to a known pixel), rounded up to the model's ``multiple`` and at most
-    ``tile`` (and at least :data:`MIN_CROP`): a 20-px stroke runs in 128-px crops along it
-    instead of 512-px tiles. Crops of one
-    side come from :func:`crop_boxes` with a quarter of the side as overlap; crops of different
-    sides may overlap each other, and their predictions are blended like any others.
-    """
-    rows, cols = np.flatnonzero(targets.any(axis=1)), np.flatnonzero(targets.any(axis=0))
-    if not rows.size:
-        return []
-    height, width = known.shape
-    pad = tile
-    y0, y1 = max(0, rows[0] - pad), min(height, rows[-1] + 1 + pad)
-    x0, x1 = max(0, cols[0] - pad), min(width, cols[-1] + 1 + pad)
-    window = (~known[y0:y1, x0:x1]).view(np.uint8)
-    depth = cv2.distanceTransform(window, cv2.DIST_L2, 5)
-    count, labels = cv2.connectedComponents(window, connectivity=8)
-    deepest = np.zeros(count, np.float32)
-    inside = np.flatnonzero(window)
-    np.maximum.at(deepest, labels.ravel()[inside], depth.ravel()[inside])
-    unit = max(1, min(multiple, tile))
-    smallest = min(tile, -(-max(MIN_CROP, unit) // unit) * unit)
-    sides = np.minimum(np.ceil(CONTEXT_DEPTHS * deepest / unit).astype(np.int64) * unit, tile)
-    sides = np.maximum(sides, smallest)
-    near = targets[y0:y1, x0:x1]
-    wanted = np.unique(sides[np.unique(labels[near])])
-    # each hole's crop side as an index into ``wanted``, one byte per pixel of the window
-    index = np.zeros(count, np.uint8 if len(wanted) < 255 else np.int32)
-    index[1:] = np.searchsorted(wanted, sides[1:]) + 1
-    coded = index[labels]
-    plan: list[tuple[Box, int]] = []
-    for i, side in enumerate(int(v) for v in wanted):
-        mine = np.zeros(known.shape, bool)
-        mine[y0:y1, x0:x1] = near & (coded == i + 1)
-        overlap = side // 4
-        step = unit if side >= 4 * unit else max(1, side // 4)  # small crops: overlap before alignment
-        plan += [(box, overlap) for box in crop_boxes(mine, side, overlap, unit, step)]
-    return plan
-
-
-def crops_for(
-    targets: np.ndarray, known: np.ndarray, tile: int, overlap: int | None, multiple: int
-) -> list[tuple[Box, int]]:
-    """The crops ``(box, overlap)`` a tiled level runs. With an ``overlap``: tiles of one size sharing
-    that many pixels (:func:`crop_boxes`). Without: crops sized to the holes (:func:`crop_plan`) or
-    tiles sharing a quarter of their side, whichever sends fewer pixels through the model (small
-    crops win along thin holes far apart; where holes are dense, tiles cover them with less
-    overlap)."""
-    if overlap is None:
-        sized = crop_plan(targets, known, tile, multiple)
-        tiles = [(box, tile // 4) for box in crop_boxes(targets, tile, tile // 4, min(multiple, tile))]
-        return min(tiles, sized, key=lambda crops: sum(h * w for (_, _, h, w), _ in crops))
-    if overlap >= tile:
-        raise ConfigError(f"the overlap must be smaller than the tile, got {overlap} for tile {tile}")
-    return [(box, overlap) for box in crop_boxes(targets, tile, overlap, min(multiple, tile))]
-
-
-def _span(lo: int, hi: int, tile: int, length: int) -> tuple[int, int]:
-    """``[lo, hi)`` widened to at least ``tile`` about its centre, inside ``[0, length)``."""
-    if hi - lo < tile:
-        lo = (lo + hi - tile) // 2
-        hi = lo + tile
-    lo, hi = max(0, lo), min(length, hi)
-    if hi - lo < min(tile, length):  # cut by an edge: extend on the other side
-        lo, hi = (0, min(length, tile)) if lo == 0 else (max(0, length - tile), length)
-    return lo, hi
-
-
-def _centred(lo: int, hi: int, margin: int, tile: int, align: int, step: int, length: int) -> tuple[int, int]:
-    """Start and size along one axis of a crop around ``[lo, hi)`` with ``margin`` pixels each side."""
-    size = min(-(-(hi - lo + 2 * margin) // align) * align, tile, length)
-    start = int(round((lo + hi - size) / 2 / step)) * step
-    start = min(max(start, hi - size, 0), lo, length - size)  # inside the image, holding [lo, hi)
-    return start, size
 
 
 @dataclass
@@ -369,7 +214,7 @@ class Plan:
 def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> Plan:
     """The :class:`Plan` of inpainting the holes of ``known`` with ``options`` (working scales from
     ``hole_depth``, unless ``options`` overrides it; crops aligned to the model's ``multiple``)."""
-    levels = scale_levels(known, options.scale, options.hole_depth or hole_depth)
+    levels, holes = _scale_levels(known, options.scale, options.hole_depth or hole_depth)
     planned = []
     for level in scale_plan(known, levels, options.tile):
         h, w = level.known.shape
@@ -379,7 +224,17 @@ def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, mul
             planned.append(LevelPlan(level, None))
         else:
             planned.append(
-                LevelPlan(level, crops_for(level.targets, level.known, level.tile, options.overlap, multiple))
+                LevelPlan(
+                    level,
+                    crops_for(
+                        level.targets,
+                        level.known,
+                        level.tile,
+                        options.overlap,
+                        multiple,
+                        holes if level.factor == 1 else None,  # the full-resolution holes
+                    ),
+                )
             )
     return Plan(planned)
 

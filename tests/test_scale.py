@@ -205,6 +205,29 @@ def test_crops_follow_the_depth_of_the_holes():
     assert stroke_pixels < 0.4 * 512 * 1800  # a quarter of a row of 512-px tiles, give or take overlaps
 
 
+def test_separate_groups_are_planned_independently():
+    """A group's grid keeps only the crops that touch its own holes: a blob beside a diagonal
+    stroke adds its one crop and no tile of the stroke's grid."""
+    from pconv.tiling import crop_boxes
+
+    stroke = np.zeros((200, 200), np.uint8)
+    cv2.line(stroke, (10, 10), (190, 190), 1, 5)
+    blob = np.zeros_like(stroke)
+    cv2.circle(blob, (30, 170), 6, 1, -1)  # far from the stroke, inside its grid's span
+    alone = [crop_boxes(part.astype(bool), 64, 16, 1) for part in (stroke, blob)]
+    assert len(alone[1]) == 1
+    assert crop_boxes((stroke | blob).astype(bool), 64, 16, 1) == sorted(set(alone[0] + alone[1]))
+
+
+def test_the_holes_found_for_the_scales_give_the_crops_found_in_a_window():
+    """crop_plan with the Holes of hole_levels plans what it plans finding them itself."""
+    from pconv.tiling import _hole_levels, crop_plan
+
+    known = _known(900, 1300, (400, 412, 50, 1250), (100, 260, 100, 300), (700, 705, 600, 640))
+    _, holes = _hole_levels(known, 128.0, None)
+    assert sorted(crop_plan(~known, known, 512, 32, holes)) == sorted(crop_plan(~known, known, 512, 32))
+
+
 def test_batched_crops_give_the_result_of_one_crop_at_a_time(monkeypatch):
     import pconv.inpaint as inpaint_module
 
