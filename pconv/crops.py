@@ -32,8 +32,10 @@ __all__ = [
 def tile_origins(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Start offsets of tiles of ``tile`` pixels covering ``length``, sharing at least ``overlap``.
 
-    Offsets are multiples of ``align`` (the network's downsampling factor, so a tile sees the
-    same pixel grid as the whole image would), except the last, which ends at the edge.
+    Offsets are multiples of ``align`` (the network's padding multiple, so a tile sees the same
+    pixel grid as the whole image would down to that level; deeper levels may differ, which only
+    matters where tiles are blended), except the last, which ends at the edge. Callers keep
+    ``align <= tile``.
     """
     if tile >= length:
         return [0]
@@ -43,9 +45,9 @@ def tile_origins(length: int, tile: int, overlap: int, align: int = 1) -> list[i
 
 @dataclass(frozen=True)
 class Holes:
-    """The connected holes of a full-resolution mask (8-connectivity), found once by
-    :func:`hole_levels` and read again by :func:`crop_plan`: ``labels`` per pixel (0 = known) and
-    the ``deepest`` distance to a known pixel in each hole."""
+    """The connected holes of a full-resolution mask (8-connectivity), found once while
+    :func:`pconv.tiling.make_plan` picks the working scales and read again by :func:`crop_plan`:
+    ``labels`` per pixel (0 = known) and the ``deepest`` distance to a known pixel in each hole."""
 
     labels: np.ndarray
     deepest: np.ndarray
@@ -138,11 +140,11 @@ def crop_plan(
 
     Each connected hole gets crops of side ``CONTEXT_DEPTHS`` times its depth (the largest distance
     from one of its pixels to a known pixel), rounded up to the model's ``multiple`` and at most
-    ``tile`` (and at least :data:`MIN_CROP`): a 20-px stroke runs in 128-px crops along it
-    instead of 512-px tiles. Crops of one
+    ``tile`` (and at least :data:`MIN_CROP`): a 20-px stroke runs in 96-px crops along it (with
+    the release's multiple of 32) instead of 512-px tiles. Crops of one
     side come from :func:`crop_boxes` with a quarter of the side as overlap; crops of different
     sides may overlap each other, and their predictions are blended like any others. ``holes``:
-    those of ``known`` when already found (:func:`hole_levels`), else they are found here, in a
+    those of ``known`` when already found (see :class:`Holes`), else they are found here, in a
     window around the targets.
     """
     if holes is None:

@@ -107,9 +107,11 @@ class PConvUNet(InpaintingNet):
         """Input sizes are padded internally to a multiple of this: ``2**min(depth, PAD_LEVELS)``.
 
         The levels below see odd sizes: a stride-2 layer rounds up, and the decoder crops its
-        upsampled features to the skip's size. Padding to ``2**depth`` made a 100-px crop around a
-        small hole cost a 256-px one (2.5-3.6x the model's work on photos with many small holes,
-        the same fills to within 0.02 dB: ``benchmarks/bench_crops.py --blobs --multiple 256``).
+        upsampled features to the skip's size. Padding to ``2**depth`` (128 for the release) made
+        a 100-px crop around a small hole cost a 128-px one, and crops were sized in steps of 128:
+        photos with many small holes now send 0.47x the pixels through the model for the same fills
+        (-0.002 dB per case), thin strokes 0.79x for -0.024 dB (their crops see a little less
+        context): ``benchmarks/bench_crops.py --blobs|--sparse --pad-levels 7``.
         """
         return 2 ** min(self.config.depth, PAD_LEVELS)
 

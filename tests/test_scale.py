@@ -184,23 +184,25 @@ def test_released_model_fills_a_big_hole_in_a_smooth_image_with_its_gradient():
     assert error < 3.0, error
 
 
-def test_crops_follow_the_depth_of_the_holes():
-    """A 20-px stroke runs in small crops along it, a deep blob in tile-size ones; every hole pixel
-    is in some crop, with the crop's side a multiple of the model's."""
+@pytest.mark.parametrize("multiple, stroke_side", [(128, 128), (32, 96)])
+def test_crops_follow_the_depth_of_the_holes(multiple, stroke_side):
+    """A 20-px stroke runs in small crops along it (8 times its depth of 10 px, rounded up to the
+    model's multiple), a deep blob in tile-size ones; every hole pixel is in some crop, with the
+    crop's side a multiple of the model's."""
     from pconv.tiling import crop_plan
 
     known = _known(1500, 2000, (700, 720, 100, 1900), (100, 400, 100, 400))
     targets = ~known
-    plan = crop_plan(targets, known, tile=512, multiple=128)
+    plan = crop_plan(targets, known, tile=512, multiple=multiple)
     covered = np.zeros_like(targets)
     sides = {}
     for (y, x, h, w), overlap in plan:
         covered[y : y + h, x : x + w] = True
-        assert h % 128 == 0 and w % 128 == 0 and overlap == max(h, w) // 4
+        assert h % multiple == 0 and w % multiple == 0 and overlap == max(h, w) // 4
         part = "stroke" if y + h > 700 and y < 720 else "blob"
         sides.setdefault(part, set()).add(max(h, w))
     assert covered[targets].all()
-    assert sides == {"stroke": {128}, "blob": {512}}  # depths 10 and 150 px
+    assert sides == {"stroke": {stroke_side}, "blob": {512}}  # depths 10 and 150 px
     stroke_pixels = sum(h * w for (y, x, h, w), _ in plan if y + h > 700 and y < 720)
     assert stroke_pixels < 0.4 * 512 * 1800  # a quarter of a row of 512-px tiles, give or take overlaps
 
@@ -220,12 +222,16 @@ def test_separate_groups_are_planned_independently():
 
 
 def test_the_holes_found_for_the_scales_give_the_crops_found_in_a_window():
-    """crop_plan with the Holes of hole_levels plans what it plans finding them itself."""
+    """crop_plan with the Holes found for the working scales plans what it plans finding them
+    itself, for the full-resolution targets: small holes, and a thin stroke leaving a hole deep
+    enough for a coarser scale (its offshoot stays at full resolution)."""
     from pconv.tiling import _hole_levels, crop_plan
 
-    known = _known(900, 1300, (400, 412, 50, 1250), (100, 260, 100, 300), (700, 705, 600, 640))
-    _, holes = _hole_levels(known, 128.0, None)
-    assert sorted(crop_plan(~known, known, 512, 32, holes)) == sorted(crop_plan(~known, known, 512, 32))
+    known = _known(1100, 1300, (400, 412, 50, 1250), (700, 705, 600, 640), (650, 1050, 100, 500), (840, 850, 500, 900))
+    levels, holes = _hole_levels(known, 128.0, None)
+    targets = levels == 1
+    assert set(np.unique(levels[~known])) == {1, 2} and targets[845, 600:900].all()  # the offshoot
+    assert sorted(crop_plan(targets, known, 512, 32, holes)) == sorted(crop_plan(targets, known, 512, 32))
 
 
 def test_batched_crops_give_the_result_of_one_crop_at_a_time(monkeypatch):

@@ -63,8 +63,11 @@ def _full_width_reference(model: PConvUNet, image, mask):
     for j, block in enumerate(model.decoder):
         sh, sm = skips[-1 - j]
         size = sh.shape[-2:]  # odd sizes below the padding's levels: the upsampling is cropped
-        up_m = F.interpolate(m, scale_factor=2)[..., : size[0], : size[1]]
-        up_h = F.interpolate(h * m, scale_factor=2, mode=model.config.upsample_mode)[..., : size[0], : size[1]]
+        up_m = m.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., : size[0], : size[1]]
+        if model.config.upsample_mode == "nearest":  # each pixel becomes the 2x2 block it covers
+            up_h = (h * m).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., : size[0], : size[1]]
+        else:
+            up_h = F.interpolate(h * m, scale_factor=2, mode=model.config.upsample_mode)[..., : size[0], : size[1]]
         full_mask = torch.cat([up_m.expand(-1, up_h.shape[1], -1, -1), sm.expand(-1, sh.shape[1], -1, -1)], 1)
         h, m = run(block, torch.cat([up_h, sh], 1), full_mask)
     return h
@@ -115,14 +118,18 @@ def test_large_hole_is_filled_at_the_bottleneck():
 @pytest.mark.parametrize("depth", [4, 7])
 def test_padding_is_unknown_and_cropped(depth):
     """A size that is not a multiple of 2**min(depth, 5) equals the same image padded by hand to
-    it (16 at depth 4; 32 at depth 7, where the levels below the fifth see odd sizes)."""
+    it (16 at depth 4; 32 at depth 7, where the levels below the fifth see odd sizes), and the
+    network runs on that padded size, not on 2**depth."""
     model = small(depth=depth).eval()
     assert model.multiple == 2 ** min(depth, 5) and model.graph_multiple == 2**depth
     x = torch.rand(1, 3, 20, 27)
     mask = random_mask(1, 20, 27)
     pad = (0, -27 % model.multiple, 0, -20 % model.multiple)
+    sizes = []
+    model.encoder[0].register_forward_hook(lambda mod, inp, out: sizes.append(tuple(inp[0].shape[-2:])))
     with torch.no_grad():
         torch.testing.assert_close(model(x, mask), model(F.pad(x, pad), F.pad(mask, pad))[..., :20, :27])
+    assert sizes == [(20 + pad[3], 27 + pad[1])] * 2 == [(32, 32)] * 2  # 128 x 128 if padded to 2**7
 
 
 @pytest.mark.parametrize("upsample_mode", ["nearest", "bilinear"])
