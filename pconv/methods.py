@@ -13,7 +13,8 @@ copied from the input. The methods:
 - ``model``: the released network (or any release file, ``--weights``).
 - ``pushpull``: the push-pull pyramid fill of :mod:`pconv.fill`, smooth and fast.
 - ``patchmatch``: PatchMatch (Barnes et al. 2009; PyPatchMatch, patch radius 3), which copies
-  texture from the photo into the holes (``pip install 'pconv[patchmatch]'``).
+  texture from the photo into the holes, with Poisson-corrected edges (:mod:`pconv.seams`;
+  ``pip install 'pconv[patchmatch]'``).
 - ``telea`` and ``ns``: OpenCV's Telea and Navier-Stokes (radius 3).
 - ``biharmonic``: scikit-image's biharmonic fill (``pip install 'pconv[evaluate]'``; slow).
 """
@@ -89,8 +90,11 @@ def _pushpull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 def _patchmatch(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     from patchmatch import patch_match  # PyPatchMatch: optional (Method.require checks it), seconds per image
 
+    from pconv.seams import seamless_fill
+
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
     out = patch_match.inpaint(np.ascontiguousarray(rgb), (~known).astype(np.uint8) * 255, patch_size=3)
+    out = seamless_fill(rgb, known, out)  # no hard outline where the copy meets the photo
     return out[..., :1] if image.shape[2] == 1 else out
 
 
@@ -135,7 +139,7 @@ METHODS: dict[str, Method] = {
             "PatchMatch: copies texture from the photo into the holes (seconds per image)",
             _patchmatch,
             "patchmatch",
-            ("patchmatch",),
+            ("patchmatch", "scipy"),
         ),
         Method("telea", "OpenCV Telea: fast marching from the hole edge", _opencv(cv2.INPAINT_TELEA)),
         Method("ns", "OpenCV Navier-Stokes: fluid-dynamics continuation of the edges", _opencv(cv2.INPAINT_NS)),
