@@ -147,25 +147,29 @@ def crop_plan(
     those of ``known`` when already found (see :class:`Holes`), else they are found here, in a
     window around the targets.
     """
+    ys, xs = np.nonzero(targets)
+    return _sized(ys, xs, known, tile, multiple, holes)
+
+
+def _sized(
+    ys: np.ndarray, xs: np.ndarray, known: np.ndarray, tile: int, multiple: int, holes: Holes | None
+) -> list[tuple[Box, int]]:
+    """:func:`crop_plan` of the target pixels at ``(ys, xs)`` (in ``np.nonzero`` order)."""
+    if not ys.size:
+        return []
     if holes is None:
-        rows, cols = np.flatnonzero(targets.any(axis=1)), np.flatnonzero(targets.any(axis=0))
-        if not rows.size:
-            return []
         height, width = known.shape
-        y0, y1 = max(0, rows[0] - tile), min(height, rows[-1] + 1 + tile)
-        x0, x1 = max(0, cols[0] - tile), min(width, cols[-1] + 1 + tile)
+        y0, y1 = max(0, int(ys[0]) - tile), min(height, int(ys[-1]) + 1 + tile)
+        x0, x1 = max(0, int(xs.min()) - tile), min(width, int(xs.max()) + 1 + tile)
         window = (~known[y0:y1, x0:x1]).view(np.uint8)
         depth = cv2.distanceTransform(window, cv2.DIST_L2, 5)
         count, labels = cv2.connectedComponents(window, connectivity=8)
         deepest = np.zeros(count, np.float32)
         inside = np.flatnonzero(window)
         np.maximum.at(deepest, labels.ravel()[inside], depth.ravel()[inside])
-        ty, tx = np.nonzero(targets[y0:y1, x0:x1])
-        label_of = labels[ty, tx]
-        ty, tx = ty + y0, tx + x0
+        label_of = labels[ys - y0, xs - x0]
     else:
-        ty, tx = np.nonzero(targets)
-        label_of, deepest = holes.labels[ty, tx], holes.deepest
+        label_of, deepest = holes.labels[ys, xs], holes.deepest
     unit = max(1, min(multiple, tile))
     smallest = min(tile, -(-max(MIN_CROP, unit) // unit) * unit)
     sides = np.minimum(np.ceil(CONTEXT_DEPTHS * deepest / unit).astype(np.int64) * unit, tile)
@@ -176,7 +180,7 @@ def crop_plan(
         mine = side_of == side
         overlap = side // 4
         step = unit if side >= 4 * unit else max(1, side // 4)  # small crops: overlap before alignment
-        plan += [(box, overlap) for box in _boxes(ty[mine], tx[mine], known.shape, side, overlap, unit, step)]
+        plan += [(box, overlap) for box in _boxes(ys[mine], xs[mine], known.shape, side, overlap, unit, step)]
     return plan
 
 
@@ -188,13 +192,15 @@ def crops_for(
     tiles sharing a quarter of their side, whichever sends fewer pixels through the model (small
     crops win along thin holes far apart; where holes are dense, tiles cover them with less
     overlap)."""
-    if overlap is None:
-        sized = crop_plan(targets, known, tile, multiple, holes)
-        tiles = [(box, tile // 4) for box in crop_boxes(targets, tile, tile // 4, min(multiple, tile))]
-        return min(tiles, sized, key=lambda crops: sum(h * w for (_, _, h, w), _ in crops))
-    if overlap >= tile:
+    if overlap is not None and overlap >= tile:
         raise ConfigError(f"the overlap must be smaller than the tile, got {overlap} for tile {tile}")
-    return [(box, overlap) for box in crop_boxes(targets, tile, overlap, min(multiple, tile))]
+    ys, xs = np.nonzero(targets)  # once, for both plans
+    align = min(multiple, tile)
+    if overlap is not None:
+        return [(box, overlap) for box in _boxes(ys, xs, targets.shape, tile, overlap, align, None)]
+    sized = _sized(ys, xs, known, tile, multiple, holes)
+    tiles = [(box, tile // 4) for box in _boxes(ys, xs, targets.shape, tile, tile // 4, align, None)]
+    return min(tiles, sized, key=lambda crops: sum(h * w for (_, _, h, w), _ in crops))
 
 
 def _span(lo: int, hi: int, tile: int, length: int) -> tuple[int, int]:

@@ -111,7 +111,7 @@ class PConvUNet(InpaintingNet):
         a 100-px crop around a small hole cost a 128-px one, and crops were sized in steps of 128:
         photos with many small holes now send 0.47x the pixels through the model for the same fills
         (-0.002 dB per case), thin strokes 0.79x for -0.024 dB (their crops see a little less
-        context): ``benchmarks/bench_crops.py --blobs|--sparse --pad-levels 7``.
+        context): ``benchmarks/bench_crops.py --blobs --upscale 2 --pad-levels 7`` and ``--sparse``.
         """
         return 2 ** min(self.config.depth, PAD_LEVELS)
 
