@@ -89,7 +89,9 @@ class _Job:
     def run(self, x: torch.Tensor, m: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """The model's prediction in float32, run in the options' precision (bfloat16: under autocast)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.precision == "bfloat16"):
-            pred = self.model(x, m, sample=True) if sample else self.model(x, m)
+            # only hole pixels are read: a network computes just those where it can
+            predict = getattr(self.model, "predict_holes", self.model)
+            pred = predict(x, m, sample=True) if sample else predict(x, m)
         return pred.float()
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

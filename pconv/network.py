@@ -78,6 +78,11 @@ class InpaintingNet(nn.Module):
         sizes assume it); :attr:`multiple` unless the network pads less than that."""
         return self.multiple
 
+    def predict_holes(self, image: Tensor, mask: Tensor, sample: bool = False) -> Tensor:
+        """What inpainting reads of ``forward``: the same values at hole pixels; other pixels may
+        hold anything finite. Subclasses compute less where they can."""
+        return self(image, mask, sample=sample)
+
     def dropout(self, x: Tensor, sample: bool) -> Tensor:
         """Dropout at the configured rate while training, or in eval mode when sampling."""
         p = self.config.dropout

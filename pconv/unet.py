@@ -143,6 +143,41 @@ class PConvUNet(InpaintingNet):
         pred, g = self._gated(h, x, mask, fill)
         return (fill + g * (pred - fill))[..., :height, :width]
 
+    def predict_holes(self, image: Tensor, mask: Tensor, sample: bool = False) -> Tensor:
+        """:meth:`forward` where inpainting reads it: the same values at every hole pixel, for less.
+
+        The encoder runs over the whole input (its context), the decoder and the gate head only
+        over the bounding box of the batch's holes and the few pixels their 3x3 windows reach at
+        each level: around small holes in a large crop that is most of the decoder's work.
+        Known pixels hold the input (or the prediction, inside the box): composite them with the
+        known pixels. A subclass that overrides :meth:`forward`, and models whose decoder upsamples
+        other than ``"nearest"`` or predicts other channels than it reads, run ``forward``.
+        """
+        if (
+            type(self).forward is not PConvUNet.forward
+            or self.config.upsample_mode != "nearest"
+            or (self.config.out_channels or 0) not in (0, self.in_channels)
+        ):
+            return self(image, mask, sample=sample)
+        height, width = image.shape[-2:]
+        image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
+        result = image.masked_fill(mask == 0, 0)
+        holes = (mask[..., :height, :width] == 0).flatten(0, 1).any(0)  # (H, W): a hole in any item
+        rows, cols = holes.any(1).nonzero()[:, 0], holes.any(0).nonzero()[:, 0]
+        if rows.numel() == 0:
+            return result[..., :height, :width]
+        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        # the gate head's two 3x3 convolutions read its inputs 2 pixels around the box
+        reach = _grow(box, 2 if self.gate_head is not None else 0, image.shape[-2:])
+        h, x = self._network(image, mask, sample, reach)
+        if self.config.base_fill != "none":
+            fill = _cut(self._fill(image, mask), reach)
+            pred, g = self._gated(h, x, _cut(mask, reach), fill)
+            h = fill + g * (pred - fill)
+        inner = (box[0] - reach[0], box[1] - reach[0], box[2] - reach[2], box[3] - reach[2])
+        _cut(result, box).copy_(_cut(h, inner))
+        return result[..., :height, :width]
+
     def gate(self, image: Tensor, mask: Tensor) -> Tensor:
         """``g`` of a gated model, ``(N, 1, H, W)``: how far each pixel's output moves from the
         push-pull fill (0) toward the network's prediction (1); only hole pixels matter."""
@@ -168,28 +203,67 @@ class PConvUNet(InpaintingNet):
             gate = gate + self.gate_head(torch.cat([x, mask, fill, diff, diff.abs()], dim=1))
         return pred, GATE_GAIN * gate
 
-    def _network(self, image: Tensor, mask: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
-        """The U-Net on a padded input: the last layer's output and its input."""
+    def _network(self, image: Tensor, mask: Tensor, sample: bool, box: _Box | None = None) -> tuple[Tensor, Tensor]:
+        """The U-Net on a padded input: the last layer's output and its input, over the whole
+        input or (nearest upsampling only) exact over ``box``, with the decoder run only where it
+        reaches ``box``."""
         h, m = image.masked_fill(mask == 0, 0), mask  # select: NaN or Inf in a hole stays out
         skips: list[tuple[Tensor, Tensor]] = []
         for block in self.encoder:
             skips.append((h, m))
             h, m = block(h, m)  # (N, C_i, H/2^i, W/2^i), (N, 1, ...)
             h = self.dropout(h, sample)
+        # Per decoder level (the deepest first): the pixels it reads (its output's box and the
+        # 3x3 window around it) and the deeper level's pixels whose upsampling covers those.
+        reads: list[_Box] = []
+        out = box or (0, image.shape[-2], 0, image.shape[-1])
+        for skip_h, _ in skips:
+            reads.append(_grow(out, 1, skip_h.shape[-2:]))  # all of it when out is all of the level above
+            out = _halve(reads[-1])
+        h, m = _cut(h, out), _cut(m, out)
         for j, block in enumerate(self.decoder):
             skip_h, skip_m = skips[-1 - j]
-            height, width = skip_h.shape[-2:]  # odd below the padding's levels: crop the upsampling
-            up_h = F.interpolate(h, scale_factor=2, mode=self.config.upsample_mode)[..., :height, :width]
-            up_m = F.interpolate(m, scale_factor=2, mode="nearest")[..., :height, :width]
+            read = reads[-1 - j]
+            # the upsampled deeper output starts at twice its box's origin; keep the part read here
+            rows = slice(read[0] - 2 * out[0], read[1] - 2 * out[0])
+            cols = slice(read[2] - 2 * out[2], read[3] - 2 * out[2])
+            up_h = F.interpolate(h, scale_factor=2, mode=self.config.upsample_mode)[..., rows, cols]
+            up_m = F.interpolate(m, scale_factor=2, mode="nearest")[..., rows, cols]
             if self.config.upsample_mode != "nearest":
                 up_h = up_h * up_m
+            skip_h, skip_m = _cut(skip_h, read), _cut(skip_m, read)
             c1, c2 = up_h.shape[1], skip_h.shape[1]
             coverage = (c1 * up_m + c2 * skip_m) / (c1 + c2)  # fraction of known channels
             x = torch.cat([up_h, skip_h], dim=1)
             h, m = block(x, coverage)
             if j < len(self.decoder) - 1:
                 h = self.dropout(h, sample)
+            # exact where the 3x3 windows stay inside what was read (or at the image's border)
+            out = _halve(reads[-2 - j]) if j < len(self.decoder) - 1 else (box or read)
+            inner = (out[0] - read[0], out[1] - read[0], out[2] - read[2], out[3] - read[2])
+            h, m = _cut(h, inner), _cut(m, inner)
+            if j == len(self.decoder) - 1:
+                x = _cut(x, inner)
         return h, x
+
+
+_Box = tuple[int, int, int, int]  # rows y0:y1, columns x0:x1
+
+
+def _cut(t: Tensor, box: _Box) -> Tensor:
+    return t[..., box[0] : box[1], box[2] : box[3]]
+
+
+def _grow(box: _Box, by: int, size: tuple[int, int] | torch.Size) -> _Box:
+    """``box`` widened by ``by`` pixels on every side, within ``size``."""
+    y0, y1, x0, x1 = box
+    return max(y0 - by, 0), min(y1 + by, size[0]), max(x0 - by, 0), min(x1 + by, size[1])
+
+
+def _halve(box: _Box) -> _Box:
+    """The box one level deeper whose nearest 2x upsampling covers ``box``."""
+    y0, y1, x0, x1 = box
+    return y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
 
 
 @torch.no_grad()

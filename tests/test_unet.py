@@ -186,3 +186,56 @@ def test_bad_input_shapes_are_clear_errors():
         model(torch.rand(1, 1, 16, 16), torch.ones(1, 1, 16, 16))
     with pytest.raises(ValueError, match="mask of shape"):
         model(torch.rand(1, 3, 16, 16), torch.ones(1, 3, 16, 16))
+
+
+def _gated_for_test(**kw) -> PConvUNet:
+    """A small model whose gate is not zero (zero_fill_correction leaves an untrained one at its fill)."""
+    model = small(**kw).eval()
+    torch.manual_seed(3)
+    randomise_batchnorm(model)
+    with torch.no_grad():
+        if model.gate_head is not None:
+            model.gate_head[-1].weight.normal_(0, 0.3)
+        model.decoder[-1].conv.weight.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"base_fill": "pushpull", "gate_head": 4, "depth": 7},  # the release's kind, odd deep levels
+        {"base_fill": "pushpull"},
+        {},
+    ],
+)
+def test_predict_holes_equals_forward_at_the_holes_and_runs_the_decoder_on_less(kw):
+    model = _gated_for_test(**kw)
+    x = torch.rand(2, 3, 75, 101)
+    mask = torch.ones(2, 1, 75, 101)
+    mask[0, :, 20:29, 40:52] = 0
+    mask[1, :, 60:75, 90:101] = 0  # a hole on the bottom and right borders
+    mask[1, :, 33, 47] = 0  # one pixel
+    seen = []
+    model.decoder[-1].register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape[-2:])))
+    with torch.no_grad():
+        full, holes = model(x, mask), model.predict_holes(x, mask)
+    hole = (mask == 0).expand_as(full)
+    torch.testing.assert_close(holes[hole], full[hole], rtol=1e-5, atol=1e-5)
+    # the union of the holes' boxes (rows 20-74, columns 40-100), the gate head's 2 pixels around
+    # it and the last layer's 3x3 window (the box may reach into the padding, but not beyond it)
+    margin = 3 if model.gate_head is not None else 1
+    padded = (75 + -75 % model.multiple, 101 + -101 % model.multiple)
+    assert seen[0] == padded and seen[1] == (75 - 20 + 2 * margin, 101 - 40 + 2 * margin)
+    outside = torch.ones_like(hole)
+    outside[..., 20:, 40:] = False
+    torch.testing.assert_close(holes[outside], x[outside])  # beyond the box: the input
+
+
+def test_predict_holes_without_holes_or_smooth_upsampling():
+    model = _gated_for_test(base_fill="pushpull", gate_head=4)
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict_holes(x, torch.ones(1, 1, 40, 40)), x)
+        smooth = _gated_for_test(upsample_mode="bilinear")
+        mask = random_mask(1, 40, 40)
+        torch.testing.assert_close(smooth.predict_holes(x, mask), smooth(x, mask))  # forward, whole
