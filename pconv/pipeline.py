@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -22,6 +23,7 @@ from PIL import Image
 from pconv.errors import ConfigError, InputError, OutputError
 from pconv.files import Writer, atomic_write_many
 from pconv.images import (
+    DecodedImage,
     check_depth,
     decode_image,
     displayed_size,
@@ -44,11 +46,13 @@ if TYPE_CHECKING:
 __all__ = [
     "MIN_KNOWN_SHARE",
     "FileReport",
+    "Inputs",
     "Outputs",
     "compare_image",
     "inpaint_file",
     "method_path",
     "methods_sheet",
+    "read_inputs",
     "uncertainty_outputs",
 ]
 
@@ -133,6 +137,7 @@ def inpaint_file(
     progress: bool = False,
     original: Path | None = None,
     in_place: bool = False,
+    inputs: Inputs | Future[Inputs] | None = None,
 ) -> FileReport:
     """Inpaint one pair of files and write the outputs.
 
@@ -141,6 +146,9 @@ def inpaint_file(
             written to ``outputs.results()`` and shown side by side in ``outputs.compare``.
         original: the photo without holes, shown last on a sheet of several methods.
         in_place: the result may replace the input image (``outputs.out`` is ``image_path``).
+        inputs: the pair as :func:`read_inputs` read it (or will: a command reads while PyTorch
+            imports), with the same paths and mask flags; read again if its channels are not
+            the model's. Its errors are raised after the outputs are checked, as when reading here.
 
     Raises:
         InputError: an unreadable image, mask or original, a mask of another size (without
@@ -156,10 +164,12 @@ def inpaint_file(
     if len(models) > 1 and tuple(models) != outputs.methods:
         raise ConfigError(f"the outputs name methods {outputs.methods}, the models {tuple(models)}")
     _check_outputs(image_path, mask_path, outputs, original, in_place)
-    with open_image(image_path) as img:  # the header: the mask is checked before any pixel is decoded
-        check_depth(img)
-        known = _read_known(mask_path, displayed_size(img), invert_mask, resize_mask, img.size)
-        source = decode_image(img, next(iter(models.values())).in_channels, f"image {image_path}")
+    channels = next(iter(models.values())).in_channels
+    if isinstance(inputs, Future):
+        inputs = inputs.result()
+    if inputs is None or inputs.source.pixels.shape[2] != channels:
+        inputs = read_inputs(image_path, mask_path, channels, invert_mask=invert_mask, resize_mask=resize_mask)
+    source, known = inputs.source, inputs.known
     targets = list(outputs.results().values())
     if known.all():
         if any(p.exists() and p.resolve() == image_path.resolve() for p in targets):
@@ -216,6 +226,29 @@ def inpaint_file(
     _write_all(writes)
     report.message = message
     return report
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """An image file and its mask, decoded."""
+
+    source: DecodedImage  # as shown (EXIF orientation applied), alpha kept aside
+    known: np.ndarray  # (H, W) bool, True = known pixel
+
+
+def read_inputs(
+    image_path: Path, mask_path: Path, channels: int, *, invert_mask: bool = False, resize_mask: bool = False
+) -> Inputs:
+    """Read an image as ``channels`` channels and its mask at the image's displayed size.
+
+    Raises:
+        InputError: an unreadable image or mask, a mask of another size (without ``resize_mask``).
+    """
+    with open_image(image_path) as img:  # the header: the mask is checked before any pixel is decoded
+        check_depth(img)
+        known = _read_known(mask_path, displayed_size(img), invert_mask, resize_mask, img.size)
+        source = decode_image(img, channels, f"image {image_path}")
+    return Inputs(source, known)
 
 
 def _read_original(path: Path, shape: tuple[int, ...]) -> np.ndarray:

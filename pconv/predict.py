@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ from pconv.images import output_format, read_image
 from pconv.masks import IMAGE_SUFFIXES
 from pconv.methods import METHODS, MODEL, load_method, parse_methods
 from pconv.options import InpaintOptions
-from pconv.pipeline import Outputs, inpaint_file
+from pconv.pipeline import Inputs, Outputs, inpaint_file, read_inputs
 
 # PyTorch loads only once the command line is parsed, so --help and usage errors come at once.
 if TYPE_CHECKING:
@@ -219,9 +220,16 @@ def _options(args: argparse.Namespace) -> InpaintOptions:
 
 
 def _run(
-    models: dict[str, InpaintingModel], image: Path, mask: Path, outputs: Outputs, args: argparse.Namespace, device
+    models: dict[str, InpaintingModel],
+    image: Path,
+    mask: Path,
+    outputs: Outputs,
+    args: argparse.Namespace,
+    device,
+    inputs: Future[Inputs] | None = None,
 ) -> str:
-    """Inpaint one pair; warnings go to stderr at once (above any progress bar); returns the report."""
+    """Inpaint one pair (``inputs``: as read already); warnings go to stderr at once (above any
+    progress bar); returns the report."""
     report = inpaint_file(
         models,
         image,
@@ -234,6 +242,7 @@ def _run(
         progress=args.image is not None,
         original=args.original,
         in_place=args.in_place,
+        inputs=inputs,
     )
     for line in report.warnings:
         if line != report.message:
@@ -246,22 +255,16 @@ def _main(argv: Sequence[str] | None) -> int:
     _check_args(args)
     methods = _methods(args)
     _options(args)  # option errors before any model loads
-    device = resolve_device(args.device)
     if args.image is not None:
-        output_format(args.out)
-        models = _load_all(methods, args, device)
-        outputs = Outputs(
-            args.out,
-            args.compare,
-            args.uncertainty,
-            tuple(args.interval) if args.interval else None,
-            args.smallest,
-            tuple(methods),
-        )
-        report = _run(models, args.image, args.mask, outputs, args, device)
-        print(report, file=sys.stderr if report.startswith("warning: ") else sys.stdout)
-        return 0
+        with ThreadPoolExecutor(1) as pool:
+            # the image and mask decode while PyTorch imports (the decoders release the GIL);
+            # their errors come when the pair is used, after the model's and the outputs'
+            early = pool.submit(
+                read_inputs, args.image, args.mask, 3, invert_mask=args.invert_mask, resize_mask=args.resize_mask
+            )
+            return _single(args, methods, early)
 
+    device = resolve_device(args.device)
     ext = "." + args.ext.lstrip(".")
     output_format(Path("x" + ext))
     pairs = _pairs(args)
@@ -289,6 +292,24 @@ def _main(argv: Sequence[str] | None) -> int:
         for line in failures:
             print(f"  {line}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _single(args: argparse.Namespace, methods: list[str], inputs: Future[Inputs]) -> int:
+    """``--image``/``--mask``/``--out``: one pair, its ``inputs`` being read."""
+    device = resolve_device(args.device)
+    output_format(args.out)
+    models = _load_all(methods, args, device)
+    outputs = Outputs(
+        args.out,
+        args.compare,
+        args.uncertainty,
+        tuple(args.interval) if args.interval else None,
+        args.smallest,
+        tuple(methods),
+    )
+    report = _run(models, args.image, args.mask, outputs, args, device, inputs)
+    print(report, file=sys.stderr if report.startswith("warning: ") else sys.stdout)
     return 0
 
 

@@ -16,6 +16,8 @@ import pconv.io
 from pconv import PConvUNet, save_model
 from pconv.inpaint import inpaint
 from pconv.masks import write_mask
+from pconv.methods import load_method
+from pconv.options import InpaintOptions
 from pconv.predict import main
 from pconv.tiling import tile_origins
 
@@ -818,3 +820,56 @@ def test_a_palette_pngs_transparency_is_kept(tmp_path):
         assert out.mode == "RGBA"
         alpha = np.asarray(out.getchannel("A"))
     assert np.array_equal(alpha == 0, indices == 0)
+
+
+def test_inputs_read_beforehand_are_used_and_their_errors_follow_the_outputs_check(pair, tmp_path, monkeypatch):
+    """inpaint_file takes the pair as read_inputs read it (a command reads while PyTorch imports):
+    not read again, re-read when the model's channels differ, its error raised only after the
+    outputs are checked, as when it reads the files itself."""
+    from concurrent.futures import Future
+
+    import pconv.pipeline as pipeline
+    from pconv.errors import ConfigError, InputError
+
+    image_path, mask_path, image, known = pair
+    telea = load_method("telea")
+    early: Future = Future()
+    early.set_result(pipeline.read_inputs(image_path, mask_path, 3))
+    read = pipeline.read_inputs
+    calls = []
+    monkeypatch.setattr(pipeline, "read_inputs", lambda *a, **k: calls.append(a[2]) or read(*a, **k))
+    out = pipeline.Outputs(tmp_path / "o.png")
+    pipeline.inpaint_file(telea, image_path, mask_path, out, InpaintOptions(), inputs=early)
+    assert calls == [] and np.array_equal(np.asarray(Image.open(out.out))[known], image[known])
+    gray = PConvUNet(depth=3, base_width=4, in_channels=1).eval()
+    pipeline.inpaint_file(gray, image_path, mask_path, out, InpaintOptions(), inputs=early)
+    assert calls == [1] and np.asarray(Image.open(out.out)).ndim == 2
+    failed: Future = Future()
+    failed.set_exception(InputError("image photo.png could not be decoded"))
+    with pytest.raises(ConfigError, match="is also the mask"):
+        pipeline.inpaint_file(
+            telea, image_path, mask_path, pipeline.Outputs(mask_path), InpaintOptions(), inputs=failed
+        )
+    with pytest.raises(InputError, match="could not be decoded"):
+        pipeline.inpaint_file(telea, image_path, mask_path, out, InpaintOptions(), inputs=failed)
+
+
+def test_one_image_is_read_beside_the_start_up_and_once(weights, pair, tmp_path, monkeypatch):
+    import threading
+
+    import pconv.pipeline as pipeline
+    import pconv.predict
+
+    image_path, mask_path, image, known = pair
+    threads, read = [], pipeline.read_inputs
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(pconv.predict, "read_inputs", spy)
+    monkeypatch.setattr(pipeline, "read_inputs", spy)
+    argv = ["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]
+    assert main([*argv, "--weights", str(weights["plain"])]) == 0
+    assert threads == [False]  # read in a thread, not again by the pipeline
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png"))[known], image[known])
