@@ -32,6 +32,10 @@ class InpaintingModel(Protocol):
         hole_depth: the hole depth in pixels it handles at full resolution (from its release
             file; ``None``: unknown, :data:`pconv.tiling.DEFAULT_HOLE_DEPTH` is assumed).
         can_sample: whether ``sample=True`` draws Monte Carlo dropout samples.
+
+    A model may also have ``predict_holes(image, mask, sample=False)``: the call's values at the
+    hole pixels (others may hold anything finite), computed for less; inference calls it when
+    present (:meth:`pconv.PConvUNet.predict_holes`).
     """
 
     in_channels: int

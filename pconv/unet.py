@@ -205,45 +205,44 @@ class PConvUNet(InpaintingNet):
 
     def _network(self, image: Tensor, mask: Tensor, sample: bool, box: _Box | None = None) -> tuple[Tensor, Tensor]:
         """The U-Net on a padded input: the last layer's output and its input, over the whole
-        input or (nearest upsampling only) exact over ``box``, with the decoder run only where it
-        reaches ``box``."""
+        input, or (nearest upsampling only) over ``box``, the decoder run only where it reaches
+        ``box``. The whole input takes no box arithmetic (an export traces symbolic sizes)."""
         h, m = image.masked_fill(mask == 0, 0), mask  # select: NaN or Inf in a hole stays out
         skips: list[tuple[Tensor, Tensor]] = []
         for block in self.encoder:
             skips.append((h, m))
             h, m = block(h, m)  # (N, C_i, H/2^i, W/2^i), (N, 1, ...)
             h = self.dropout(h, sample)
-        # Per decoder level (the deepest first): the pixels it reads (its output's box and the
-        # 3x3 window around it) and the deeper level's pixels whose upsampling covers those.
-        reads: list[_Box] = []
-        out = box or (0, image.shape[-2], 0, image.shape[-1])
-        for skip_h, _ in skips:
-            reads.append(_grow(out, 1, skip_h.shape[-2:]))  # all of it when out is all of the level above
+        reads = _decoder_reads(box, [s.shape[-2:] for s, _ in skips]) if box is not None else None
+        if reads is not None:
             out = _halve(reads[-1])
-        h, m = _cut(h, out), _cut(m, out)
+            h, m = _cut(h, out), _cut(m, out)
+        last = len(self.decoder) - 1
         for j, block in enumerate(self.decoder):
             skip_h, skip_m = skips[-1 - j]
-            read = reads[-1 - j]
-            # the upsampled deeper output starts at twice its box's origin; keep the part read here
-            rows = slice(read[0] - 2 * out[0], read[1] - 2 * out[0])
-            cols = slice(read[2] - 2 * out[2], read[3] - 2 * out[2])
+            if reads is None:  # the whole level: odd below the padding's levels, crop the upsampling
+                rows, cols = slice(0, skip_h.shape[-2]), slice(0, skip_h.shape[-1])
+            else:  # the upsampled deeper box starts at twice its origin: keep the part read here
+                read = reads[-1 - j]
+                rows = slice(read[0] - 2 * out[0], read[1] - 2 * out[0])
+                cols = slice(read[2] - 2 * out[2], read[3] - 2 * out[2])
+                skip_h, skip_m = _cut(skip_h, read), _cut(skip_m, read)
             up_h = F.interpolate(h, scale_factor=2, mode=self.config.upsample_mode)[..., rows, cols]
             up_m = F.interpolate(m, scale_factor=2, mode="nearest")[..., rows, cols]
             if self.config.upsample_mode != "nearest":
                 up_h = up_h * up_m
-            skip_h, skip_m = _cut(skip_h, read), _cut(skip_m, read)
             c1, c2 = up_h.shape[1], skip_h.shape[1]
             coverage = (c1 * up_m + c2 * skip_m) / (c1 + c2)  # fraction of known channels
             x = torch.cat([up_h, skip_h], dim=1)
             h, m = block(x, coverage)
-            if j < len(self.decoder) - 1:
+            if j < last:
                 h = self.dropout(h, sample)
-            # exact where the 3x3 windows stay inside what was read (or at the image's border)
-            out = _halve(reads[-2 - j]) if j < len(self.decoder) - 1 else (box or read)
-            inner = (out[0] - read[0], out[1] - read[0], out[2] - read[2], out[3] - read[2])
-            h, m = _cut(h, inner), _cut(m, inner)
-            if j == len(self.decoder) - 1:
-                x = _cut(x, inner)
+            if reads is not None:  # exact where the 3x3 windows stay inside what was read
+                out = _halve(reads[-2 - j]) if j < last else box
+                inner = (out[0] - read[0], out[1] - read[0], out[2] - read[2], out[3] - read[2])
+                h, m = _cut(h, inner), _cut(m, inner)
+                if j == last:
+                    x = _cut(x, inner)
         return h, x
 
 
@@ -258,6 +257,18 @@ def _grow(box: _Box, by: int, size: tuple[int, int] | torch.Size) -> _Box:
     """``box`` widened by ``by`` pixels on every side, within ``size``."""
     y0, y1, x0, x1 = box
     return max(y0 - by, 0), min(y1 + by, size[0]), max(x0 - by, 0), min(x1 + by, size[1])
+
+
+def _decoder_reads(box: _Box, sizes: list[torch.Size]) -> list[_Box]:
+    """Per level (the input's first; ``sizes`` are the levels' sizes): the pixels its decoder
+    block reads so that its output is exact over the box the level above reads from it (at level
+    0, ``box``): that box and the 3x3 window around it, within the level (a window reaching past
+    the border sees the same zero padding either way)."""
+    reads = []
+    for size in sizes:
+        reads.append(_grow(box, 1, size))
+        box = _halve(reads[-1])
+    return reads
 
 
 def _halve(box: _Box) -> _Box:
