@@ -239,3 +239,18 @@ def test_predict_holes_without_holes_or_smooth_upsampling():
         smooth = _gated_for_test(upsample_mode="bilinear")
         mask = random_mask(1, 40, 40)
         torch.testing.assert_close(smooth.predict_holes(x, mask), smooth(x, mask))  # forward, whole
+
+
+def test_forward_takes_no_box_arithmetic(monkeypatch):
+    """The whole-input path computes no boxes: under torch.export's symbolic sizes, min/max and
+    floor division over seven levels made the ONNX export several times slower."""
+    import pconv.unet
+
+    model = _gated_for_test(base_fill="pushpull", gate_head=4)
+    x, mask = torch.rand(1, 3, 40, 40), random_mask(1, 40, 40)
+    with torch.no_grad():
+        expected = model.predict_holes(x, mask)
+        monkeypatch.setattr(pconv.unet, "_decoder_reads", lambda *a: pytest.fail("boxes computed"))
+        out = model(x, mask)
+    hole = (mask == 0).expand_as(out)
+    torch.testing.assert_close(out[hole], expected[hole], rtol=1e-4, atol=1e-4)
