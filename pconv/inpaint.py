@@ -262,32 +262,38 @@ def _inpaint(
             std[targets] = np.sqrt(var[targets])
         return 1
 
-    # Accumulators cover only the bounding box of the crops, so memory follows the holes.
+    # Accumulators hold one row per target pixel, so memory follows the holes: the crops' bounding
+    # box keeps only an index map (a crop of many scattered holes spans the whole photo).
     top = min(y for (y, _, _, _), _ in crops)
     left = min(x for (_, x, _, _), _ in crops)
     bottom = max(y + h for (y, _, h, _), _ in crops)
     right = max(x + w for (_, x, _, w), _ in crops)
-    acc = np.zeros((bottom - top, right - left, image.shape[2]), np.float32)
+    ys, xs = np.nonzero(targets[top:bottom, left:right])
+    index = np.full((bottom - top, right - left), -1, np.int32)
+    index[ys, xs] = np.arange(len(ys), dtype=np.int32)
+    acc = np.zeros((len(ys), image.shape[2]), np.float32)
     acc_var = np.zeros(acc.shape, np.float32) if std is not None else None
-    weight = np.zeros((bottom - top, right - left), np.float32)
+    weight = np.zeros(len(ys), np.float32)
     bar = tqdm(total=len(crops), desc="tiles", unit="tile", disable=not job.progress, leave=False)
     for batch in _batches(crops, job.options.samples):
         job.check_stop()
         images = [image[y : y + h, x : x + w] for (y, x, h, w), _ in batch]
         masks = [known[y : y + h, x : x + w] for (y, x, h, w), _ in batch]
         for ((y, x, h, w), overlap), (pred, var) in zip(batch, job.predict_many(images, masks)):
-            wt = feather(h, w, overlap)
-            region = (slice(y - top, y + h - top), slice(x - left, x + w - left))
-            acc[region] += pred * wt[..., None]
-            weight[region] += wt
+            rows = index[y - top : y + h - top, x - left : x + w - left]
+            mine = rows >= 0  # this crop's target pixels (each at most once: plain indexing adds)
+            ids = rows[mine]
+            wt = feather(h, w, overlap)[mine]
+            acc[ids] += pred[mine] * wt[:, None]
+            weight[ids] += wt
             if acc_var is not None:
-                acc_var[region] += var * wt[..., None]
+                acc_var[ids] += var[mine] * wt[:, None]
         bar.update(len(batch))
     bar.close()
-    sub = targets[top:bottom, left:right]
-    out[top:bottom, left:right][sub] = _to_uint8(acc[sub] / weight[sub][:, None])
+    ys, xs = ys + top, xs + left
+    out[ys, xs] = _to_uint8(acc / weight[:, None])
     if std is not None:
-        std[top:bottom, left:right][sub] = np.sqrt(acc_var[sub] / weight[sub][:, None])
+        std[ys, xs] = np.sqrt(acc_var / weight[:, None])
     return len(crops)
 
 
