@@ -89,8 +89,9 @@ class _Job:
     def run(self, x: torch.Tensor, m: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """The model's prediction in float32, run in the options' precision (bfloat16: under autocast)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.precision == "bfloat16"):
-            # only hole pixels are read: a network computes just those where it can
-            predict = getattr(self.model, "predict_holes", self.model)
+            # only hole pixels are read: a network computes just those where it can (asked of the
+            # class: a torch.compile wrapper would hand out its eager module's method)
+            predict = self.model.predict_holes if hasattr(type(self.model), "predict_holes") else self.model
             pred = predict(x, m, sample=True) if sample else predict(x, m)
         return pred.float()
 
@@ -281,13 +282,13 @@ def _inpaint(
         masks = [known[y : y + h, x : x + w] for (y, x, h, w), _ in batch]
         for ((y, x, h, w), overlap), (pred, var) in zip(batch, job.predict_many(images, masks)):
             rows = index[y - top : y + h - top, x - left : x + w - left]
-            mine = rows >= 0  # this crop's target pixels (each at most once: plain indexing adds)
-            ids = rows[mine]
-            wt = feather(h, w, overlap)[mine]
-            acc[ids] += pred[mine] * wt[:, None]
+            inside = rows >= 0  # this crop's target pixels
+            ids = rows[inside]  # unique within a crop, so += adds every one (no np.add.at needed)
+            wt = feather(h, w, overlap)[inside]
+            acc[ids] += pred[inside] * wt[:, None]
             weight[ids] += wt
             if acc_var is not None:
-                acc_var[ids] += var[mine] * wt[:, None]
+                acc_var[ids] += var[inside] * wt[:, None]
         bar.update(len(batch))
     bar.close()
     ys, xs = ys + top, xs + left

@@ -147,8 +147,9 @@ def inpaint_file(
         original: the photo without holes, shown last on a sheet of several methods.
         in_place: the result may replace the input image (``outputs.out`` is ``image_path``).
         inputs: the pair as :func:`read_inputs` read it (or will: a command reads while PyTorch
-            imports), with the same paths and mask flags; read again if its channels are not
-            the model's. Its errors are raised after the outputs are checked, as when reading here.
+            imports); read again unless it was read from these files, with these mask flags and
+            the model's channels. Its errors are raised after the outputs are checked, as when
+            reading here.
 
     Raises:
         InputError: an unreadable image, mask or original, a mask of another size (without
@@ -167,7 +168,7 @@ def inpaint_file(
     channels = next(iter(models.values())).in_channels
     if isinstance(inputs, Future):
         inputs = inputs.result()
-    if inputs is None or inputs.source.pixels.shape[2] != channels:
+    if inputs is None or inputs.read_as != (image_path, mask_path, channels, invert_mask, resize_mask):
         inputs = read_inputs(image_path, mask_path, channels, invert_mask=invert_mask, resize_mask=resize_mask)
     source, known = inputs.source, inputs.known
     targets = list(outputs.results().values())
@@ -234,6 +235,7 @@ class Inputs:
 
     source: DecodedImage  # as shown (EXIF orientation applied), alpha kept aside
     known: np.ndarray  # (H, W) bool, True = known pixel
+    read_as: tuple[Path, Path, int, bool, bool]  # image, mask, channels, invert_mask, resize_mask
 
 
 def read_inputs(
@@ -248,7 +250,7 @@ def read_inputs(
         check_depth(img)
         known = _read_known(mask_path, displayed_size(img), invert_mask, resize_mask, img.size)
         source = decode_image(img, channels, f"image {image_path}")
-    return Inputs(source, known)
+    return Inputs(source, known, (image_path, mask_path, channels, invert_mask, resize_mask))
 
 
 def _read_original(path: Path, shape: tuple[int, ...]) -> np.ndarray:

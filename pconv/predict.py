@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -256,13 +257,7 @@ def _main(argv: Sequence[str] | None) -> int:
     methods = _methods(args)
     _options(args)  # option errors before any model loads
     if args.image is not None:
-        with ThreadPoolExecutor(1) as pool:
-            # the image and mask decode while PyTorch imports (the decoders release the GIL);
-            # their errors come when the pair is used, after the model's and the outputs'
-            early = pool.submit(
-                read_inputs, args.image, args.mask, 3, invert_mask=args.invert_mask, resize_mask=args.resize_mask
-            )
-            return _single(args, methods, early)
+        return _single(args, methods, _read_early(args))
 
     device = resolve_device(args.device)
     ext = "." + args.ext.lstrip(".")
@@ -293,6 +288,24 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _read_early(args: argparse.Namespace) -> Future[Inputs]:
+    """Decode ``--image`` and ``--mask`` in a daemon thread while PyTorch imports (the decoders
+    release the GIL). Their errors come when the pair is used, after the model's and the outputs';
+    an error or Ctrl-C before that does not wait for the decoding."""
+    future: Future[Inputs] = Future()
+
+    def read() -> None:
+        try:
+            future.set_result(
+                read_inputs(args.image, args.mask, 3, invert_mask=args.invert_mask, resize_mask=args.resize_mask)
+            )
+        except BaseException as err:  # handed to whoever takes the result
+            future.set_exception(err)
+
+    threading.Thread(target=read, name="read-inputs", daemon=True).start()
+    return future
 
 
 def _single(args: argparse.Namespace, methods: list[str], inputs: Future[Inputs]) -> int:

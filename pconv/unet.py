@@ -144,17 +144,25 @@ class PConvUNet(InpaintingNet):
         return (fill + g * (pred - fill))[..., :height, :width]
 
     def predict_holes(self, image: Tensor, mask: Tensor, sample: bool = False) -> Tensor:
-        """:meth:`forward` where inpainting reads it: the same values at every hole pixel, for less.
+        """:meth:`forward` where inpainting reads it: its values at every hole pixel, for less.
 
         The encoder runs over the whole input (its context), the decoder and the gate head only
         over the bounding box of the batch's holes and the few pixels their 3x3 windows reach at
-        each level: around small holes in a large crop that is most of the decoder's work.
-        Known pixels hold the input (or the prediction, inside the box): composite them with the
-        known pixels. A subclass that overrides :meth:`forward`, and models whose decoder upsamples
-        other than ``"nearest"`` or predicts other channels than it reads, run ``forward``.
+        each level: around small holes in a large crop that is most of the decoder's work. The
+        values equal ``forward``'s up to float rounding (smaller tensors may be summed in another
+        order; in float64 they agree to 1e-13); with ``sample=True`` the dropout draws are of
+        the same distribution, not the same numbers for the same seed. Known pixels hold the input
+        (or the prediction, inside the box): composite them with the known pixels.
+
+        ``forward`` runs instead in training mode (BatchNorm would take its statistics from the
+        box), with hooks on the model, for a subclass that overrides ``forward``, and for models
+        whose decoder upsamples other than ``"nearest"`` or predicts other channels than it reads.
         """
         if (
-            type(self).forward is not PConvUNet.forward
+            self.training
+            or self._forward_hooks
+            or self._forward_pre_hooks
+            or type(self).forward is not PConvUNet.forward
             or self.config.upsample_mode != "nearest"
             or (self.config.out_channels or 0) not in (0, self.in_channels)
         ):
@@ -163,10 +171,11 @@ class PConvUNet(InpaintingNet):
         image, mask = prepare_inputs(image, mask, self.config.in_channels, self.multiple)
         result = image.masked_fill(mask == 0, 0)
         holes = (mask[..., :height, :width] == 0).flatten(0, 1).any(0)  # (H, W): a hole in any item
-        rows, cols = holes.any(1).nonzero()[:, 0], holes.any(0).nonzero()[:, 0]
-        if rows.numel() == 0:
+        hole_rows, hole_cols = holes.any(1).nonzero()[:, 0], holes.any(0).nonzero()[:, 0]
+        if hole_rows.numel() == 0:
             return result[..., :height, :width]
-        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        y0, y1, x0, x1 = torch.stack([hole_rows[0], hole_rows[-1], hole_cols[0], hole_cols[-1]]).tolist()
+        box = (y0, y1 + 1, x0, x1 + 1)
         # the gate head's two 3x3 convolutions read its inputs 2 pixels around the box
         reach = _grow(box, 2 if self.gate_head is not None else 0, image.shape[-2:])
         h, x = self._network(image, mask, sample, reach)
@@ -174,8 +183,7 @@ class PConvUNet(InpaintingNet):
             fill = _cut(self._fill(image, mask), reach)
             pred, g = self._gated(h, x, _cut(mask, reach), fill)
             h = fill + g * (pred - fill)
-        inner = (box[0] - reach[0], box[1] - reach[0], box[2] - reach[2], box[3] - reach[2])
-        _cut(result, box).copy_(_cut(h, inner))
+        _cut(result, box).copy_(_cut(h, _within(box, reach)))
         return result[..., :height, :width]
 
     def gate(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -239,10 +247,9 @@ class PConvUNet(InpaintingNet):
                 h = self.dropout(h, sample)
             if reads is not None:  # exact where the 3x3 windows stay inside what was read
                 out = _halve(reads[-2 - j]) if j < last else box
-                inner = (out[0] - read[0], out[1] - read[0], out[2] - read[2], out[3] - read[2])
-                h, m = _cut(h, inner), _cut(m, inner)
+                h, m = _cut(h, _within(out, read)), _cut(m, _within(out, read))
                 if j == last:
-                    x = _cut(x, inner)
+                    x = _cut(x, _within(out, read))
         return h, x
 
 
@@ -253,6 +260,11 @@ def _cut(t: Tensor, box: _Box) -> Tensor:
     return t[..., box[0] : box[1], box[2] : box[3]]
 
 
+def _within(box: _Box, outer: _Box) -> _Box:
+    """``box`` in the coordinates of a tensor that covers ``outer``."""
+    return box[0] - outer[0], box[1] - outer[0], box[2] - outer[2], box[3] - outer[2]
+
+
 def _grow(box: _Box, by: int, size: tuple[int, int] | torch.Size) -> _Box:
     """``box`` widened by ``by`` pixels on every side, within ``size``."""
     y0, y1, x0, x1 = box
@@ -260,10 +272,10 @@ def _grow(box: _Box, by: int, size: tuple[int, int] | torch.Size) -> _Box:
 
 
 def _decoder_reads(box: _Box, sizes: list[torch.Size]) -> list[_Box]:
-    """Per level (the input's first; ``sizes`` are the levels' sizes): the pixels its decoder
-    block reads so that its output is exact over the box the level above reads from it (at level
-    0, ``box``): that box and the 3x3 window around it, within the level (a window reaching past
-    the border sees the same zero padding either way)."""
+    """The box each decoder block reads, level 0 (the input's size) first; ``sizes`` are the
+    levels' sizes. A block's output must be right over the box the block above reads from it (at
+    level 0: ``box``), so it reads that box widened by its 3x3 window, cut at the level's border
+    (where a window sees zero padding either way); the deeper box is what upsamples onto it."""
     reads = []
     for size in sizes:
         reads.append(_grow(box, 1, size))

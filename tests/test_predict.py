@@ -844,6 +844,10 @@ def test_inputs_read_beforehand_are_used_and_their_errors_follow_the_outputs_che
     gray = PConvUNet(depth=3, base_width=4, in_channels=1).eval()
     pipeline.inpaint_file(gray, image_path, mask_path, out, InpaintOptions(), inputs=early)
     assert calls == [1] and np.asarray(Image.open(out.out)).ndim == 2
+    other_mask = tmp_path / "other.png"
+    write_mask(other_mask, known)
+    pipeline.inpaint_file(telea, image_path, other_mask, out, InpaintOptions(), inputs=early)
+    assert calls == [1, 3]  # read for another mask: read again
     failed: Future = Future()
     failed.set_exception(InputError("image photo.png could not be decoded"))
     with pytest.raises(ConfigError, match="is also the mask"):
@@ -873,3 +877,42 @@ def test_one_image_is_read_beside_the_start_up_and_once(weights, pair, tmp_path,
     assert main([*argv, "--weights", str(weights["plain"])]) == 0
     assert threads == [False]  # read in a thread, not again by the pipeline
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png"))[known], image[known])
+
+
+def test_inference_asks_the_network_for_its_holes_only(monkeypatch):
+    calls = []
+    original = PConvUNet.predict_holes
+
+    def spy(self, *args, **kwargs):
+        calls.append(args[0].shape)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PConvUNet, "predict_holes", spy)
+    image = synthetic_photo(40, 56)
+    known = _holes(40, 56, (10, 22, 12, 30))
+    inpaint(_model(), image, known)
+    assert len(calls) == 1
+
+
+def test_a_start_up_error_does_not_wait_for_the_early_read(weights, pair, tmp_path, monkeypatch, capsys):
+    import threading
+    import time
+
+    import pconv.predict
+
+    image_path, mask_path, _, _ = pair
+    release = threading.Event()
+
+    def slow(*args, **kwargs):
+        release.wait(10)  # a huge photo still decoding
+        raise AssertionError("never used")
+
+    monkeypatch.setattr(pconv.predict, "read_inputs", slow)
+    argv = ["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]
+    start = time.perf_counter()
+    try:
+        code = main([*argv, "--weights", str(tmp_path / "missing.safetensors")])
+    finally:
+        release.set()
+    assert code == 2 and time.perf_counter() - start < 5
+    assert "missing.safetensors" in capsys.readouterr().err

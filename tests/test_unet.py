@@ -254,3 +254,34 @@ def test_forward_takes_no_box_arithmetic(monkeypatch):
         out = model(x, mask)
     hole = (mask == 0).expand_as(out)
     torch.testing.assert_close(out[hole], expected[hole], rtol=1e-4, atol=1e-4)
+
+
+def test_predict_holes_runs_forward_where_a_box_would_be_wrong():
+    """Training mode (BatchNorm would take batch statistics from the box and keep them), other
+    output channels, hooks on the model: forward's values, whole."""
+    x, mask = torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32)
+    mask[..., 12:16, 12:16] = 0  # a box far smaller than the input
+    model = _gated_for_test(base_fill="pushpull", gate_head=4).train()
+    twin = copy.deepcopy(model)
+    torch.testing.assert_close(model.predict_holes(x, mask), twin(x, mask))
+    for a, b in zip(model.decoder, twin.decoder):
+        if a.bn is not None:
+            torch.testing.assert_close(a.bn.running_mean, b.bn.running_mean)
+    other = small(in_channels=3, out_channels=2).eval()
+    with torch.no_grad():
+        assert other.predict_holes(x, mask).shape == (2, 2, 32, 32)
+        seen = []
+        model.eval().register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+        model.predict_holes(x, mask)
+    assert seen == [(2, 3, 32, 32)]
+
+
+def test_predict_holes_samples_monte_carlo_dropout():
+    model = small(dropout=0.3).eval()
+    x, mask = torch.rand(1, 3, 32, 32), random_mask(1, 32, 32)
+    hole = (mask == 0).expand(1, 3, -1, -1)
+    with torch.no_grad():
+        fixed = model.predict_holes(x, mask)
+        torch.testing.assert_close(fixed[hole], model(x, mask)[hole], rtol=1e-5, atol=1e-5)
+        a, b = model.predict_holes(x, mask, sample=True), model.predict_holes(x, mask, sample=True)
+    assert torch.isfinite(a).all() and not torch.equal(a[hole], b[hole])
