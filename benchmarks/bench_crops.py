@@ -19,7 +19,7 @@ photo) with four holes, two long thin strokes across it and two blobs (``bench_f
 dust spots or blemishes), the case where the model's work is many small crops. ``--margin F`` adds
 the default cropping with ``pconv.crops.COMPACT_MARGIN = F`` (the context around a hole that
 fits in one crop, as a fraction of its extent; default 0.5) and compares it per case with the default.
-``--pad-levels L`` does the same for ``pconv.unet.PAD_LEVELS = L`` (the U-Net pads its input to
+``--pad-levels L`` does the same for ``pconv.configs.PAD_LEVELS = L`` (the U-Net pads its input to
 ``2**min(depth, L)``; default 5; 7 pads the release to 128, as before the smaller padding).
 """
 
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from bench_fill import four_holes
 
+import pconv.configs
 import pconv.crops
-import pconv.unet
 from pconv import load_model
 from pconv.evaluate import Case, _load_images, bin_of, evaluate, generated_cases, summarise
 from pconv.inpaint import InpaintOptions, inpaint
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 def _with_setting(name: str, run):
     """``run()`` with the setting a variant's name changes (``margin 1``: ``COMPACT_MARGIN``,
     ``pad levels 7``: ``PAD_LEVELS``), restored afterwards."""
-    module, attr = (pconv.crops, "COMPACT_MARGIN") if name.startswith("margin ") else (pconv.unet, "PAD_LEVELS")
+    module, attr = (pconv.crops, "COMPACT_MARGIN") if name.startswith("margin ") else (pconv.configs, "PAD_LEVELS")
     saved = getattr(module, attr)
     if name.startswith(("margin ", "pad levels ")):
         value = name.split()[-1]

@@ -16,11 +16,16 @@ __all__ = [
     "FILL_SMOOTH",
     "GATE_GAIN",
     "OPSET",
+    "PAD_LEVELS",
     "LossWeights",
     "PConvUNetConfig",
     "UNet3PlusConfig",
     "migrate_pconv_unet",
 ]
+
+# Levels of a PConv U-Net's encoder whose input sizes are exact multiples of 2 (see
+# PConvUNet.multiple); read when used, so a benchmark can set it.
+PAD_LEVELS = 5
 
 # Base fills a gated PConv U-Net weighs its prediction against (PConvUNetConfig.base_fill).
 BASE_FILLS = ("none", "pushpull")
@@ -94,6 +99,12 @@ class PConvUNetConfig:
     def kernels(self) -> list[int]:
         """Encoder kernel sizes: 7, 5, 5, then 3 (the paper's layout)."""
         return [(7, 5, 5)[i] if i < 3 else 3 for i in range(self.depth)]
+
+    @property
+    def multiple(self) -> int:
+        """The network pads its input to a multiple of this: ``2**min(depth, PAD_LEVELS)`` (see
+        :attr:`pconv.PConvUNet.multiple`)."""
+        return 2 ** min(self.depth, PAD_LEVELS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,6 +185,11 @@ class UNet3PlusConfig:
     def widths(self) -> list[int]:
         """Channels of each encoder level."""
         return [self.base_width * 2**i for i in range(self.depth)]
+
+    @property
+    def multiple(self) -> int:
+        """The network pads its input to a multiple of this: ``2**(depth - 1)``."""
+        return 2 ** (self.depth - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)

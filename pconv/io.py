@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,18 +19,10 @@ from torch import nn
 
 from pconv.errors import CheckpointError, MissingFileError
 from pconv.files import atomic_write_bytes
+from pconv.metadata import DEFAULT_WEIGHTS, FORMAT, hole_depth_of, read_metadata
 from pconv.models import ARCHITECTURES, architecture_of
-from pconv.tiling import DEFAULT_HOLE_DEPTH
 
-__all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "save_model", "sha256_of"]
-
-# The project's released model (see weights/README.md): the command-line tools' default. The file
-# is in weights/ at the top of the repository; the package links to it, and a built wheel holds a copy.
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "pconv-unet-photos-512.safetensors"
-
-_FORMAT = "pconv-release-1"
-# The range of hole depths (pixels) a release file may record.
-MIN_HOLE_DEPTH, MAX_HOLE_DEPTH = 1.0, 100_000.0
+__all__ = ["DEFAULT_WEIGHTS", "hole_depth_of", "load_model", "read_metadata", "save_model", "sha256_of"]
 
 
 def save_model(
@@ -53,45 +44,13 @@ def save_model(
             value = value.to(dtype)
         tensors[key] = value
     metadata = {
-        "format": _FORMAT,
+        "format": FORMAT,
         "architecture": architecture_of(model).name,
         "config": json.dumps(model.config.to_dict()),  # type: ignore[attr-defined]
         **(extra or {}),
     }
     atomic_write_bytes(path, save(tensors, metadata=metadata))
     return sha256_of(path)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a release file."""
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def hole_depth_of(metadata: dict[str, str]) -> float:
-    """The hole depth (pixels) a released model handles at its own scale, from its ``training``
-    metadata: ``hole_depth`` when ``train.py`` recorded it, else the random-stroke value at the
-    recorded crop ``size`` (the masks the first releases trained on), else the 256-px default."""
-    try:
-        training = json.loads(metadata.get("training", "{}"))
-    except json.JSONDecodeError:
-        training = {}
-    if not isinstance(training, dict):
-        return DEFAULT_HOLE_DEPTH
-    depth = training.get("hole_depth")
-    if isinstance(depth, (int, float)) and not isinstance(depth, bool):
-        depth = float(depth) if abs(depth) < 1e300 else math.inf  # a 400-digit integer is no float
-        if not MIN_HOLE_DEPTH <= depth <= MAX_HOLE_DEPTH:
-            raise CheckpointError(
-                f"the recorded hole depth of {depth:g} pixels is outside {MIN_HOLE_DEPTH:g} to {MAX_HOLE_DEPTH:g}"
-            )
-        return float(depth)
-    size = training.get("size")
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        if size > MAX_HOLE_DEPTH * 256 / DEFAULT_HOLE_DEPTH:
-            raise CheckpointError(f"the recorded training crop size of {str(size)[:12]}... pixels is not plausible")
-        return DEFAULT_HOLE_DEPTH * size / 256
-    return DEFAULT_HOLE_DEPTH
 
 
 def load_model(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -136,7 +95,7 @@ def load_model(path: str | Path | None = None, *, device: str | torch.device = "
                     "model.safetensors that train.py wrote in the same run folder"
                 ) from err
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
-    if metadata.get("format") != _FORMAT or metadata.get("architecture") not in ARCHITECTURES:
+    if metadata.get("format") != FORMAT or metadata.get("architecture") not in ARCHITECTURES:
         raise CheckpointError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
     arch = ARCHITECTURES[metadata["architecture"]]
     try:

@@ -36,6 +36,7 @@ from pconv.images import (
 from pconv.masks import read_mask
 from pconv.options import InpaintOptions
 from pconv.sheets import labelled_sheet
+from pconv.tiling import DEFAULT_HOLE_DEPTH, Plan
 
 if TYPE_CHECKING:
     import torch
@@ -149,7 +150,7 @@ def inpaint_file(
         inputs: the pair as :func:`read_inputs` read it (or will: a command reads while PyTorch
             imports); read again unless it was read from these files, with these mask flags and
             the model's channels. Its errors are raised after the outputs are checked, as when
-            reading here.
+            reading here. Its ``plan``, if any, is used for a model of the geometry it was made for.
 
     Raises:
         InputError: an unreadable image, mask or original, a mask of another size (without
@@ -188,7 +189,10 @@ def inpaint_file(
     from pconv.inpaint import inpaint  # PyTorch loads here, not when the command line is parsed
 
     results = {
-        name: inpaint(m, source.pixels, known, options, device=device, progress=progress) for name, m in models.items()
+        name: inpaint(
+            m, source.pixels, known, options, device=device, progress=progress, plan=_planned(inputs, m, options)
+        )
+        for name, m in models.items()
     }
     result = next(iter(results.values()))
     report = FileReport(result, "", results={name: r for name, r in results.items() if name})
@@ -236,6 +240,8 @@ class Inputs:
     source: DecodedImage  # as shown (EXIF orientation applied), alpha kept aside
     known: np.ndarray  # (H, W) bool, True = known pixel
     read_as: tuple[Path, Path, int, bool, bool]  # image, mask, channels, invert_mask, resize_mask
+    # the crops planned before the model loaded: for a model of this (hole depth, multiple), these options
+    plan: tuple[tuple[float, int], InpaintOptions, Plan] | None = None
 
 
 def read_inputs(
@@ -251,6 +257,15 @@ def read_inputs(
         known = _read_known(mask_path, displayed_size(img), invert_mask, resize_mask, img.size)
         source = decode_image(img, channels, f"image {image_path}")
     return Inputs(source, known, (image_path, mask_path, channels, invert_mask, resize_mask))
+
+
+def _planned(inputs: Inputs, model: InpaintingModel, options: InpaintOptions) -> Plan | None:
+    """The plan made with ``inputs`` if it was made for this model's geometry and these options."""
+    if inputs.plan is None:
+        return None
+    geometry, planned_options, plan = inputs.plan
+    same = geometry == (model.hole_depth or DEFAULT_HOLE_DEPTH, model.multiple) and planned_options == options
+    return plan if same else None
 
 
 def _read_original(path: Path, shape: tuple[int, ...]) -> np.ndarray:

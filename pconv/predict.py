@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,9 +39,11 @@ from pconv.cli import (
 from pconv.errors import MissingExtraError, PconvError, require
 from pconv.images import output_format, read_image
 from pconv.masks import IMAGE_SUFFIXES
+from pconv.metadata import DEFAULT_WEIGHTS, geometry_of
 from pconv.methods import METHODS, MODEL, load_method, parse_methods
 from pconv.options import InpaintOptions
 from pconv.pipeline import Inputs, Outputs, inpaint_file, read_inputs
+from pconv.tiling import make_plan
 
 # PyTorch loads only once the command line is parsed, so --help and usage errors come at once.
 if TYPE_CHECKING:
@@ -257,7 +260,7 @@ def _main(argv: Sequence[str] | None) -> int:
     methods = _methods(args)
     _options(args)  # option errors before any model loads
     if args.image is not None:
-        return _single(args, methods, _read_early(args))
+        return _single(args, methods, _read_early(args, methods))
 
     device = resolve_device(args.device)
     ext = "." + args.ext.lstrip(".")
@@ -290,22 +293,37 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _read_early(args: argparse.Namespace) -> Future[Inputs]:
+def _read_early(args: argparse.Namespace, methods: list[str]) -> Future[Inputs]:
     """Decode ``--image`` and ``--mask`` in a daemon thread while PyTorch imports (the decoders
-    release the GIL). Their errors come when the pair is used, after the model's and the outputs';
-    an error or Ctrl-C before that does not wait for the decoding."""
+    release the GIL), and plan the model's crops there too. Their errors come when the pair is
+    used, after the model's and the outputs'; an error or Ctrl-C before that does not wait."""
     future: Future[Inputs] = Future()
 
     def read() -> None:
         try:
-            future.set_result(
-                read_inputs(args.image, args.mask, 3, invert_mask=args.invert_mask, resize_mask=args.resize_mask)
-            )
+            inputs = read_inputs(args.image, args.mask, 3, invert_mask=args.invert_mask, resize_mask=args.resize_mask)
         except BaseException as err:  # handed to whoever takes the result
             future.set_exception(err)
+            return
+        future.set_result(_plan_early(inputs, args, methods))
 
     threading.Thread(target=read, name="read-inputs", daemon=True).start()
     return future
+
+
+def _plan_early(inputs: Inputs, args: argparse.Namespace, methods: list[str]) -> Inputs:
+    """``inputs`` with the crops planned for the model's release file (its hole depth and multiple
+    read without PyTorch), when the model is the one method; the pipeline uses the plan only if the
+    loaded model has that geometry. Any problem leaves the plan to the pipeline, which reports it."""
+    if methods != [MODEL] or args.onnx is not None or args.weights is not None and not args.weights.is_file():
+        return inputs
+    try:
+        geometry = geometry_of(args.weights or DEFAULT_WEIGHTS)
+        options = _options(args)
+        plan = make_plan(inputs.known, options, *geometry)
+    except Exception:  # noqa: BLE001 (a guess made early: the model's load and the pipeline report errors)
+        return inputs
+    return replace(inputs, plan=(geometry, options, plan))
 
 
 def _single(args: argparse.Namespace, methods: list[str], inputs: Future[Inputs]) -> int:

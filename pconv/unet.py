@@ -18,9 +18,6 @@ from pconv.fill import push_pull
 from pconv.network import InpaintingNet, prepare_inputs
 from pconv.partialconv import PartialConv2d
 
-# Levels of the encoder whose input sizes are exact multiples of 2 (see PConvUNet.multiple).
-PAD_LEVELS = 5
-
 __all__ = ["PConvUNet", "PConvUNetConfig", "zero_fill_correction"]
 
 
@@ -104,7 +101,8 @@ class PConvUNet(InpaintingNet):
 
     @property
     def multiple(self) -> int:
-        """Input sizes are padded internally to a multiple of this: ``2**min(depth, PAD_LEVELS)``.
+        """Input sizes are padded internally to a multiple of this: ``2**min(depth, PAD_LEVELS)``
+        (:data:`pconv.configs.PAD_LEVELS`, :attr:`PConvUNetConfig.multiple`).
 
         The levels below see odd sizes: a stride-2 layer rounds up, and the decoder crops its
         upsampled features to the skip's size. Padding to ``2**depth`` (128 for the release) made
@@ -113,7 +111,7 @@ class PConvUNet(InpaintingNet):
         (-0.002 dB per case), thin strokes 0.79x for -0.024 dB (their crops see a little less
         context): ``benchmarks/bench_crops.py --blobs --upscale 2 --pad-levels 7`` and ``--sparse``.
         """
-        return 2 ** min(self.config.depth, PAD_LEVELS)
+        return self.config.multiple
 
     @property
     def graph_multiple(self) -> int:

@@ -93,7 +93,7 @@ class UNet3Plus(InpaintingNet):
     @property
     def multiple(self) -> int:
         """Input sizes are padded internally to a multiple of this."""
-        return 2 ** (self.config.depth - 1)
+        return self.config.multiple
 
     def forward(self, image: Tensor, mask: Tensor, sample: bool = False, deep: bool = False) -> Tensor | list[Tensor]:
         """Predict the image.

@@ -132,3 +132,37 @@ def test_a_loaded_model_keeps_its_weights_when_the_file_changes(tmp_path):
         f.write((tmp_path / "other.safetensors").read_bytes())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"arch": "pconv_unet", "depth": 7}, {"arch": "pconv_unet", "depth": 3}, {"arch": "unet3plus"}]
+)
+def test_geometry_read_without_pytorch_is_the_loaded_models(tmp_path, kwargs):
+    """predict.py plans the crops from the file's header while PyTorch imports: the hole depth and
+    multiple it reads there must be those of the model load_model builds."""
+    import subprocess
+    import sys
+
+    from pconv import UNet3Plus
+
+    kwargs = dict(kwargs)
+    arch = kwargs.pop("arch")
+    model = PConvUNet(**kwargs) if arch == "pconv_unet" else UNet3Plus(depth=3, base_width=4)
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, extra={"training": json.dumps({"hole_depth": 77.5})})
+    loaded = load_model(path)
+    code = (
+        "import sys\nfrom pconv.metadata import geometry_of\n"
+        f"print(*geometry_of({str(path)!r}), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(loaded.hole_depth), str(loaded.multiple), "False"]
+
+
+def test_geometry_of_a_file_that_is_not_a_release_is_a_checkpoint_error(tmp_path):
+    from pconv.errors import CheckpointError
+    from pconv.metadata import geometry_of
+
+    (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError):
+        geometry_of(tmp_path / "x.safetensors")

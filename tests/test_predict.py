@@ -916,3 +916,43 @@ def test_a_start_up_error_does_not_wait_for_the_early_read(weights, pair, tmp_pa
         release.set()
     assert code == 2 and time.perf_counter() - start < 5
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_one_image_plans_the_crops_while_pytorch_imports(weights, pair, tmp_path, monkeypatch):
+    """The early read also plans the model's crops from the release file's header; the pipeline uses
+    that plan (no second planning) for a model of that geometry, and plans again for another."""
+    import threading
+    from dataclasses import replace
+
+    import pconv.inpaint
+    import pconv.pipeline as pipeline
+    import pconv.predict
+
+    image_path, mask_path, image, known = pair
+    early_threads, late = [], []
+    plan_early, plan_late = pconv.predict.make_plan, pconv.inpaint.make_plan
+
+    def early(*args, **kwargs):
+        early_threads.append(threading.current_thread() is threading.main_thread())
+        return plan_early(*args, **kwargs)
+
+    monkeypatch.setattr(pconv.predict, "make_plan", early)
+    monkeypatch.setattr(pconv.inpaint, "make_plan", lambda *a, **k: late.append(1) or plan_late(*a, **k))
+    argv = ["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]
+    assert main([*argv, "--weights", str(weights["plain"])]) == 0
+    assert early_threads == [False] and late == []
+    first = np.asarray(Image.open(tmp_path / "o.png"))
+    assert main([*argv, "--weights", str(weights["plain"]), "--method", "model,telea"]) == 0
+    assert late == [1, 1]  # two methods: planned by each, not early
+
+    model = pconv.io.load_model(weights["plain"])
+    inputs = pipeline.read_inputs(image_path, mask_path, 3)
+    options = InpaintOptions()
+    plan = pconv.predict.make_plan(known, options, model.hole_depth, model.multiple)
+    out = pipeline.Outputs(tmp_path / "p.png")
+    late.clear()
+    pipeline.inpaint_file(
+        model, image_path, mask_path, out, options, inputs=replace(inputs, plan=((1.0, 4), options, plan))
+    )
+    assert late == [1]  # made for another geometry: planned again
+    assert np.array_equal(np.asarray(Image.open(out.out)), first)
