@@ -67,10 +67,12 @@ def geometry_of(path: str | Path) -> tuple[float, int]:
     """
     try:
         metadata = read_metadata(path)
-        arch = ARCHITECTURES[metadata["architecture"]]
-        config = arch.stored_config(json.loads(metadata["config"]))
-    except (KeyError, TypeError, ValueError, SafetensorError) as err:  # JSONDecodeError is a ValueError
-        raise CheckpointError(f"{path} is not a readable pconv release file: {err}") from err
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a pconv release file")
+    except (ValueError, SafetensorError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
+    if metadata.get("format") != FORMAT or metadata.get("architecture") not in ARCHITECTURES:
+        raise CheckpointError(f"{path} is not a pconv release file (no pconv architecture in its metadata)")
+    try:
+        config = ARCHITECTURES[metadata["architecture"]].stored_config(json.loads(metadata.get("config", "")))
+    except (TypeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} has a bad configuration: {err}") from err
     return hole_depth_of(metadata), config.multiple

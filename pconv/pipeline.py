@@ -150,7 +150,8 @@ def inpaint_file(
         inputs: the pair as :func:`read_inputs` read it (or will: a command reads while PyTorch
             imports); read again unless it was read from these files, with these mask flags and
             the model's channels. Its errors are raised after the outputs are checked, as when
-            reading here. Its ``plan``, if any, is used for a model of the geometry it was made for.
+            reading here. Its ``plan``, if any, is used for a model of the geometry and with the
+            options it was made for.
 
     Raises:
         InputError: an unreadable image, mask or original, a mask of another size (without

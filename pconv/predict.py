@@ -305,7 +305,10 @@ def _read_early(args: argparse.Namespace, methods: list[str]) -> Future[Inputs]:
         except BaseException as err:  # handed to whoever takes the result
             future.set_exception(err)
             return
-        future.set_result(_plan_early(inputs, args, methods))
+        try:
+            inputs = _plan_early(inputs, args, methods)
+        finally:  # whatever happens, the pair is handed over
+            future.set_result(inputs)
 
     threading.Thread(target=read, name="read-inputs", daemon=True).start()
     return future
@@ -314,10 +317,13 @@ def _read_early(args: argparse.Namespace, methods: list[str]) -> Future[Inputs]:
 def _plan_early(inputs: Inputs, args: argparse.Namespace, methods: list[str]) -> Inputs:
     """``inputs`` with the crops planned for the model's release file (its hole depth and multiple
     read without PyTorch), when the model is the one method; the pipeline uses the plan only if the
-    loaded model has that geometry. Any problem leaves the plan to the pipeline, which reports it."""
-    if methods != [MODEL] or args.onnx is not None or args.weights is not None and not args.weights.is_file():
+    loaded model has that geometry. Any problem leaves the plan to the pipeline, which reports it;
+    a mask without holes or without known pixels gets none (the pipeline stops before planning)."""
+    if methods != [MODEL] or args.onnx is not None or inputs.known.all() or not inputs.known.any():
         return inputs
     try:
+        if args.weights is not None and not args.weights.is_file():  # a registered name: not read here
+            return inputs
         geometry = geometry_of(args.weights or DEFAULT_WEIGHTS)
         options = _options(args)
         plan = make_plan(inputs.known, options, *geometry)

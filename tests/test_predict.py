@@ -956,3 +956,46 @@ def test_one_image_plans_the_crops_while_pytorch_imports(weights, pair, tmp_path
     )
     assert late == [1]  # made for another geometry: planned again
     assert np.array_equal(np.asarray(Image.open(out.out)), first)
+
+
+@pytest.mark.parametrize("failure", ["geometry", "all holes"])
+def test_an_early_plan_that_cannot_be_made_leaves_planning_to_the_pipeline(
+    weights, pair, tmp_path, monkeypatch, capsys, failure
+):
+    import pconv.inpaint
+    import pconv.predict
+
+    image_path, mask_path, _, known = pair
+    late = []
+    plan_late = pconv.inpaint.make_plan
+    monkeypatch.setattr(pconv.inpaint, "make_plan", lambda *a, **k: late.append(1) or plan_late(*a, **k))
+    if failure == "geometry":  # e.g. a file the reading thread cannot stat: never a hang or a traceback
+        monkeypatch.setattr(pconv.predict, "geometry_of", lambda path: (_ for _ in ()).throw(OSError("EIO")))
+    else:
+        monkeypatch.setattr(pconv.predict, "make_plan", lambda *a, **k: late.append("early"))
+        write_mask(mask_path, np.zeros_like(known))
+    argv = ["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]
+    code = main([*argv, "--weights", str(weights["plain"])])
+    err = capsys.readouterr().err
+    if failure == "geometry":
+        assert code == 0 and late == [1] and "Traceback" not in err
+    else:  # a mask of only holes is reported without planning it early (seconds at 24 MP)
+        assert code == 2 and "covers the whole image" in err and late == []
+
+
+def test_the_reading_thread_hands_over_the_pair_even_if_planning_breaks(weights, pair, tmp_path, monkeypatch):
+    import threading
+
+    import pconv.predict
+
+    image_path, mask_path, _, _ = pair
+    monkeypatch.setattr(pconv.predict, "_plan_early", lambda *a: (_ for _ in ()).throw(RuntimeError("planning broke")))
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's own report
+    argv = ["--image", str(image_path), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]
+    codes = []
+    runner = threading.Thread(
+        target=lambda: codes.append(main([*argv, "--weights", str(weights["plain"])])), daemon=True
+    )
+    runner.start()
+    runner.join(30)
+    assert codes == [0]  # not waiting forever for a pair never handed over
