@@ -26,7 +26,7 @@ from tqdm import tqdm
 from pconv.errors import ConfigError, InputError, NonFiniteError
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
-from pconv.tiling import DEFAULT_HOLE_DEPTH, Box, Plan, feather, make_plan, upsample_box
+from pconv.tiling import Box, Plan, feather, geometry_of_model, make_plan, upsample_box
 
 __all__ = ["Cancelled", "InpaintOptions", "InpaintResult", "inpaint"]
 
@@ -207,7 +207,7 @@ def inpaint(
     device = torch.device(device)
     job = _Job(model.to(device).eval(), options, device, progress, should_stop)
     if plan is None:
-        plan = make_plan(known, options, model.hole_depth or DEFAULT_HOLE_DEPTH, model.multiple)
+        plan = make_plan(known, options, *geometry_of_model(model))
     return _multiscale(job, image, known, plan)
 
 

@@ -36,7 +36,7 @@ from pconv.images import (
 from pconv.masks import read_mask
 from pconv.options import InpaintOptions
 from pconv.sheets import labelled_sheet
-from pconv.tiling import DEFAULT_HOLE_DEPTH, Plan
+from pconv.tiling import Plan, geometry_of_model
 
 if TYPE_CHECKING:
     import torch
@@ -265,7 +265,7 @@ def _planned(inputs: Inputs, model: InpaintingModel, options: InpaintOptions) ->
     if inputs.plan is None:
         return None
     geometry, planned_options, plan = inputs.plan
-    same = geometry == (model.hole_depth or DEFAULT_HOLE_DEPTH, model.multiple) and planned_options == options
+    same = geometry == geometry_of_model(model) and planned_options == options
     return plan if same else None
 
 

@@ -69,5 +69,4 @@ def _correction(image: np.ndarray, known: np.ndarray, filled: np.ndarray) -> np.
     cols.append(np.arange(n))
     values = np.concatenate([-np.ones(sum(r.size for r in rows[:-1])), diagonal])
     matrix = sparse.csc_matrix((values, (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    solve = splu(matrix)
-    return np.stack([solve.solve(rhs[:, c]) for c in range(rhs.shape[1])], axis=1)
+    return splu(matrix).solve(rhs)  # every channel at once

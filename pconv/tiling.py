@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -33,6 +34,9 @@ import numpy as np
 from pconv.crops import Box, Holes, crop_boxes, crop_plan, crops_for, tile_origins
 from pconv.errors import InputError
 from pconv.options import InpaintOptions
+
+if TYPE_CHECKING:
+    from pconv.models import InpaintingModel
 
 __all__ = [
     "DEFAULT_HOLE_DEPTH",
@@ -47,6 +51,7 @@ __all__ = [
     "crop_plan",
     "crops_for",
     "feather",
+    "geometry_of_model",
     "hole_levels",
     "make_plan",
     "model_pixels",
@@ -209,6 +214,12 @@ class Plan:
     def pixels(self) -> int:
         """Pixels through the model (per sample, without ``flip``)."""
         return sum(lp.pixels for lp in self.levels)
+
+
+def geometry_of_model(model: InpaintingModel) -> tuple[float, int]:
+    """What a model's plan depends on: the hole depth it handles (:data:`DEFAULT_HOLE_DEPTH` when
+    unknown) and the multiple it pads to; :func:`make_plan`'s last two arguments."""
+    return model.hole_depth or DEFAULT_HOLE_DEPTH, model.multiple
 
 
 def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> Plan:

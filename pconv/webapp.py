@@ -40,7 +40,7 @@ from pconv.masks import mask_from_image
 from pconv.methods import METHODS, MODEL, available, load_method
 from pconv.models import InpaintingModel
 from pconv.options import InpaintOptions
-from pconv.tiling import DEFAULT_HOLE_DEPTH, Plan, make_plan
+from pconv.tiling import Plan, geometry_of_model, make_plan
 from pconv.webguard import RequestGuard
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class _Inpainter:
 
     def plan(self, known: np.ndarray, model: InpaintingModel) -> Plan:
         """Where the model will run; refused (422) when its work is over the budget, before any is done."""
-        plan = make_plan(known, self.options, model.hole_depth or DEFAULT_HOLE_DEPTH, model.multiple)
+        plan = make_plan(known, self.options, *geometry_of_model(model))
         needed = plan.pixels
         if needed > self.limits.work_mp * 1e6:
             raise _Unprocessable(
