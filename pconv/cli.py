@@ -39,9 +39,9 @@ def prog_name(default: str) -> str:
 
 def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
     """Call ``fn(argv)``; a :class:`~pconv.errors.PconvError` (:class:`UsageError` included) becomes
-    ``prog: error: ...`` on stderr and exit code 2, as does a full disk behind a redirected stdout; a
-    reader of stdout that went away (``| head``) is a quiet exit code 1. NumPy's huge-page advice is
-    turned off first (:func:`no_numpy_hugepages`)."""
+    ``prog: error: ...`` on stderr and exit code 2, as do a file name too long for the file system and
+    a full disk behind a redirected stdout; a reader of stdout that went away (``| head``) is a quiet
+    exit code 1. NumPy's huge-page advice is turned off first (:func:`no_numpy_hugepages`)."""
     no_numpy_hugepages()
     try:
         code = fn(argv)
@@ -53,6 +53,11 @@ def run_main(fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         print(f"{prog_name(prog)}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:  # a path argument no file system takes, met by any check of it
+            print(
+                f"{prog_name(prog)}: error: {err.filename}: the name is too long for the file system", file=sys.stderr
+            )
+            return 2
         # the tools turn failures of the files they write into PconvErrors: a full disk met here
         # is the one behind stdout (output redirected to a file)
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):

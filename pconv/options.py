@@ -22,7 +22,8 @@ class InpaintOptions:
 
     Attributes:
         tile: ``"auto"`` (one pass up to about one megapixel, else 512-px crops around the holes),
-            ``None`` (always one pass) or a tile side in pixels.
+            ``None`` (always one pass) or a tile side in pixels (with ``scale="auto"``, holes deeper
+            than a quarter of it are worked at a coarser scale, so that every crop holds known pixels).
         overlap: every crop a full tile sharing this many pixels with its neighbours; ``None``: crops
             sized to the holes or tiles sharing a quarter, whichever is less work (:func:`pconv.tiling.crops_for`).
         scale: ``"auto"`` (a working scale per hole from its depth: see :mod:`pconv.tiling`), or a

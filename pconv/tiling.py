@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_HOLE_DEPTH",
     "MIN_LEVEL_SIDE",
+    "TILE_CONTEXT",
     "Box",
     "Holes",
     "Level",
@@ -71,6 +72,11 @@ DEFAULT_HOLE_DEPTH = 18.0
 THIN = 0.25
 # Coarse levels keep at least this many pixels on the image's shorter side.
 MIN_LEVEL_SIDE = 64
+# With a tile side T given and scale="auto", holes are worked at a scale where every hole pixel lies
+# within T * TILE_CONTEXT of a known one (at most the model's hole depth), so that no crop lies wholly
+# inside a hole (a hole's T-px crop has known pixels within T/4 of its centre). The default tiles
+# (512 px) leave the hole depth of the released models (at most 128) unchanged.
+TILE_CONTEXT = 0.25
 
 
 def auto_tile(height: int, width: int) -> int | None:
@@ -225,7 +231,10 @@ def geometry_of_model(model: InpaintingModel) -> tuple[float, int]:
 def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> Plan:
     """The :class:`Plan` of inpainting the holes of ``known`` with ``options`` (working scales from
     ``hole_depth``, unless ``options`` overrides it; crops aligned to the model's ``multiple``)."""
-    levels, holes = _scale_levels(known, options.scale, options.hole_depth or hole_depth)
+    depth = options.hole_depth or hole_depth
+    if options.scale == "auto" and isinstance(options.tile, int):
+        depth = min(depth, options.tile * TILE_CONTEXT)
+    levels, holes = _scale_levels(known, options.scale, depth)
     planned = []
     for level in scale_plan(known, levels, options.tile):
         h, w = level.known.shape
@@ -247,7 +256,22 @@ def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, mul
                     ),
                 )
             )
+            _check_context(planned[-1])
     return Plan(planned)
+
+
+def _check_context(planned: LevelPlan) -> None:
+    """Raise :class:`InputError` when a crop holds no known pixel: nothing to fill it from (a model
+    would return black, OpenCV the hidden pixels)."""
+    known = planned.level.known
+    for (y, x, h, w), _ in planned.crops or ():
+        if not known[y : y + h, x : x + w].any():
+            side = max(h, w)
+            at = "" if planned.level.factor == 1 else f" at 1/{planned.level.factor:g} scale"
+            raise InputError(
+                f"a {side}-px crop{at} lies wholly inside a hole: nothing known to fill it from; "
+                "pass a larger tile (or a coarser scale)"
+            )
 
 
 def model_pixels(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> int:

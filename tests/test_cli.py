@@ -158,3 +158,21 @@ def test_output_to_a_full_disk_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0] == "predict.py: error: could not write the output: No space left on device"
     assert (tmp_path / "o.png").is_file()  # the result itself was written
+
+
+@pytest.mark.parametrize("flag", ["--weights", "--image", "--mask"])
+def test_a_file_name_too_long_for_the_file_system_is_a_one_line_error(tmp_path, capsys, flag):
+    """A 300-character name makes the first check of the path (``is_file``) raise ENAMETOOLONG."""
+    import numpy as np
+    from PIL import Image
+
+    from pconv.predict import main
+
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "m.png")
+    paths = {"--image": tmp_path / "a.png", "--mask": tmp_path / "m.png", "--weights": None}
+    paths[flag] = tmp_path / ("n" * 300 + ".png")
+    argv = [arg for k, v in paths.items() if v is not None for arg in (k, str(v))]
+    assert main([*argv, "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"predict.py: error: {paths[flag]}: the name is too long for the file system"]
