@@ -73,9 +73,10 @@ THIN = 0.25
 # Coarse levels keep at least this many pixels on the image's shorter side.
 MIN_LEVEL_SIDE = 64
 # With a tile side T given and scale="auto", holes are worked at a scale where every hole pixel lies
-# within T * TILE_CONTEXT of a known one (at most the model's hole depth), so that no crop lies wholly
-# inside a hole (a hole's T-px crop has known pixels within T/4 of its centre). The default tiles
-# (512 px) leave the hole depth of the released models (at most 128) unchanged.
+# within T * TILE_CONTEXT of a known one (at most the model's hole depth), so that a crop never lies
+# wholly inside a hole (that needs a depth of T/2) and its holes have context: the ratio the released
+# model trained at (512-px crops, holes up to 128 deep), so 512-px tiles leave its depth unchanged.
+# Where the image is too small to go that coarse, a level with such a crop runs in one pass.
 TILE_CONTEXT = 0.25
 
 
@@ -240,38 +241,40 @@ def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, mul
         h, w = level.known.shape
         if not level.targets.any():
             continue
-        if level.tile is None or (level.tile >= h and level.tile >= w):
-            planned.append(LevelPlan(level, None))
-        else:
-            planned.append(
-                LevelPlan(
-                    level,
-                    crops_for(
-                        level.targets,
-                        level.known,
-                        level.tile,
-                        options.overlap,
-                        multiple,
-                        holes if level.factor == 1 else None,  # the full-resolution holes
-                    ),
-                )
+        crops = None
+        if level.tile is not None and (level.tile < h or level.tile < w):
+            crops = crops_for(
+                level.targets,
+                level.known,
+                level.tile,
+                options.overlap,
+                multiple,
+                holes if level.factor == 1 else None,  # the full-resolution holes
             )
-            _check_context(planned[-1])
+            if not _every_crop_knows(level.known, crops):
+                crops = _one_pass_instead(level, crops)
+        planned.append(LevelPlan(level, crops))
     return Plan(planned)
 
 
-def _check_context(planned: LevelPlan) -> None:
-    """Raise :class:`InputError` when a crop holds no known pixel: nothing to fill it from (a model
-    would return black, OpenCV the hidden pixels)."""
-    known = planned.level.known
-    for (y, x, h, w), _ in planned.crops or ():
-        if not known[y : y + h, x : x + w].any():
-            side = max(h, w)
-            at = "" if planned.level.factor == 1 else f" at 1/{planned.level.factor:g} scale"
-            raise InputError(
-                f"a {side}-px crop{at} lies wholly inside a hole: nothing known to fill it from; "
-                "pass a larger tile (or a coarser scale)"
-            )
+def _every_crop_knows(known: np.ndarray, crops: list[tuple[Box, int]]) -> bool:
+    """Whether every crop holds a known pixel to fill its holes from (else a model returns black
+    there, OpenCV the hidden pixels)."""
+    return all(known[y : y + h, x : x + w].any() for (y, x, h, w), _ in crops)
+
+
+def _one_pass_instead(level: Level, crops: list[tuple[Box, int]]) -> None:
+    """A level where some crop lies wholly inside a hole runs in one pass when it is small (up to
+    :data:`AUTO_SINGLE_PASS_PIXELS`, as ``tile="auto"`` would run it): the coarsest scale of a small
+    or narrow image, which cannot go coarser. Larger, it is refused: there a bigger tile helps."""
+    h, w = level.known.shape
+    if h * w <= AUTO_SINGLE_PASS_PIXELS:
+        return None
+    side = next(max(bh, bw) for (y, x, bh, bw), _ in crops if not level.known[y : y + bh, x : x + bw].any())
+    at = "" if level.factor == 1 else f" at 1/{level.factor:g} scale"
+    raise InputError(
+        f"a {side}-px crop{at} lies wholly inside a hole: nothing known to fill it from; pass a larger tile"
+    )
 
 
 def model_pixels(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> int:

@@ -176,3 +176,16 @@ def test_a_file_name_too_long_for_the_file_system_is_a_one_line_error(tmp_path, 
     assert main([*argv, "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"predict.py: error: {paths[flag]}: the name is too long for the file system"]
+
+
+def test_the_mask_exporter_reports_file_errors_in_one_line(tmp_path, capsys):
+    from pconv.masks.__main__ import main
+
+    (tmp_path / "file").write_text("")
+    for out, message in [
+        (tmp_path / ("n" * 300), "the name is too long for the file system"),
+        (tmp_path / "file" / "masks", "could not write the masks to"),
+    ]:
+        assert main(["export", "--count", "1", "--size", "32", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("python -m pconv.masks: error: ") and message in err[0], err

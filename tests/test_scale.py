@@ -299,32 +299,49 @@ def test_one_plan_serves_the_work_budget_and_the_inpainting():
     assert np.array_equal(inpaint(model, image, known, options, plan=plan).image, first.image)
 
 
-def test_small_tiles_work_big_holes_coarser_so_that_every_crop_holds_known_pixels():
-    """A 300-px box with 64-px tiles at the model's hole depth (128) put a crop wholly inside the
-    hole at 1/2 scale, which the model filled black; with scale="auto" the tile now bounds the
-    depth worked at, and no crop lacks known pixels."""
-    from pconv.options import InpaintOptions
-    from pconv.tiling import TILE_CONTEXT, make_plan
+def _crops_know(plan) -> bool:
+    return all(lp.level.known[y : y + h, x : x + w].any() for lp in plan.levels for (y, x, h, w), _ in lp.crops or ())
 
-    known = _known(512, 512, (100, 400, 100, 400))
+
+def test_small_tiles_work_big_holes_coarser_so_that_every_crop_holds_known_pixels():
+    """A 300-px box in a 4 MP photo with 64-px tiles at the model's hole depth (128) put crops wholly
+    inside the hole at 1/2 scale, which the model filled black; with scale="auto" the tile now
+    bounds the depth worked at, and every crop holds known pixels."""
+    from pconv.options import InpaintOptions
+    from pconv.tiling import make_plan
+
+    known = _known(2048, 2048, (900, 1200, 900, 1200))
     for tile in (64, 96, 128):
         plan = make_plan(known, InpaintOptions(tile=tile), 128.0, 32)
-        for lp in plan.levels:
-            for (y, x, h, w), _ in lp.crops or ():
-                assert lp.level.known[y : y + h, x : x + w].any()
-    # the depth worked at is the tile's quarter: 150 px deep / 16 -> 1/8 scale (64 px: one pass)
-    assert [lp.level.factor for lp in make_plan(known, InpaintOptions(tile=64), 128.0, 32).levels] == [8.0]
-    assert 64 * TILE_CONTEXT == 16
-    # the default tiles leave the released model's hole depth as it is
+        assert _crops_know(plan) and any(lp.crops for lp in plan.levels)
+    # 150 px deep: 1/8 scale at tile 128 (a depth of 32 worked at) where 512-px tiles keep 1/2
+    assert [lp.level.factor for lp in make_plan(known, InpaintOptions(tile=128), 128.0, 32).levels] == [8.0]
     assert [lp.level.factor for lp in make_plan(known, InpaintOptions(tile=512), 128.0, 32).levels] == [2.0]
 
 
-def test_a_forced_scale_whose_crop_lies_inside_a_hole_is_refused():
+@pytest.mark.parametrize(
+    "shape, box, scale",
+    [
+        ((200, 1024), (0, 200, 150, 850), "auto"),  # a wide hole across a short image: 1/3 is as coarse as it goes
+        ((512, 512), (100, 400, 100, 400), 2),  # a forced scale
+    ],
+)
+def test_a_small_level_that_a_crop_would_miss_runs_in_one_pass(shape, box, scale):
+    from pconv.options import InpaintOptions
+    from pconv.tiling import make_plan
+
+    known = _known(*shape, box)
+    plan = make_plan(known, InpaintOptions(tile=64, scale=scale), 128.0, 32)
+    assert _crops_know(plan)
+    assert [lp.crops for lp in plan.levels] == [None]
+
+
+def test_a_large_level_with_a_crop_inside_a_hole_is_refused():
     from pconv.errors import InputError
     from pconv.options import InpaintOptions
     from pconv.tiling import make_plan
 
-    known = _known(512, 512, (100, 400, 100, 400))
-    with pytest.raises(InputError, match="64-px crop at 1/2 scale lies wholly inside a hole"):
-        make_plan(known, InpaintOptions(tile=64, scale=2), 128.0, 32)
-    make_plan(known, InpaintOptions(tile=256, scale=2), 128.0, 32)  # a bigger tile holds the edge
+    known = _known(1100, 1100, (100, 1000, 100, 1000))  # 1.2 MP at full resolution: too big for one pass
+    with pytest.raises(InputError, match="64-px crop lies wholly inside a hole: .* pass a larger tile$"):
+        make_plan(known, InpaintOptions(tile=64, scale=1), 128.0, 32)
+    assert _crops_know(make_plan(known, InpaintOptions(tile=1024, scale=1), 128.0, 32))

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pconv.cli import prog_name
+from pconv.errors import OutputError
 from pconv.files import atomic_write_bytes
 from pconv.masks.files import CONTACT_SHEET, write_mask
 from pconv.masks.generators import KINDS, MIXES, RATIO_BINS, generate, parse_kind, parse_ratio
+
+PROG = "python -m pconv.masks"
 
 
 def contact_sheet(masks: list[np.ndarray], path: Path, columns: int = 8, thumb: int = 96) -> None:
@@ -86,9 +91,15 @@ def export(
     return masks
 
 
-def main(argv: list[str] | None = None) -> int:
-    prog = "pconv-masks" if sys.argv and Path(sys.argv[0]).name == "pconv-masks" else "python -m pconv.masks"
-    parser = argparse.ArgumentParser(prog=prog, description="Hole masks for inpainting.")
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pconv-masks``: errors as one line and exit code 2 (:func:`pconv.cli.run_main`)."""
+    from pconv.cli import run_main
+
+    return run_main(_main, argv, PROG)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(prog=prog_name(PROG), description="Hole masks for inpainting.")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export", help="write a mask set (PNG, white = hole) and a contact sheet")
     ex.add_argument("--count", type=int, default=100, help="masks per set (per bin with --bins)")
@@ -111,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--count must be at least 1")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} exists and is not a folder")
-    if args.bins:
-        for stream, (name, bounds) in enumerate(RATIO_BINS.items(), start=1):
-            export(args.count, args.size, args.kind, args.seed, args.out / name, bounds, stream, desc=f"bin {name}")
-    else:
-        export(args.count, args.size, args.kind, args.seed, args.out, args.ratio)
+    try:
+        if args.bins:
+            for stream, (name, bounds) in enumerate(RATIO_BINS.items(), start=1):
+                export(args.count, args.size, args.kind, args.seed, args.out / name, bounds, stream, desc=f"bin {name}")
+        else:
+            export(args.count, args.size, args.kind, args.seed, args.out, args.ratio)
+    except OSError as err:
+        raise OutputError(f"could not write the masks to {args.out}: {err.strerror or err}") from None
     print(f"wrote masks to {args.out} (white = hole)")
     return 0
 
