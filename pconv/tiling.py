@@ -251,30 +251,22 @@ def make_plan(known: np.ndarray, options: InpaintOptions, hole_depth: float, mul
                 multiple,
                 holes if level.factor == 1 else None,  # the full-resolution holes
             )
-            if not _every_crop_knows(level.known, crops):
-                crops = _one_pass_instead(level, crops)
+            blind = _blind_crop(level.known, crops)
+            if blind is not None:  # nothing known to fill it from: a model would return black there
+                if h * w > AUTO_SINGLE_PASS_PIXELS:
+                    at = "" if level.factor == 1 else f" at 1/{level.factor:g} scale"
+                    raise InputError(
+                        f"a {max(blind[2:])}-px crop{at} lies wholly inside a hole: nothing known to fill it "
+                        "from; pass a larger tile"
+                    )
+                crops = None  # a small level (the coarsest of a small or narrow image): one pass, as "auto" runs it
         planned.append(LevelPlan(level, crops))
     return Plan(planned)
 
 
-def _every_crop_knows(known: np.ndarray, crops: list[tuple[Box, int]]) -> bool:
-    """Whether every crop holds a known pixel to fill its holes from (else a model returns black
-    there, OpenCV the hidden pixels)."""
-    return all(known[y : y + h, x : x + w].any() for (y, x, h, w), _ in crops)
-
-
-def _one_pass_instead(level: Level, crops: list[tuple[Box, int]]) -> None:
-    """A level where some crop lies wholly inside a hole runs in one pass when it is small (up to
-    :data:`AUTO_SINGLE_PASS_PIXELS`, as ``tile="auto"`` would run it): the coarsest scale of a small
-    or narrow image, which cannot go coarser. Larger, it is refused: there a bigger tile helps."""
-    h, w = level.known.shape
-    if h * w <= AUTO_SINGLE_PASS_PIXELS:
-        return None
-    side = next(max(bh, bw) for (y, x, bh, bw), _ in crops if not level.known[y : y + bh, x : x + bw].any())
-    at = "" if level.factor == 1 else f" at 1/{level.factor:g} scale"
-    raise InputError(
-        f"a {side}-px crop{at} lies wholly inside a hole: nothing known to fill it from; pass a larger tile"
-    )
+def _blind_crop(known: np.ndarray, crops: list[tuple[Box, int]]) -> Box | None:
+    """The first crop that holds no known pixel, if any."""
+    return next((box for box, _ in crops if not known[box[0] : box[0] + box[2], box[1] : box[1] + box[3]].any()), None)
 
 
 def model_pixels(known: np.ndarray, options: InpaintOptions, hole_depth: float, multiple: int = 1) -> int:

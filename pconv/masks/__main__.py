@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pconv.cli import prog_name
+from pconv.cli import prog_name, run_main
 from pconv.errors import OutputError
 from pconv.files import atomic_write_bytes
 from pconv.masks.files import CONTACT_SHEET, write_mask
@@ -93,8 +93,6 @@ def export(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``pconv-masks``: errors as one line and exit code 2 (:func:`pconv.cli.run_main`)."""
-    from pconv.cli import run_main
-
     return run_main(_main, argv, PROG)
 
 
